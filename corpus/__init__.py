@@ -1,0 +1,1 @@
+"""Data preparation of mixbench: corpus sources, splits, tokenizer and token files."""

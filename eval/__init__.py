@@ -1,0 +1,1 @@
+"""Evaluation: lm-eval task generation, the evaluation runner, aggregation and figures."""

@@ -1,0 +1,205 @@
+"""Generate lm-eval perplexity tasks, one per domain, from the held-out test splits.
+
+    python -m eval.tasks --corpus-dir DIR --out DIR [--domains a b ...]
+                         [--max-documents 100] [--max-chars 4000]
+
+Writes into ``{out}/perplexity/``: ``{domain}.jsonl`` (the evaluated documents),
+``mixbench_ppl_{domain}.yaml`` (a ``loglikelihood_rolling`` task), ``mixbench_ppl.yaml`` (the
+group) and ``tasks.json`` (the manifest ``eval.run`` reads). Files whose content would not
+change are left untouched, so Snakemake sees no new mtimes and reruns nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from mixbench.errors import ConfigError, DataError, MixbenchError
+from mixbench.io import write_text
+
+GROUP = "mixbench_ppl"
+TASK_PREFIX = GROUP + "_"
+SUBDIR = "perplexity"
+MANIFEST = "tasks.json"
+TASK_VERSION = 1
+# Domain names become task names and file names: keep them to a safe alphabet.
+_DOMAIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Aggregations spelled out: lm-eval warns when a metric_list entry relies on defaults.
+_METRICS = [
+    {"metric": "word_perplexity", "aggregation": "weighted_perplexity", "higher_is_better": False},
+    {"metric": "byte_perplexity", "aggregation": "weighted_perplexity", "higher_is_better": False},
+    {"metric": "bits_per_byte", "aggregation": "bits_per_byte", "higher_is_better": False},
+]
+
+
+def task_name(domain: str) -> str:
+    return TASK_PREFIX + domain
+
+
+def list_domains(corpus_dir: str | Path) -> list[str]:
+    """The sub-folders of ``corpus_dir`` that hold a ``test.jsonl``, sorted."""
+    corpus_dir = Path(corpus_dir)
+    if not corpus_dir.is_dir():
+        raise DataError(f"corpus directory {corpus_dir} does not exist; build the corpus first")
+    domains = sorted(p.name for p in corpus_dir.iterdir() if (p / "test.jsonl").is_file())
+    if not domains:
+        raise DataError(f"no domain folder with a test.jsonl under {corpus_dir}")
+    return domains
+
+
+def truncate(text: str, max_chars: int) -> str:
+    """Cut ``text`` to at most ``max_chars`` characters, at the last whitespace if there is one."""
+    if len(text) <= max_chars:
+        return text
+    # Index max_chars itself may be the whitespace right after a complete word.
+    for i in range(max_chars, 0, -1):
+        if text[i].isspace():
+            head = text[:i].rstrip()
+            if head:
+                return head
+            break
+    return text[:max_chars]  # one unbroken token longer than max_chars: hard cut
+
+
+def read_test_documents(path: Path, max_documents: int, max_chars: int) -> list[dict[str, str]]:
+    """The first ``max_documents`` non-empty documents of a test.jsonl, each truncated."""
+    docs: list[dict[str, str]] = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if len(docs) >= max_documents:
+                break
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                doc_id, text = obj["id"], obj["text"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise DataError(f"{path}:{lineno}: expected a JSON object with 'id' and 'text' ({e})")
+            if not isinstance(text, str):
+                raise DataError(f"{path}:{lineno}: 'text' must be a string")
+            # An empty document has no bytes to score and would only skew the word count.
+            if text.strip():
+                docs.append({"id": str(doc_id), "text": truncate(text, max_chars)})
+    if not docs:
+        raise DataError(f"{path} holds no non-empty document")
+    return docs
+
+
+def task_config(domain: str, data_file: Path) -> dict[str, Any]:
+    return {
+        "task": task_name(domain),
+        "task_alias": domain,
+        "dataset_path": "json",
+        # Absolute: lm-eval resolves relative data_files against the CWD, not this YAML.
+        "dataset_kwargs": {"data_files": {"test": str(data_file)}},
+        "test_split": "test",
+        "output_type": "loglikelihood_rolling",
+        "doc_to_text": "",
+        # A bare feature name makes lm-eval return doc["text"] verbatim (no Jinja rendering).
+        "doc_to_target": "text",
+        "metric_list": [dict(m) for m in _METRICS],
+        "metadata": {"version": TASK_VERSION, "domain": domain},
+    }
+
+
+def group_config(names: Sequence[str]) -> dict[str, Any]:
+    # No aggregate_metric_list: per-domain numbers are the result; averages are computed later
+    # (a size-weighted lm-eval average would weight by documents, not bytes).
+    return {"group": GROUP, "task": list(names), "metadata": {"version": TASK_VERSION}}
+
+
+def _dump_yaml(obj: dict[str, Any]) -> str:
+    return yaml.safe_dump(obj, sort_keys=False, allow_unicode=True, width=10_000)
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if path.is_file() and path.read_bytes() == text.encode("utf-8"):
+        return
+    write_text(path, text)
+
+
+def _remove_stale(folder: Path, domains: Sequence[str]) -> None:
+    """Drop files of domains no longer generated, so lm-eval does not index stale tasks."""
+    keep = set(domains)
+    for path in folder.glob(TASK_PREFIX + "*.yaml"):
+        if path.stem[len(TASK_PREFIX):] not in keep:
+            path.unlink()
+    for path in folder.glob("*.jsonl"):
+        if path.stem not in keep:
+            path.unlink()
+
+
+def generate_perplexity_tasks(
+    corpus_dir: str | Path,
+    out_dir: str | Path,
+    domains: Sequence[str] | None = None,
+    max_documents: int = 100,
+    max_chars: int = 4000,
+) -> dict[str, Any]:
+    """Write the per-domain data files, task YAMLs, group YAML and manifest; return the manifest."""
+    if max_documents < 1 or max_chars < 1:
+        raise ConfigError("max_documents and max_chars must be positive")
+    corpus_dir = Path(corpus_dir).resolve()
+    domains = sorted(domains) if domains else list_domains(corpus_dir)
+    for d in domains:
+        if not _DOMAIN_RE.match(d):
+            raise ConfigError(f"domain name {d!r} must match {_DOMAIN_RE.pattern}")
+        if not (corpus_dir / d / "test.jsonl").is_file():
+            raise DataError(f"{corpus_dir / d / 'test.jsonl'} does not exist")
+    folder = Path(out_dir).resolve() / SUBDIR
+    folder.mkdir(parents=True, exist_ok=True)
+    _remove_stale(folder, domains)
+    info: dict[str, Any] = {}
+    for d in domains:
+        docs = read_test_documents(corpus_dir / d / "test.jsonl", max_documents, max_chars)
+        data = "".join(json.dumps(doc, ensure_ascii=False) + "\n" for doc in docs)
+        data_file = folder / f"{d}.jsonl"
+        _write_if_changed(data_file, data)
+        _write_if_changed(folder / f"{task_name(d)}.yaml", _dump_yaml(task_config(d, data_file)))
+        info[d] = {
+            "task": task_name(d),
+            "data_file": str(data_file),
+            "documents": len(docs),
+            "bytes": sum(len(doc["text"].encode("utf-8")) for doc in docs),
+            "sha256": hashlib.sha256(data.encode("utf-8")).hexdigest(),
+        }
+    _write_if_changed(folder / f"{GROUP}.yaml", _dump_yaml(group_config([task_name(d) for d in domains])))
+    manifest = {
+        "group": GROUP,
+        "tasks": {d: task_name(d) for d in domains},
+        "domains": info,
+        "params": {"corpus_dir": str(corpus_dir), "max_documents": max_documents, "max_chars": max_chars},
+    }
+    _write_if_changed(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m eval.tasks", description=__doc__.split("\n")[0])
+    p.add_argument("--corpus-dir", required=True, help="folder with {domain}/test.jsonl")
+    p.add_argument("--out", required=True, help="output folder (tasks go to OUT/perplexity)")
+    p.add_argument("--domains", nargs="+", help="domains to include (default: all with a test.jsonl)")
+    p.add_argument("--max-documents", type=int, default=100, help="first N test documents per domain")
+    p.add_argument("--max-chars", type=int, default=4000, help="cut each document to this many characters")
+    args = p.parse_args(argv)
+    try:
+        manifest = generate_perplexity_tasks(
+            args.corpus_dir, args.out, args.domains, args.max_documents, args.max_chars
+        )
+    except MixbenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for d, meta in manifest["domains"].items():
+        print(f"{meta['task']}: {meta['documents']} documents, {meta['bytes']} bytes", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Shared plumbing of mixbench: configuration, output layout, atomic writes, provenance."""

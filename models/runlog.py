@@ -1,0 +1,53 @@
+"""Per-step training log as CSV, one row per optimizer step, safe to resume.
+
+Columns: step, lr, loss, tokens (cumulative), elapsed_s, step_s, then per domain
+``loss/<d>``, ``tokens/<d>`` and ``weight/<d>`` (the sampling weights the step used).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+
+class StepLog:
+    def __init__(self, path: str | Path, domains: list[str], resume_step: int):
+        self.path = Path(path)
+        self.columns = ["step", "lr", "loss", "tokens", "elapsed_s", "step_s"]
+        self.columns += [f"{kind}/{d}" for kind in ("loss", "tokens", "weight") for d in domains]
+        self._truncate_after(resume_step)
+        new = not self.path.exists()
+        self.file = open(self.path, "a", newline="", encoding="utf-8")
+        self.writer = csv.writer(self.file)
+        if new:
+            self.writer.writerow(self.columns)
+
+    def _truncate_after(self, step: int) -> None:
+        """Drop rows of steps after the checkpoint we resume from (they will be redone)."""
+        if not self.path.exists():
+            return
+        if step == 0:
+            self.path.unlink()
+            return
+        with open(self.path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        keep = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
+        with open(self.path, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows(keep)
+
+    def write(self, step: int, lr: float, loss: float, tokens: int, elapsed: float, step_time: float,
+              domain_loss: np.ndarray, domain_tokens: np.ndarray, weights: np.ndarray) -> None:
+        row = [step, f"{lr:.6g}", f"{loss:.6f}", tokens, f"{elapsed:.3f}", f"{step_time:.4f}"]
+        row += ["" if np.isnan(x) else f"{x:.6f}" for x in domain_loss]
+        row += [int(x) for x in domain_tokens]
+        row += [f"{x:.8f}" for x in weights]
+        self.writer.writerow(row)
+
+    def flush(self) -> None:
+        """Called before each checkpoint so the log on disk covers every checkpointed step."""
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()

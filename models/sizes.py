@@ -1,0 +1,35 @@
+"""GPT-2 model sizes. Torch-free so the workflow and config checks can read it instantly.
+
+Parameter counts are for the vocabulary named in the comment (tied input/output embedding
+counted once); tests/test_models.py checks small/medium/large on the meta device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    n_layer: int
+    n_head: int
+    n_embd: int
+    n_positions: int
+
+
+SIZES: dict[str, ModelSize] = {
+    "test": ModelSize(n_layer=1, n_head=2, n_embd=32, n_positions=64),  # ~30k with a 512 vocab: pytest only
+    "tiny": ModelSize(n_layer=2, n_head=4, n_embd=128, n_positions=128),  # 1.46M with 8k vocab: CPU grid
+    "mini": ModelSize(n_layer=4, n_head=4, n_embd=256, n_positions=256),  # 5.3M with 8k vocab: CPU proxy
+    "proxy-82m": ModelSize(n_layer=6, n_head=12, n_embd=768, n_positions=1024),  # 81.9M with 50k vocab: DoGE's proxy
+    "small": ModelSize(n_layer=12, n_head=12, n_embd=768, n_positions=1024),  # 124.4M with 50,257 vocab
+    "medium": ModelSize(n_layer=24, n_head=16, n_embd=1024, n_positions=1024),  # 354.8M
+    "large": ModelSize(n_layer=36, n_head=20, n_embd=1280, n_positions=1024),  # 774.0M
+}
+
+
+def approx_parameters(size: ModelSize, vocab_size: int) -> int:
+    """Closed-form GPT-2 parameter count (tied embeddings), for FLOP estimates without torch."""
+    d = size.n_embd
+    per_block = 12 * d * d + 13 * d  # attention (4d² + 4d) + MLP (8d² + 5d) + two LayerNorms (4d)
+    return vocab_size * d + size.n_positions * d + size.n_layer * per_block + 2 * d

@@ -1,0 +1,165 @@
+"""Train one stage of one strategy: the entry point the workflow calls for every run.
+
+    python -m models.train --config config/config.yaml --size tiny --strategy uniform \\
+        --seed 0 --stage final --out runs/tiny/uniform/seed0/final [--upstream proxy=DIR]
+
+Resumes from ``OUT/checkpoint.pt`` if present. On success writes ``OUT/model/`` (model and
+tokenizer via ``save_pretrained``), ``OUT/log.csv``, ``OUT/weights.json`` and, last,
+``OUT/run.json`` (the marker the workflow waits for, with provenance). Under ``torchrun``
+it trains with DDP (gloo on CPU, NCCL on GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from corpus.sampler import DomainSampler
+from corpus.tokens import TokenStore
+from mixbench import config as cfg
+from mixbench.errors import ConfigError
+from mixbench.io import atomic_dir, read_json, write_json
+from mixbench.provenance import provenance
+from models.checkpoint import CHECKPOINT_NAME
+from models.gpt2 import build_model, count_parameters, gpt2_config
+from models.loop import LoopSettings, TrainingLoop
+from strategies import StrategyContext, get_strategy_class
+
+
+def init_distributed(device_setting: str) -> tuple[int, int, torch.device]:
+    use_cuda = device_setting == "cuda" or (device_setting == "auto" and torch.cuda.is_available())
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1:
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def read_upstream(pairs: list[str]) -> dict[str, Path]:
+    upstream = {}
+    for pair in pairs:
+        stage, _, path = pair.partition("=")
+        if not path or not (Path(path) / "run.json").exists():
+            raise ConfigError(f"--upstream {pair!r}: expected STAGE=DIR of a finished run (with run.json)")
+        upstream[stage] = Path(path)
+    return upstream
+
+
+def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, out: Path,
+          upstream: dict[str, Path], stop_after: int | None = None) -> bool:
+    training = config["training"]
+    cls = get_strategy_class(cfg.strategy_class_name(config, strategy_name))
+    if stage not in cls.stages:
+        raise ConfigError(f"strategy {strategy_name!r} has no stage {stage!r}; its stages: {cls.stages}")
+    stage_spec = cfg.stage_training(config, strategy_name, stage, size)
+    rank, world, device = init_distributed(training["device"])
+    if training["batch_size"] % (world * training["micro_batch_size"]):
+        raise ConfigError(f"batch_size {training['batch_size']} does not split into {world} ranks x micro-batches "
+                          f"of {training['micro_batch_size']}")
+    if device.type == "cpu":
+        torch.set_num_threads(training["threads"])
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = True
+    data_dir = Path(config["data_dir"])
+    domains = config["corpus"]["domains"]
+    store = TokenStore(data_dir / "tokens", "train", domains)
+    context = StrategyContext(
+        name=strategy_name, domains=tuple(domains), train_tokens=store.token_counts(), stage=stage,
+        total_steps=stage_spec["steps"], seed=seed, vocab_size=store.vocab_size,
+        upstream_weights={s: np.asarray(read_json(d / "weights.json")["final_weights"]) for s, d in upstream.items()},
+    )
+    strategy = cls(context, **cfg.strategy_hparams(config, strategy_name))
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(data_dir / "tokenizer")
+    torch.manual_seed(seed)  # same initial model for every strategy at a given seed
+    model_config = gpt2_config(stage_spec["size"], store.vocab_size, training["dropout"],
+                               tokenizer.eos_token_id, tokenizer.eos_token_id)
+    if training["seq_len"] > model_config.n_positions:
+        raise ConfigError(f"training.seq_len {training['seq_len']} exceeds size {stage_spec['size']!r}'s "
+                          f"context of {model_config.n_positions}")
+    model = build_model(model_config).to(device)
+    n_params = count_parameters(model)
+    if training["compile"]:
+        model = torch.compile(model)
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    settings = LoopSettings(
+        steps=stage_spec["steps"], **{k: training[k] for k in (
+            "batch_size", "micro_batch_size", "seq_len", "lr", "min_lr_ratio", "warmup_steps", "weight_decay",
+            "beta1", "beta2", "grad_clip", "checkpoint_every")},
+        device=device, bf16=device.type == "cuda" and training["precision"] != "fp32", rank=rank, world_size=world,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    sampler = DomainSampler(store, training["seq_len"], seed, stream=rank)
+    loop = TrainingLoop(model, strategy, sampler, settings, out / "log.csv", out / CHECKPOINT_NAME, strategy_name)
+    wall_start = time.time()
+    finished = loop.run(stop_after=stop_after)
+    if finished and rank == 0:
+        save_outputs(loop, tokenizer, config, strategy_name, seed, stage, stage_spec, out, n_params,
+                     time.time() - wall_start)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return finished
+
+
+def save_outputs(loop: TrainingLoop, tokenizer, config, strategy_name, seed, stage, stage_spec, out: Path,
+                 n_params: int, wall_seconds: float) -> None:
+    with atomic_dir(out / "model") as tmp:
+        loop.raw_model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    domains = list(loop.domains)
+    write_json(out / "weights.json", {
+        "domains": domains,
+        "initial_weights": loop.strategy.initial_weights(),
+        "final_weights": loop.strategy.final_weights(),
+    })
+    tokens = loop.tokens_seen
+    write_json(out / "run.json", {
+        "strategy": strategy_name, "stage": stage, "size": stage_spec["size"], "steps": stage_spec["steps"],
+        "parameters": n_params, "tokens": tokens,
+        # 6·N·D: forward and backward of every parameter for every training token.
+        "train_flops": 6 * n_params * tokens,
+        "train_seconds": round(loop.elapsed, 2), "wall_seconds": round(wall_seconds, 2),
+        **provenance(cfg.config_hash(config), seed),
+    })
+    (out / CHECKPOINT_NAME).unlink(missing_ok=True)  # finished: the model above supersedes it
+
+
+@cfg.main_guard
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", nargs="+", required=True, help="config YAML file(s), later ones win")
+    parser.add_argument("--size", required=True)
+    parser.add_argument("--strategy", required=True)
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--stage", default="final")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--upstream", nargs="*", default=[], metavar="STAGE=DIR", help="finished earlier stages")
+    parser.add_argument("--stop-after", type=int, default=None,
+                        help="checkpoint and stop after this many steps (resume by running again)")
+    args = parser.parse_args(argv)
+    config = cfg.load(*args.config)
+    finished = train(config, args.size, args.strategy, args.seed, args.stage, args.out,
+                     read_upstream(args.upstream), args.stop_after)
+    if not finished:
+        print(f"stopped at a checkpoint in {args.out}; run the same command again to resume", file=sys.stderr)
+        sys.exit(3)
+
+
+if __name__ == "__main__":
+    main()

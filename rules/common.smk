@@ -1,0 +1,61 @@
+# Validation of the config (before any job runs) and the helpers every rule file uses.
+import hashlib
+import json
+import os
+import sys
+
+import yaml
+
+sys.path.insert(0, workflow.basedir)
+# Jobs run `python -m <package>.<module>`: make the repository importable from any working directory.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
+
+from mixbench import config as mbconfig
+from mixbench.errors import ConfigError
+from strategies import get_strategy_class
+
+try:
+    config = mbconfig.validate(config)
+except ConfigError as exc:
+    sys.exit(f"mixbench: {exc}")
+
+DATA = config["data_dir"]
+RUNS = config["runs_dir"]
+RESULTS = config["results_dir"]
+LOGS = f"{RUNS}/logs"
+DOMAINS = config["corpus"]["domains"]
+SPLITS = ["train", "val", "test"]
+GRID = config["grid"]
+
+# Jobs read the exact config this workflow was parsed with, stored under its hash.
+CONFIG_FILE = f"{RUNS}/configs/{mbconfig.config_hash(config)}.yaml"
+if not os.path.exists(CONFIG_FILE):
+    from mixbench.io import write_text
+
+    write_text(CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
+
+
+def fingerprint(*sections):
+    """Hash of the config sections a rule depends on: a change there reruns the rule (params trigger)."""
+    blob = json.dumps([config.get(s) for s in sections], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def stages_of(strategy):
+    return get_strategy_class(mbconfig.strategy_class_name(config, strategy)).stages
+
+
+def run_dir(size, strategy, seed, stage):
+    return f"{RUNS}/{size}/{strategy}/seed{seed}/{stage}"
+
+
+def final_runs():
+    """(size, strategy, seed) of every cell of the grid."""
+    return [(size, strat, seed) for size in GRID["sizes"] for strat in GRID["strategies"] for seed in GRID["seeds"]]
+
+
+wildcard_constraints:
+    stage="reference|proxy|final",
+    seed=r"\d+",
+    size="|".join(map(str, GRID["sizes"])),
+    strategy="|".join(GRID["strategies"]),

@@ -1,0 +1,40 @@
+# Corpus -> train/val/test splits -> tokenizer -> flat token files.
+
+
+rule build_corpus:
+    output:
+        manifest=f"{DATA}/corpus/manifest.json",
+        splits=expand(f"{DATA}/corpus/{{domain}}/{{split}}.jsonl", domain=DOMAINS, split=SPLITS),
+    params:
+        fingerprint=fingerprint("corpus"),
+    log:
+        f"{LOGS}/build_corpus.log",
+    shell:
+        "python -m corpus.build --config {CONFIG_FILE} > {log} 2>&1"
+
+
+rule train_tokenizer:
+    input:
+        rules.build_corpus.output.manifest,
+    output:
+        f"{DATA}/tokenizer/tokenizer.json",
+    params:
+        fingerprint=fingerprint("corpus", "tokenizer"),
+    log:
+        f"{LOGS}/train_tokenizer.log",
+    shell:
+        "python -m corpus.tokenizer --config {CONFIG_FILE} > {log} 2>&1"
+
+
+rule tokenize_corpus:
+    input:
+        rules.build_corpus.output.manifest,
+        rules.train_tokenizer.output,
+    output:
+        f"{DATA}/tokens/meta.json",
+    params:
+        fingerprint=fingerprint("corpus", "tokenizer"),
+    log:
+        f"{LOGS}/tokenize_corpus.log",
+    shell:
+        "python -m corpus.tokens --config {CONFIG_FILE} > {log} 2>&1"

@@ -1,0 +1,36 @@
+# lm-eval on every final model: per-domain loglikelihood_rolling tasks on the held-out test split.
+
+
+rule lm_eval_tasks:
+    input:
+        rules.build_corpus.output.manifest,
+    output:
+        f"{DATA}/lm_eval_tasks/perplexity/tasks.json",
+    params:
+        fingerprint=fingerprint("corpus", "evaluation"),
+        domains=" ".join(DOMAINS),
+        ev=config["evaluation"],
+    log:
+        f"{LOGS}/lm_eval_tasks.log",
+    shell:
+        "python -m eval.tasks --corpus-dir {DATA}/corpus --out {DATA}/lm_eval_tasks --domains {params.domains}"
+        " --max-documents {params.ev[max_documents_per_domain]} --max-chars {params.ev[max_chars_per_document]}"
+        " > {log} 2>&1"
+
+
+rule evaluate_perplexity:
+    input:
+        run=f"{RUNS}/{{size}}/{{strategy}}/seed{{seed}}/final/run.json",
+        tasks=rules.lm_eval_tasks.output,
+    output:
+        f"{RUNS}/{{size}}/{{strategy}}/seed{{seed}}/final/eval/perplexity.json",
+    params:
+        model=lambda w: f"{run_dir(w.size, w.strategy, w.seed, 'final')}/model",
+        batch_size=config["evaluation"]["batch_size"],
+        fingerprint=fingerprint("evaluation"),
+    threads: config["training"]["threads"]
+    log:
+        f"{LOGS}/eval/{{size}}-{{strategy}}-seed{{seed}}-perplexity.log",
+    shell:
+        "python -m eval.run --model {params.model} --tasks-dir {DATA}/lm_eval_tasks --out {output}"
+        " --batch-size {params.batch_size} --threads {threads} > {log} 2>&1"

@@ -1,0 +1,15 @@
+# Tables from finished runs. Never trains: it only reads run.json and evaluation results.
+
+TABLES = [f"{RESULTS}/tables/perplexity.csv", f"{RESULTS}/tables/perplexity.md"]
+
+
+rule tables:
+    input:
+        evals=[f"{run_dir(size, strat, seed, 'final')}/eval/perplexity.json" for size, strat, seed in final_runs()],
+        runs=[f"{run_dir(size, strat, seed, 'final')}/run.json" for size, strat, seed in final_runs()],
+    output:
+        TABLES,
+    log:
+        f"{LOGS}/tables.log",
+    shell:
+        "python -m eval.aggregate --config {CONFIG_FILE} > {log} 2>&1"

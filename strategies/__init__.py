@@ -1,0 +1,45 @@
+"""Registry of mixing strategies: name -> class, imported only when asked for.
+
+How to add a strategy
+---------------------
+1. Write ``strategies/<module>.py`` with a subclass of ``strategies.base.Strategy``:
+   set ``stages`` (default ``("final",)``), ``signals`` (optional extra training signals),
+   ``defaults`` (its hyperparameters), and implement ``initial_weights()``; override
+   ``update(stats)`` to change the weights during training. Do not import torch at module
+   level: the workflow reads ``stages`` while it is being parsed.
+2. Register it below: ``"<name>": "strategies.<module>:<Class>"``.
+3. Add ``<name>`` to ``grid.strategies`` in the config, and its hyperparameters under
+   ``strategies: {<name>: {...}}``. The workflow derives the runs from ``stages``; the
+   tables and figures pick the new name up by themselves.
+4. Test ``update`` on a hand-computed step in ``tests/``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from strategies.base import Strategy, StepStats, StrategyContext, validate_weights
+
+REGISTRY: dict[str, str] = {
+    "uniform": "strategies.static:Uniform",
+    "natural": "strategies.static:Natural",
+    "static": "strategies.static:Static",
+}
+
+
+def available() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def get_strategy_class(name: str) -> type[Strategy]:
+    """Import and return the class registered as ``name``; KeyError lists the valid names."""
+    if name not in REGISTRY:
+        raise KeyError(f"unknown strategy {name!r}; registered strategies: {', '.join(available())}")
+    module_name, class_name = REGISTRY[name].split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise TypeError(f"{REGISTRY[name]} is not a Strategy subclass")
+    return cls
+
+
+__all__ = ["REGISTRY", "Strategy", "StepStats", "StrategyContext", "available", "get_strategy_class", "validate_weights"]

@@ -1,0 +1,148 @@
+"""The strategy interface: training signals in, mixture weights out.
+
+The training loop (models/train.py) owns the loop. A strategy only
+- declares the ``stages`` it needs (the workflow builds its DAG from them) and the
+  extra ``signals`` the loop must compute for it (so nobody else pays for them);
+- gives the ``initial_weights`` and, after each optimizer step, may return new weights
+  from ``update(stats)``;
+- may ask for a weighted training objective through ``loss_weights``;
+- hands on ``final_weights`` (what a proxy run passes to the next stage);
+- saves and restores its state for exact resumption.
+
+This module must stay free of torch: Snakemake reads ``stages`` while parsing the workflow.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mixbench.errors import ConfigError, TrainingError
+
+STAGE_ORDER = ("reference", "proxy", "final")
+
+# Signals the loop always computes, and the ones a strategy may ask for.
+ALWAYS_COMPUTED = frozenset({"domain_loss", "domain_tokens"})
+OPTIONAL_SIGNALS = frozenset(
+    {
+        "reference_token_loss",  # per-token losses of a frozen reference model (DoReMi)
+        "domain_gradients",  # one gradient per domain of its mean loss (DoGE)
+        "target_gradient",  # gradient on a held-out target mixture (DoGE)
+        "example_gradient_features",  # sketched per-example gradients on probe batches (DoGraph)
+    }
+)
+
+
+@dataclass(frozen=True)
+class StrategyContext:
+    """What a strategy may know about the run it is driving."""
+
+    name: str  # the strategy's name in the grid (a config entry key)
+    domains: tuple[str, ...]
+    train_tokens: np.ndarray  # tokens per domain in the train split, shape (K,)
+    stage: str
+    total_steps: int
+    seed: int
+    vocab_size: int
+    upstream_weights: dict[str, np.ndarray] = field(default_factory=dict)  # stage -> final_weights
+
+
+@dataclass
+class StepStats:
+    """Signals of one optimizer step, over all its micro-batches (and ranks)."""
+
+    step: int  # 1-based index of the optimizer step just taken
+    lr: float
+    domain_loss: np.ndarray  # mean token loss per domain; nan where the domain was absent
+    domain_tokens: np.ndarray  # tokens per domain in the step
+    extra: dict[str, Any] = field(default_factory=dict)  # declared optional signals
+
+
+class Strategy(ABC):
+    """Base class of every mixing strategy. Subclasses set the class attributes and
+    implement ``initial_weights``; everything else has a sensible default."""
+
+    stages: ClassVar[tuple[str, ...]] = ("final",)
+    signals: ClassVar[frozenset[str]] = frozenset()
+    # Hyperparameters with their defaults; the config may set exactly these keys.
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, context: StrategyContext, **hparams: Any):
+        self.context = context
+        self.hparams = {**self.defaults, **hparams}
+        self._weight_sum = np.zeros(len(context.domains))
+        self._weight_steps = 0
+
+    # -- declaration -------------------------------------------------------------------
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        unknown = set(cls.signals) - OPTIONAL_SIGNALS
+        if unknown:
+            raise TypeError(f"{cls.__name__} declares unknown signals {sorted(unknown)}")
+        if list(cls.stages) != [s for s in STAGE_ORDER if s in cls.stages] or cls.stages[-1] != "final":
+            raise TypeError(f"{cls.__name__}.stages must be an ordered subset of {STAGE_ORDER} ending in 'final'")
+
+    @classmethod
+    def check_hparams(cls, hparams: dict[str, Any], domains: list[str]) -> None:
+        """Reject unknown keys and values whose type differs from the default's.
+        Subclasses extend this for value checks; it runs before any job starts."""
+        unknown = sorted(set(hparams) - set(cls.defaults))
+        if unknown:
+            valid = ", ".join(sorted(cls.defaults)) or "none"
+            raise ConfigError(f"unknown hyperparameter(s) {unknown}; valid: {valid}")
+        for key, value in hparams.items():
+            default = cls.defaults[key]
+            if default is None or value is None:
+                continue
+            expected = (int, float) if isinstance(default, float) else type(default)
+            if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, expected):
+                raise ConfigError(f"hyperparameter {key!r} must be {type(default).__name__}, got {value!r}")
+
+    # -- the interface the loop calls -------------------------------------------------------
+    @abstractmethod
+    def initial_weights(self) -> np.ndarray:
+        """Sampling weights of the first step, shape (K,), on the simplex."""
+
+    def update(self, stats: StepStats) -> np.ndarray | None:
+        """New sampling weights after a step, or None to keep the current ones."""
+        return None
+
+    def loss_weights(self) -> np.ndarray | None:
+        """Per-domain weights of the training objective, or None for the plain token mean."""
+        return None
+
+    def record(self, weights: np.ndarray) -> None:
+        """Called by the loop with the weights every step trained on."""
+        self._weight_sum += weights
+        self._weight_steps += 1
+
+    def final_weights(self) -> np.ndarray:
+        """What this run hands on: by default the mean of the weights over its steps."""
+        if self._weight_steps == 0:
+            return self.initial_weights()
+        return self._weight_sum / self._weight_steps
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"weight_sum": self._weight_sum.copy(), "weight_steps": self._weight_steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._weight_sum = np.asarray(state["weight_sum"], dtype=float).copy()
+        self._weight_steps = int(state["weight_steps"])
+
+
+def validate_weights(weights: Any, num_domains: int, strategy: str, step: int, atol: float = 1e-6) -> np.ndarray:
+    """Check a weight vector is finite, non-negative, of length K and sums to 1."""
+    w = np.asarray(weights, dtype=np.float64)
+    where = f"strategy {strategy!r} at step {step}"
+    if w.shape != (num_domains,):
+        raise TrainingError(f"{where} returned weights of shape {w.shape}, expected ({num_domains},)")
+    if not np.all(np.isfinite(w)):
+        raise TrainingError(f"{where} returned non-finite weights {w.tolist()}")
+    if np.any(w < 0):
+        raise TrainingError(f"{where} returned negative weights {w.tolist()}")
+    if abs(w.sum() - 1.0) > atol:
+        raise TrainingError(f"{where} returned weights summing to {w.sum():.8f}, not 1: {w.tolist()}")
+    return w

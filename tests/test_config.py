@@ -1,0 +1,79 @@
+"""The config schema and the semantic checks that run before any job."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import make_test_config
+from mixbench import config as cfg
+from mixbench.errors import ConfigError
+
+
+def test_defaults_are_filled_in(tmp_path):
+    config = cfg.validate({"grid": {"strategies": ["uniform"]}})
+    assert config["training"]["steps"] == 400
+    assert config["grid"]["seeds"] == [0, 1, 2]
+    assert config["tokenizer"] == {"kind": "bpe", "vocab_size": 8192, "path": None}
+    assert config["stages"] == {}
+
+
+def test_default_config_file_is_valid():
+    config = cfg.load(cfg.REPO_ROOT / "config" / "config.yaml")
+    assert config["grid"]["sizes"] == ["tiny"]
+    assert set(config["grid"]["strategies"]) >= {"uniform", "natural"}
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"grid": {"strategies": ["unifrom"]}}, "unknown strategy 'unifrom'; registered strategies: natural, static, uniform"),
+        ({"strategies": {"uniform": {"temperature": 2.0}}}, "unknown hyperparameter(s) ['temperature']; valid: none"),
+        ({"training": {"stpes": 10}}, "Additional properties are not allowed ('stpes' was unexpected)"),
+        ({"training": {"steps": 0}}, "training.steps: 0 is less than the minimum of 1"),
+        ({"training": {"batch_size": 10, "micro_batch_size": 4}}, "batch_size 10 is not a multiple of micro_batch_size 4"),
+        ({"grid": {"sizes": ["huge"]}}, "grid.sizes: unknown size(s) ['huge']"),
+        ({"corpus": {"source": "web"}}, "corpus.source: 'web' is not one of"),
+    ],
+)
+def test_bad_config_fails_with_a_clear_message(tmp_path, overrides, message):
+    with pytest.raises(ConfigError) as err:
+        cfg.validate(make_test_config(tmp_path, **overrides))
+    assert message in str(err.value)
+
+
+def test_static_weights_are_checked_against_the_domains(tmp_path):
+    domains = make_test_config(tmp_path)["corpus"]["domains"]
+    good = {d: 1.0 for d in domains}
+    config = make_test_config(tmp_path, grid={"strategies": ["pile"]},
+                              strategies={"pile": {"strategy": "static", "weights": good}})
+    assert cfg.strategy_hparams(cfg.validate(config), "pile") == {"weights": good}
+    bad = dict(good, wikipedia=1.0)
+    config["strategies"]["pile"]["weights"] = bad
+    with pytest.raises(ConfigError, match=r"unknown \['wikipedia'\]"):
+        cfg.validate(config)
+    config["strategies"]["pile"]["weights"] = dict(good, code=-1.0)
+    with pytest.raises(ConfigError, match="non-negative"):
+        cfg.validate(config)
+
+
+def test_entries_outside_the_grid_are_checked_too(tmp_path):
+    with pytest.raises(ConfigError, match="strategy 'doremy'"):
+        cfg.validate(make_test_config(tmp_path, strategies={"doremy": {}}))
+
+
+def test_stage_training_resolves_per_strategy_overrides(tmp_path):
+    config = cfg.validate(make_test_config(
+        tmp_path, stages={"proxy": {"size": "test", "steps": 7}},
+        strategies={"uniform": {"stages": {"proxy": {"steps": 5}}}},
+    ))
+    assert cfg.stage_training(config, "uniform", "final", "test") == {"size": "test", "steps": 30}
+    assert cfg.stage_training(config, "uniform", "proxy", "test") == {"size": "test", "steps": 5}
+    assert cfg.stage_training(config, "natural", "proxy", "test") == {"size": "test", "steps": 7}
+
+
+def test_config_hash_is_stable_and_sensitive(tmp_path):
+    a = cfg.validate(make_test_config(tmp_path))
+    b = cfg.validate(make_test_config(tmp_path))
+    assert cfg.config_hash(a) == cfg.config_hash(b)
+    b["training"]["steps"] += 1
+    assert cfg.config_hash(a) != cfg.config_hash(b)

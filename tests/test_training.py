@@ -1,0 +1,126 @@
+"""The training loop: outputs, exact resumption, weight validation and NaN detection."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import strategies
+from mixbench import config as cfg
+from mixbench.errors import TrainingError
+from mixbench.io import read_json
+from models.train import train
+from strategies.base import Strategy
+
+
+class OffSimplexAtStepThree(Strategy):
+    """Returns a valid vector for two steps, then one that does not sum to 1."""
+
+    def initial_weights(self):
+        return np.full(len(self.context.domains), 1 / len(self.context.domains))
+
+    def update(self, stats):
+        w = self.initial_weights()
+        return w if stats.step < 3 else w * 0.5
+
+
+class EqualLossWeights(Strategy):
+    """Uniform sampling with an explicit all-equal loss weighting: must match plain uniform."""
+
+    def initial_weights(self):
+        return np.full(len(self.context.domains), 1 / len(self.context.domains))
+
+    def loss_weights(self):
+        return np.full(len(self.context.domains), 7.0)
+
+
+def with_strategies(config: dict, monkeypatch, **registered) -> dict:
+    for name, target in registered.items():
+        monkeypatch.setitem(strategies.REGISTRY, name, target)
+    return cfg.validate(dict(config, grid=dict(config["grid"], strategies=["uniform", *registered])))
+
+
+def run(config, out: Path, strategy="uniform", seed=0, stop_after=None) -> bool:
+    return train(config, "test", strategy, seed, "final", out, {}, stop_after)
+
+
+def final_state(out: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(out / "model" / "model.safetensors")
+
+
+def test_a_run_saves_a_loadable_model_log_weights_and_provenance(built_data, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "run"
+    assert run(built_data, out, strategy="natural")
+    model = AutoModelForCausalLM.from_pretrained(out / "model")
+    tok = AutoTokenizer.from_pretrained(out / "model")
+    assert model.config.n_layer == 1 and len(tok) == model.config.vocab_size
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    assert [int(r["step"]) for r in rows] == list(range(1, 31))
+    domains = built_data["corpus"]["domains"]
+    assert all(f"loss/{d}" in rows[0] and f"weight/{d}" in rows[0] and f"tokens/{d}" in rows[0] for d in domains)
+    assert int(rows[-1]["tokens"]) == 30 * 8 * 32
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])  # it learns something
+    weights = read_json(out / "weights.json")
+    tokens = read_json(Path(built_data["data_dir"]) / "tokens" / "meta.json")["domains"]
+    natural = np.array([tokens[d]["train"]["tokens"] for d in domains], dtype=float)
+    assert np.allclose(weights["final_weights"], natural / natural.sum())
+    info = read_json(out / "run.json")
+    assert info["seed"] == 0 and info["tokens"] == 30 * 8 * 32 and len(info["config_hash"]) == 12
+    assert info["train_flops"] == 6 * info["parameters"] * info["tokens"]
+    assert not (out / "checkpoint.pt").exists()
+
+
+def test_resumed_run_ends_with_the_same_weights_and_log(built_data, tmp_path):
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert run(built_data, whole, seed=3)
+    assert not run(built_data, split, seed=3, stop_after=13)  # stops between checkpoints (every 10)
+    assert (split / "checkpoint.pt").exists() and not (split / "run.json").exists()
+    assert run(built_data, split, seed=3)
+    a, b = final_state(whole), final_state(split)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    drop_time = lambda path: [r[:4] + r[6:] for r in csv.reader(open(path))]  # wall times differ
+    assert drop_time(whole / "log.csv") == drop_time(split / "log.csv")
+
+
+def test_different_seeds_give_different_models_and_same_seed_same_init(built_data, tmp_path):
+    assert run(built_data, tmp_path / "a", seed=0) and run(built_data, tmp_path / "b", seed=1)
+    a, b = final_state(tmp_path / "a"), final_state(tmp_path / "b")
+    assert not torch.equal(a["transformer.h.0.mlp.c_fc.weight"], b["transformer.h.0.mlp.c_fc.weight"])
+
+
+def test_equal_loss_weights_train_exactly_like_no_loss_weights(built_data, tmp_path, monkeypatch):
+    config = with_strategies(built_data, monkeypatch, equal="test_training:EqualLossWeights")
+    assert run(config, tmp_path / "plain") and run(config, tmp_path / "weighted", strategy="equal")
+    a, b = final_state(tmp_path / "plain"), final_state(tmp_path / "weighted")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_weights_off_the_simplex_stop_training_naming_strategy_and_step(built_data, tmp_path, monkeypatch):
+    config = with_strategies(built_data, monkeypatch, offsimplex="test_training:OffSimplexAtStepThree")
+    with pytest.raises(TrainingError, match="strategy 'offsimplex' at step 3 returned weights summing to 0.5"):
+        run(config, tmp_path / "run", strategy="offsimplex")
+
+
+def test_nan_loss_names_the_step_and_domains(built_data, tmp_path, monkeypatch):
+    import models.gpt2
+
+    original = models.gpt2.build_model
+
+    def poisoned(config, device="cpu"):
+        model = original(config, device)
+        with torch.no_grad():
+            model.transformer.ln_f.weight.fill_(float("nan"))
+        return model
+
+    monkeypatch.setattr("models.train.build_model", poisoned)
+    with pytest.raises(TrainingError, match=r"non-finite loss at step 1 on domain\(s\) \['code'"):
+        run(built_data, tmp_path / "run")
+    assert not (tmp_path / "run" / "run.json").exists()
