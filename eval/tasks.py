@@ -68,8 +68,20 @@ def truncate(text: str, max_chars: int) -> str:
     return text[:max_chars]  # one unbroken token longer than max_chars: hard cut
 
 
+def pieces(text: str, max_chars: int) -> list[str]:
+    """Cut ``text`` into consecutive pieces of at most ``max_chars`` characters at whitespace."""
+    out = []
+    while text:
+        piece = truncate(text, max_chars)
+        out.append(piece)
+        text = text[len(piece):].lstrip()
+    return out
+
+
 def read_test_documents(path: Path, max_documents: int, max_chars: int) -> list[dict[str, str]]:
-    """The first ``max_documents`` non-empty documents of a test.jsonl, each truncated."""
+    """Up to ``max_documents`` evaluation documents from a test.jsonl: each test document is cut
+    into pieces of at most ``max_chars`` characters (so a domain of a few long files is scored
+    on as much text as a domain of many short entries), taken in file order."""
     docs: list[dict[str, str]] = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -85,11 +97,11 @@ def read_test_documents(path: Path, max_documents: int, max_chars: int) -> list[
             if not isinstance(text, str):
                 raise DataError(f"{path}:{lineno}: 'text' must be a string")
             # An empty document has no bytes to score and would only skew the word count.
-            if text.strip():
-                docs.append({"id": str(doc_id), "text": truncate(text, max_chars)})
+            for k, piece in enumerate(pieces(text, max_chars) if text.strip() else []):
+                docs.append({"id": f"{doc_id}#{k}", "text": piece})
     if not docs:
         raise DataError(f"{path} holds no non-empty document")
-    return docs
+    return docs[:max_documents]
 
 
 def task_config(domain: str, data_file: Path) -> dict[str, Any]:
@@ -186,8 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--corpus-dir", required=True, help="folder with {domain}/test.jsonl")
     p.add_argument("--out", required=True, help="output folder (tasks go to OUT/perplexity)")
     p.add_argument("--domains", nargs="+", help="domains to include (default: all with a test.jsonl)")
-    p.add_argument("--max-documents", type=int, default=100, help="first N test documents per domain")
-    p.add_argument("--max-chars", type=int, default=4000, help="cut each document to this many characters")
+    p.add_argument("--max-documents", type=int, default=100, help="at most N evaluation pieces per domain")
+    p.add_argument("--max-chars", type=int, default=4000, help="cut test documents into pieces of at most this many characters")
     args = p.parse_args(argv)
     try:
         manifest = generate_perplexity_tasks(

@@ -11,7 +11,7 @@ from mixbench.errors import ConfigError
 
 def test_defaults_are_filled_in(tmp_path):
     config = cfg.validate({"grid": {"strategies": ["uniform"]}})
-    assert config["training"]["steps"] == 400
+    assert config["training"]["steps"] == 400  # the schema default, not config.yaml
     assert config["grid"]["seeds"] == [0, 1, 2]
     assert config["tokenizer"] == {"kind": "bpe", "vocab_size": 8192, "path": None}
     assert config["stages"] == {}

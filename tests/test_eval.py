@@ -17,7 +17,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from eval import run as eval_run  # noqa: E402
-from eval.tasks import generate_perplexity_tasks, truncate  # noqa: E402
+from eval.tasks import generate_perplexity_tasks, pieces, truncate  # noqa: E402
 from mixbench.errors import DataError  # noqa: E402
 
 CTX = 64
@@ -126,6 +126,18 @@ def test_documents_are_cut_at_max_chars(corpus, tmp_path):
     (text,) = [json.loads(x)["text"] for x in Path(m["domains"]["long"]["data_file"]).open()]
     source = DOCS["long"][0]
     assert len(text) <= 50 and source.startswith(text) and source[len(text)] == " "
+
+
+def test_long_documents_are_cut_into_consecutive_pieces(corpus, tmp_path):
+    text = "alpha beta gamma delta epsilon zeta eta theta"
+    cut = pieces(text, 12)
+    assert cut == ["alpha beta", "gamma delta", "epsilon zeta", "eta theta"]
+    assert " ".join(cut) == text
+    m = generate_perplexity_tasks(corpus, tmp_path, domains=["long"], max_chars=50, max_documents=3)
+    rows = [json.loads(x) for x in Path(m["domains"]["long"]["data_file"]).open()]
+    assert len(rows) == 3 and all(len(r["text"]) <= 50 for r in rows)
+    assert DOCS["long"][0].startswith(" ".join(r["text"] for r in rows))
+    assert [r["id"].rsplit("#", 1)[1] for r in rows] == ["0", "1", "2"]
 
 
 def test_result_has_every_domain(result, model_dir):
