@@ -47,12 +47,17 @@ def train_bpe(texts: Iterator[str], vocab_size: int):
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, unk_token=EOS)
 
 
-def load_pretrained(path: str):
+def load_pretrained(path: str | None):
+    """A saved tokenizer folder, or a hub name (e.g. ``gpt2``) where the hub can be reached."""
     from transformers import AutoTokenizer
 
-    if not Path(path).exists():
-        raise DataError(f"tokenizer.path {path!r} does not exist (kind: pretrained needs a saved tokenizer folder)")
-    tok = AutoTokenizer.from_pretrained(path)
+    if not path:
+        raise DataError("tokenizer.kind is 'pretrained' but tokenizer.path is not set")
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except OSError as exc:
+        raise DataError(f"cannot load tokenizer {path!r}: not a saved tokenizer folder, and the hub "
+                        f"could not provide it ({exc.__class__.__name__})") from None
     if tok.eos_token_id is None:
         raise DataError(f"tokenizer at {path!r} has no eos token; documents could not be separated")
     return tok
