@@ -105,3 +105,42 @@ def test_corrupt_token_files_are_refused(built_data, tmp_path):
     victim.write_bytes(bytes(data[:-2]))
     with pytest.raises(DataError, match="code.train.bin is corrupt: .* bytes, expected"):
         TokenStore(tokens_dir, "train")
+
+
+def slimpajama_like_records(n_per_domain: int = 30) -> list[dict]:
+    """Records shaped like SlimPajama's: the domain in a nested ``meta`` field."""
+    return [
+        {"text": f"{domain} document {i} " + "lorem ipsum " * (5 + i % 7), "meta": {"redpajama_set_name": domain}}
+        for i in range(n_per_domain) for domain in ("RedPajamaArXiv", "RedPajamaGithub", "RedPajamaBook")
+    ]
+
+
+def test_hub_source_streams_a_local_dataset_with_a_nested_domain_field(tmp_path):
+    """The code path of the paper grid (datasets.load_dataset with streaming), on a local folder."""
+    dataset_dir = tmp_path / "slimpajama"
+    dataset_dir.mkdir()
+    with open(dataset_dir / "train.jsonl", "w") as f:
+        for record in slimpajama_like_records():
+            f.write(json.dumps(record) + "\n")
+    config = cfg.validate(make_test_config(tmp_path, corpus={
+        "source": "huggingface", "dataset": str(dataset_dir), "domain_field": "meta.redpajama_set_name",
+        "domains": ["RedPajamaGithub", "RedPajamaArXiv"], "max_bytes_per_domain": 1000, "min_split_documents": 2}))
+    manifest = build.build(config)
+    assert list(manifest["domains"]) == ["RedPajamaGithub", "RedPajamaArXiv"]
+    for domain, entry in manifest["domains"].items():
+        total = sum(s["bytes"] for s in entry["splits"].values())
+        assert 1000 <= total < 1200  # streaming stops a domain once its cap is reached
+        rows = (tmp_path / "data" / "corpus" / domain / "train.jsonl").read_text().splitlines()
+        assert all(json.loads(r)["text"].startswith(domain) for r in rows)
+
+
+def test_local_parquet_files_work_like_jsonl(tmp_path):
+    import pandas as pd
+
+    pd.DataFrame([{"text": r["text"], "domain": r["meta"]["redpajama_set_name"]} for r in slimpajama_like_records()]
+                 ).to_parquet(tmp_path / "corpus.parquet")
+    config = cfg.validate(make_test_config(tmp_path, corpus={
+        "path": str(tmp_path / "*.parquet"), "domains": ["RedPajamaBook", "RedPajamaArXiv"], "min_split_documents": 2}))
+    manifest = build.build(config)
+    assert {d: sum(s["documents"] for s in e["splits"].values()) for d, e in manifest["domains"].items()} == {
+        "RedPajamaBook": 30, "RedPajamaArXiv": 30}
