@@ -132,6 +132,12 @@ def check_semantics(config: dict) -> None:
     unknown_sizes = [s for s in config["grid"]["sizes"] if s not in SIZES]
     if unknown_sizes:
         problems.append(f"grid.sizes: unknown size(s) {unknown_sizes}; known sizes: {sorted(SIZES)}")
+    if config["corpus"]["source"] == "debian":
+        from corpus.debian import DOMAINS
+
+        unknown = [d for d in config["corpus"]["domains"] if d not in DOMAINS]
+        if unknown:
+            problems.append(f"corpus.domains: {unknown} are not Debian corpus domains; valid: {', '.join(DOMAINS)}")
     training = config["training"]
     if training["batch_size"] % training["micro_batch_size"]:
         problems.append(

@@ -35,9 +35,18 @@ if not os.path.exists(CONFIG_FILE):
     write_text(CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
 
 
+# Fields that change how a job runs but not what it computes: no rerun when they change.
+OPERATIONAL = {"training": ("threads", "checkpoint_every")}
+
+
 def fingerprint(*sections):
     """Hash of the config sections a rule depends on: a change there reruns the rule (params trigger)."""
-    blob = json.dumps([config.get(s) for s in sections], sort_keys=True, default=str)
+    parts = [
+        {k: v for k, v in config[s].items() if k not in OPERATIONAL.get(s, ())} if isinstance(config.get(s), dict)
+        else config.get(s)
+        for s in sections
+    ]
+    blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

@@ -25,6 +25,12 @@ def train_fingerprint(wildcards):
     ).hexdigest()[:8]
 
 
+def launcher():
+    """Plain python for one process; torchrun (DDP) for several."""
+    n = config["training"]["processes"]
+    return "python" if n == 1 else f"torchrun --standalone --nproc_per_node {n}"
+
+
 rule train:
     input:
         tokens=rules.tokenize_corpus.output,
@@ -35,9 +41,10 @@ rule train:
         out=lambda w: run_dir(w.size, w.strategy, w.seed, w.stage),
         upstream=upstream_args,
         fingerprint=train_fingerprint,
-    threads: config["training"]["threads"]
+        launcher=launcher(),
+    threads: config["training"]["threads"] * config["training"]["processes"]
     log:
         f"{LOGS}/train/{{size}}-{{strategy}}-seed{{seed}}-{{stage}}.log",
     shell:
-        "python -m models.train --config {CONFIG_FILE} --size {wildcards.size} --strategy {wildcards.strategy}"
+        "{params.launcher} -m models.train --config {CONFIG_FILE} --size {wildcards.size} --strategy {wildcards.strategy}"
         " --seed {wildcards.seed} --stage {wildcards.stage} --out {params.out} {params.upstream} > {log} 2>&1"

@@ -33,6 +33,7 @@ def test_default_config_file_is_valid():
         ({"training": {"batch_size": 10, "micro_batch_size": 4}}, "batch_size 10 is not a multiple of micro_batch_size 4"),
         ({"grid": {"sizes": ["huge"]}}, "grid.sizes: unknown size(s) ['huge']"),
         ({"corpus": {"source": "web"}}, "corpus.source: 'web' is not one of"),
+        ({"corpus": {"source": "debian", "domains": ["code", "poetry"]}}, "['poetry'] are not Debian corpus domains"),
     ],
 )
 def test_bad_config_fails_with_a_clear_message(tmp_path, overrides, message):
