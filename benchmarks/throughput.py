@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from corpus.sampler import DomainSampler
 from corpus.tokens import TokenStore
 from mixbench import config as cfg
+from mixbench.cli import add_config_argument, main_guard
 from mixbench.io import write_json
 from mixbench.provenance import package_versions
 from models.gpt2 import build_model, gpt2_config
@@ -54,9 +55,7 @@ def run(config: dict, size: str, steps: int, out_dir: Path) -> dict:
     torch.set_num_threads(training["threads"])
     store = TokenStore(Path(config["data_dir"]) / "tokens", "train", config["corpus"]["domains"])
     model_config = gpt2_config(size, store.vocab_size)
-    settings = LoopSettings(steps=10**6, **{k: training[k] for k in (
-        "batch_size", "micro_batch_size", "seq_len", "lr", "min_lr_ratio", "warmup_steps", "weight_decay",
-        "beta1", "beta2", "grad_clip", "checkpoint_every")})
+    settings = LoopSettings.from_config(training, steps=10**6)
     context = StrategyContext(name="uniform", domains=tuple(store.domains), train_tokens=store.token_counts(),
                               stage="final", total_steps=steps, seed=0, vocab_size=store.vocab_size)
     torch.manual_seed(0)
@@ -93,10 +92,10 @@ def run(config: dict, size: str, steps: int, out_dir: Path) -> dict:
     return result
 
 
-@cfg.main_guard
+@main_guard
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", nargs="+", required=True)
+    add_config_argument(parser)
     parser.add_argument("--size", default=None, help="model size (default: the grid's first)")
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args(argv)

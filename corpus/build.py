@@ -5,7 +5,10 @@
 Writes ``{data_dir}/corpus/{domain}/{split}.jsonl`` (one ``{"id", "text"}`` per line) and
 ``{data_dir}/corpus/manifest.json`` with bytes, documents and sha256 per domain and split.
 Splits are made once, at document level, from a hash of each document's id, so they are
-the same on every machine and for every strategy.
+the same on every machine and for every strategy. Exact duplicate texts are dropped first.
+``available_bytes`` records each domain's size before the cap (for streamed hub data: the
+bytes of that domain seen in the stream until every cap was reached), which is what
+``natural`` sampling is proportional to.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from mixbench import config as cfg
+from mixbench.cli import config_command
 from mixbench.errors import DataError
 from mixbench.io import atomic_path, sha256_file, write_json
 from corpus.sources import Document, check_source, documents_by_domain
@@ -39,6 +42,23 @@ def cap_bytes(docs: list[Document], max_bytes: int) -> list[Document]:
     return kept
 
 
+def deduplicate(docs: list[Document]) -> list[Document]:
+    """Drop exact repeats of a text (fortunes recur across files): a text in both train and
+    test would inflate every test score. Keeps the first in the given order."""
+    seen: set[bytes] = set()
+    unique = []
+    for doc in docs:
+        key = hashlib.sha256(doc[1].encode("utf-8")).digest()
+        if key not in seen:
+            seen.add(key)
+            unique.append(doc)
+    return unique
+
+
+def text_bytes(docs: list[Document]) -> int:
+    return sum(len(text.encode("utf-8")) for _, text in docs)
+
+
 def split_documents(
     docs: list[Document], val_fraction: float, test_fraction: float, min_docs: int
 ) -> dict[str, list[Document]]:
@@ -60,7 +80,7 @@ def write_split(path: Path, docs: list[Document]) -> dict:
             f.write(json.dumps({"id": doc_id, "text": text}, ensure_ascii=False) + "\n")
     return {
         "documents": len(docs),
-        "bytes": sum(len(text.encode("utf-8")) for _, text in docs),
+        "bytes": text_bytes(docs),
         "sha256": sha256_file(path),
     }
 
@@ -72,22 +92,23 @@ def build(config: dict) -> dict:
     all_docs, origin = documents_by_domain(corpus)
     manifest = {"source": corpus["source"], "domains": {}}
     for domain in corpus["domains"]:
-        docs = [d for d in all_docs[domain] if d[1].strip()]
-        if corpus["source"] != "huggingface":
-            docs = cap_bytes(hash_order(docs), corpus["max_bytes_per_domain"])
+        docs = deduplicate(hash_order([d for d in all_docs[domain] if d[1].strip()]))
+        # Bytes of the whole domain, before the cap: natural sampling is proportional to these.
+        available = origin[domain].pop("stream_bytes", None) or text_bytes(docs)
+        docs = cap_bytes(docs, corpus["max_bytes_per_domain"])
         try:
             splits = split_documents(docs, corpus["val_fraction"], corpus["test_fraction"], corpus["min_split_documents"])
         except DataError as exc:
             raise DataError(f"domain {domain!r}: {exc}") from None
         stats = {split: write_split(out_dir / domain / f"{split}.jsonl", splits[split]) for split in SPLITS}
-        manifest["domains"][domain] = {**origin[domain], "splits": stats}
+        manifest["domains"][domain] = {**origin[domain], "available_bytes": available, "splits": stats}
         print(f"{domain:>14}: " + ", ".join(f"{s} {stats[s]['documents']} docs / {stats[s]['bytes']:,} B" for s in SPLITS),
               file=sys.stderr)
     write_json(out_dir / "manifest.json", manifest)
     return manifest
 
 
-main = cfg.config_command(build, __doc__)
+main = config_command(build, __doc__)
 
 
 if __name__ == "__main__":

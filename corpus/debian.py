@@ -26,6 +26,7 @@ from corpus import dictd
 from corpus.formats import (
     clean_text, is_roff_redirect, read_bytes, split_bible_chapters, split_faq_chapters, split_fortunes, tex_members,
 )
+from mixbench.cli import main_guard
 from mixbench.errors import DataError
 
 DEFAULT_DEB_DIR = "data/debs"
@@ -271,6 +272,7 @@ def _print_stats(domains: list[str], deb_dir: str) -> None:
         print(f"{domain:<14}{documents:>10}{total_bytes:>12}{time.perf_counter() - started:>9.1f}")
 
 
+@main_guard
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m corpus.debian", description=__doc__.splitlines()[0])
     action = parser.add_mutually_exclusive_group(required=True)
@@ -291,8 +293,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(main())

@@ -52,7 +52,11 @@ def documents_by_domain(corpus: dict) -> tuple[dict[str, list[Document]], dict[s
     else:
         records = _stream_hub_records(corpus)
         origin = {d: {"dataset": corpus["dataset"], "config": corpus["dataset_config"]} for d in domains}
-    return _group(records, corpus, streaming=corpus["source"] == "huggingface"), origin
+    docs, seen_bytes = _group(records, corpus, streaming=corpus["source"] == "huggingface")
+    if corpus["source"] == "huggingface":
+        for domain in domains:
+            origin[domain]["stream_bytes"] = seen_bytes[domain]
+    return docs, origin
 
 
 def _load_local_records(files: list[str]) -> Iterator[tuple[str, dict]]:
@@ -85,23 +89,33 @@ def field(record: dict, dotted: str):
     return value
 
 
-def _group(records: Iterable[tuple[str, dict]], corpus: dict, streaming: bool) -> dict[str, list[Document]]:
+def _group(records: Iterable[tuple[str, dict]], corpus: dict, streaming: bool):
+    """Documents per wanted domain, and the bytes of each domain seen in the records.
+
+    Streaming stops keeping a domain's documents at its cap but goes on counting its bytes
+    until every domain is full: in a shuffled stream those counts estimate the domains' sizes.
+    """
     wanted = set(corpus["domains"])
     cap = corpus["max_bytes_per_domain"]
     docs: dict[str, list[Document]] = defaultdict(list)
-    size: dict[str, int] = defaultdict(int)
+    kept: dict[str, int] = defaultdict(int)
+    seen_bytes: dict[str, int] = defaultdict(int)
     seen: set[str] = set()
     for doc_id, record in records:
         domain = str(field(record, corpus["domain_field"]))
         seen.add(domain)
-        if domain not in wanted or (streaming and size[domain] >= cap):
+        if domain not in wanted:
             continue
         text = str(field(record, corpus["text_field"]))
+        size = len(text.encode("utf-8"))
+        seen_bytes[domain] += size
+        if streaming and kept[domain] >= cap:
+            continue
         docs[domain].append((doc_id, text))
-        size[domain] += len(text.encode("utf-8"))
-        if streaming and all(size[d] >= cap for d in wanted):
+        kept[domain] += size
+        if streaming and all(kept[d] >= cap for d in wanted):
             break
     missing = sorted(wanted - set(docs))
     if missing:
         raise DataError(f"no documents for domain(s) {missing}; domains present in the data: {sorted(seen)}")
-    return {d: docs[d] for d in corpus["domains"]}
+    return {d: docs[d] for d in corpus["domains"]}, seen_bytes

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from mixbench import config as cfg
+from mixbench.cli import config_command
 from mixbench.errors import DataError
 from mixbench.io import atomic_dir
 
@@ -77,7 +77,7 @@ def build(config: dict) -> Path:
     return out
 
 
-main = cfg.config_command(build, __doc__)
+main = config_command(build, __doc__)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from mixbench import config as cfg
+from mixbench.cli import config_command
+from corpus.build import SPLITS
 from mixbench.errors import DataError
 from mixbench.io import atomic_path, read_json, sha256_file, write_json
 
-SPLITS = ("train", "val", "test")
 REBUILD_HINT = "rebuild it with: snakemake --cores 1 --forcerun tokenize_corpus (or python -m corpus.tokens --config ...)"
 
 
@@ -64,6 +64,20 @@ def build(config: dict) -> dict:
     return meta
 
 
+def uncapped_train_tokens(data_dir: str | Path, domains: list[str]) -> np.ndarray:
+    """Train tokens each domain would have without the size cap (what ``natural`` is
+    proportional to): its train tokens scaled by available bytes / kept bytes."""
+    data_dir = Path(data_dir)
+    manifest = read_json(data_dir / "corpus" / "manifest.json")["domains"]
+    meta = read_json(data_dir / "tokens" / "meta.json")["domains"]
+    estimates = []
+    for domain in domains:
+        kept = sum(split["bytes"] for split in manifest[domain]["splits"].values())
+        available = manifest[domain].get("available_bytes", kept)
+        estimates.append(meta[domain]["train"]["tokens"] * available / kept)
+    return np.array(estimates, dtype=np.float64)
+
+
 class TokenStore:
     """Read-only memory maps of one split's token files, checked against meta.json."""
 
@@ -99,7 +113,7 @@ class TokenStore:
         return np.array([a.size for a in self.arrays], dtype=np.int64)
 
 
-main = cfg.config_command(build, __doc__)
+main = config_command(build, __doc__)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@
 Reads every grid cell's ``final/run.json`` and ``final/eval/perplexity.json`` and writes
 ``{results_dir}/tables/perplexity.csv`` (long format: one row per size, strategy, seed and
 domain, with provenance columns) and ``perplexity.md`` (mean ± std over seeds per strategy
-and domain, with the macro average over domains). ``perplexity`` is lm-eval's word
-perplexity; ``bits_per_byte`` is the tokenizer-independent number to compare.
+and domain, with the macro average over domains and the worst domain). ``perplexity`` is
+lm-eval's word perplexity; ``bits_per_byte`` is the tokenizer-independent number to compare.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mixbench import config as cfg
+from mixbench.cli import config_command
 from mixbench.errors import DataError
 from mixbench.io import atomic_path, read_json, write_text
 
@@ -23,7 +23,7 @@ METRICS = {"bits_per_byte": "bits_per_byte", "perplexity": "word_perplexity", "b
 PROVENANCE = ("config_hash", "git_commit")
 
 
-def run_rows(run_dir: Path, size: str, strategy: str, seed: int) -> list[dict]:
+def run_rows(run_dir: Path, size: str, strategy: str, seed: int, domains: list[str]) -> list[dict]:
     run_file, eval_file = run_dir / "run.json", run_dir / "eval" / "perplexity.json"
     for path in (run_file, eval_file):
         if not path.exists():
@@ -32,7 +32,11 @@ def run_rows(run_dir: Path, size: str, strategy: str, seed: int) -> list[dict]:
     provenance = {key: run[key] for key in PROVENANCE}
     provenance.update({f"{pkg}_version": v for pkg, v in run["versions"].items() if pkg in ("torch", "transformers", "lm_eval")})
     rows = []
-    for domain, metrics in results["tasks"].items():
+    missing = [d for d in domains if d not in results["tasks"]]
+    if missing:
+        raise DataError(f"{eval_file} has no result for domain(s) {missing}; rerun its evaluation")
+    for domain in domains:  # corpus order, which every table keeps
+        metrics = results["tasks"][domain]
         row = {"size": size, "strategy": strategy, "seed": seed, "domain": domain}
         row.update({column: metrics[key] for column, key in METRICS.items()})
         rows.append({**row, **provenance})
@@ -45,16 +49,18 @@ def collect(config: dict) -> pd.DataFrame:
         for strategy in config["grid"]["strategies"]:
             for seed in config["grid"]["seeds"]:
                 run_dir = Path(config["runs_dir"]) / size / strategy / f"seed{seed}" / "final"
-                rows += run_rows(run_dir, size, strategy, seed)
+                rows += run_rows(run_dir, size, strategy, seed, config["corpus"]["domains"])
     return pd.DataFrame(rows)
 
 
 def mean_std_table(long: pd.DataFrame, metric: str, grid: dict) -> pd.DataFrame:
-    """Rows (size, strategy) in grid order; columns the domains plus the macro average;
-    cells 'mean ± std' over seeds (just the mean when there is one seed)."""
+    """Rows (size, strategy) in grid order; columns the domains, the macro average and the
+    worst domain; cells 'mean ± std' over seeds (just the mean when there is one seed)."""
     per_seed = long.pivot_table(index=["size", "strategy", "seed"], columns="domain", values=metric)
     per_seed = per_seed[list(dict.fromkeys(long["domain"]))]  # domains in corpus order
-    per_seed["macro avg"] = per_seed.mean(axis=1)  # unweighted mean over domains, per seed
+    domains = list(per_seed.columns)
+    per_seed["macro avg"] = per_seed[domains].mean(axis=1)  # unweighted mean over domains, per seed
+    per_seed["worst"] = per_seed[domains].max(axis=1)  # the worst domain's value, per seed
     grouped = per_seed.groupby(level=["size", "strategy"])
     mean, std = grouped.mean(), grouped.std(ddof=1)
     cells = mean.map(lambda m: f"{m:.4f}")
@@ -83,7 +89,7 @@ def aggregate(config: dict) -> None:
     print(f"wrote {len(long)} rows to {config['results_dir']}/tables", flush=True)
 
 
-main = cfg.config_command(aggregate, __doc__)
+main = config_command(aggregate, __doc__)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ for _flag in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ[_flag] = "1"
 
 from eval.tasks import MANIFEST, SUBDIR  # noqa: E402
+from mixbench.cli import main_guard  # noqa: E402
 from mixbench.errors import ConfigError, DataError, MixbenchError  # noqa: E402
 from mixbench.io import read_json, write_json  # noqa: E402
 
@@ -171,6 +172,7 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
+@main_guard
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m eval.run", description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True, help="folder written by save_pretrained (model + tokenizer)")
@@ -185,11 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    try:
-        record = evaluate(args.model, args.tasks_dir, args.batch_size, args.device, args.limit)
-    except MixbenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    record = evaluate(args.model, args.tasks_dir, args.batch_size, args.device, args.limit)
     write_json(args.out, record)
     _log(f"wrote {args.out}")
     return 0

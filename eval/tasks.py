@@ -21,7 +21,8 @@ from typing import Any, Sequence
 
 import yaml
 
-from mixbench.errors import ConfigError, DataError, MixbenchError
+from mixbench.cli import main_guard
+from mixbench.errors import ConfigError, DataError
 from mixbench.io import write_text
 
 GROUP = "mixbench_ppl"
@@ -193,6 +194,7 @@ def generate_perplexity_tasks(
     return manifest
 
 
+@main_guard
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m eval.tasks", description=__doc__.split("\n")[0])
     p.add_argument("--corpus-dir", required=True, help="folder with {domain}/test.jsonl")
@@ -201,13 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-documents", type=int, default=100, help="at most N evaluation pieces per domain")
     p.add_argument("--max-chars", type=int, default=4000, help="cut test documents into pieces of at most this many characters")
     args = p.parse_args(argv)
-    try:
-        manifest = generate_perplexity_tasks(
-            args.corpus_dir, args.out, args.domains, args.max_documents, args.max_chars
-        )
-    except MixbenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    manifest = generate_perplexity_tasks(args.corpus_dir, args.out, args.domains, args.max_documents, args.max_chars)
     for d, meta in manifest["domains"].items():
         print(f"{meta['task']}: {meta['documents']} documents, {meta['bytes']} bytes", file=sys.stderr)
     return 0

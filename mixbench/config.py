@@ -19,9 +19,12 @@ import yaml
 
 from mixbench.errors import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from mixbench import REPO_ROOT
 SCHEMA_PATH = REPO_ROOT / "rules" / "schemas" / "config.schema.yaml"
 RESERVED_STRATEGY_KEYS = ("strategy", "stages")
+# Fields that change how a job runs but not what it computes: changing them reruns nothing
+# and does not invalidate a checkpoint.
+OPERATIONAL_FIELDS = {"training": ("threads", "checkpoint_every"), "evaluation": ("batch_size",)}
 
 
 def _with_defaults(validator_class):
@@ -111,6 +114,7 @@ def check_semantics(config: dict) -> None:
     # Imported here: the registry and size table are light, but keep config importable alone.
     from models.sizes import SIZES
     from strategies import get_strategy_class
+    from strategies.base import IMPLEMENTED_SIGNALS
 
     problems = []
     # Entries outside the grid are checked too: a typo there should not wait until it is used.
@@ -125,10 +129,16 @@ def check_semantics(config: dict) -> None:
             cls.check_hparams(strategy_hparams(config, name), config["corpus"]["domains"])
         except ConfigError as exc:
             problems.append(f"strategies.{name}: {exc}")
+        missing_signals = sorted(set(cls.signals) - IMPLEMENTED_SIGNALS)
+        if missing_signals:
+            problems.append(f"strategy {name!r} needs signals the training loop does not compute: {missing_signals}")
         for stage in cls.stages:
-            size = stage_training(config, name, stage, config["grid"]["sizes"][0])["size"]
-            if size not in SIZES:
-                problems.append(f"strategies.{name}: stage {stage!r} uses unknown size {size!r}")
+            spec = stage_training(config, name, stage, config["grid"]["sizes"][0])
+            if spec["size"] not in SIZES:
+                problems.append(f"strategies.{name}: stage {stage!r} uses unknown size {spec['size']!r}")
+            if config["training"]["warmup_steps"] >= spec["steps"]:
+                problems.append(f"strategies.{name}: stage {stage!r} has {spec['steps']} steps, not more than "
+                                f"training.warmup_steps ({config['training']['warmup_steps']})")
     unknown_sizes = [s for s in config["grid"]["sizes"] if s not in SIZES]
     if unknown_sizes:
         problems.append(f"grid.sizes: unknown size(s) {unknown_sizes}; known sizes: {sorted(SIZES)}")
@@ -139,47 +149,37 @@ def check_semantics(config: dict) -> None:
         if unknown:
             problems.append(f"corpus.domains: {unknown} are not Debian corpus domains; valid: {', '.join(DOMAINS)}")
     training = config["training"]
-    if training["batch_size"] % training["micro_batch_size"]:
+    per_step = training["processes"] * training["micro_batch_size"]
+    if training["batch_size"] % per_step:
         problems.append(
-            f"training: batch_size {training['batch_size']} is not a multiple of "
-            f"micro_batch_size {training['micro_batch_size']}"
+            f"training: batch_size {training['batch_size']} is not a multiple of processes × micro_batch_size "
+            f"= {training['processes']} × {training['micro_batch_size']}"
         )
-    if training["warmup_steps"] >= training["steps"]:
-        problems.append(f"training: warmup_steps {training['warmup_steps']} must be below steps {training['steps']}")
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-def config_hash(config: dict) -> str:
-    """Short stable hash of the validated config, recorded with every result row."""
-    blob = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+def relevant_sections(config: dict, *sections: str) -> list:
+    """The named config sections without their operational fields."""
+    return [
+        {k: v for k, v in config[s].items() if k not in OPERATIONAL_FIELDS.get(s, ())}
+        if isinstance(config.get(s), dict) else config.get(s)
+        for s in sections
+    ]
+
+
+def fingerprint(obj) -> str:
+    """Short stable hash of any JSON-serialisable object."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def main_guard(main):
-    """Run an entry point; print MixbenchError messages without a traceback and exit 2."""
-    import sys
-
-    from mixbench.errors import MixbenchError
-
-    def wrapped(argv=None):
-        try:
-            return main(argv)
-        except MixbenchError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
-
-    return wrapped
+def run_fingerprint(config: dict, strategy: str) -> str:
+    """What a training run's result depends on (seed, size and stage come from its path)."""
+    return fingerprint([relevant_sections(config, "corpus", "tokenizer", "training", "stages"),
+                        strategy_entry(config, strategy)])
 
 
-def config_command(step, description: str):
-    """``main`` for an entry point whose only argument is the config: ``step(config)``."""
-    import argparse
-
-    @main_guard
-    def main(argv=None):
-        parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-        parser.add_argument("--config", nargs="+", required=True, help="config YAML file(s), later ones win")
-        step(load(*parser.parse_args(argv).config))
-
-    return main
+def config_hash(config: dict) -> str:
+    """Short stable hash of the validated config, recorded with every result row."""
+    return fingerprint(config)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 import subprocess
-from pathlib import Path
+from mixbench import REPO_ROOT
 
 PACKAGES = ("torch", "transformers", "tokenizers", "lm_eval", "numpy")
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def git_commit() -> str:

@@ -47,6 +47,13 @@ class LoopSettings:
     rank: int = 0
     world_size: int = 1
 
+    @classmethod
+    def from_config(cls, training: dict, steps: int, **runtime) -> "LoopSettings":
+        """Settings from the config's ``training`` section; ``runtime`` sets device, bf16, rank, world_size."""
+        runtime_fields = ("steps", "device", "bf16", "rank", "world_size")
+        names = [f for f in cls.__dataclass_fields__ if f in training and f not in runtime_fields]
+        return cls(steps=steps, **{name: training[name] for name in names}, **runtime)
+
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
     """Linear warmup to 1, then cosine decay to ``min_ratio`` at ``total`` (step is 0-based)."""
@@ -79,7 +86,7 @@ class StopRequested:
 
 class TrainingLoop:
     def __init__(self, model, strategy: Strategy, sampler: DomainSampler, settings: LoopSettings,
-                 log_path, checkpoint_path, strategy_name: str):
+                 log_path, checkpoint_path, strategy_name: str, fingerprint: str = ""):
         self.model, self.strategy, self.sampler, self.s = model, strategy, sampler, settings
         self.name = strategy_name
         self.domains = sampler.domains
@@ -90,6 +97,7 @@ class TrainingLoop:
             self.optimizer, lambda i: lr_factor(i, settings.warmup_steps, settings.steps, settings.min_lr_ratio)
         )
         self.checkpoint_path = checkpoint_path
+        self.fingerprint = fingerprint  # of the config the run belongs to: a stale checkpoint is not resumed
         self.step, self.tokens_seen, self.elapsed = 0, 0, 0.0
         self.weights = validate_weights(strategy.initial_weights(), self.k, strategy_name, 0)
         self._resume()
@@ -102,7 +110,7 @@ class TrainingLoop:
             samplers = [None] * self.s.world_size
             dist.all_gather_object(samplers, self.sampler.state_dict())
         return {
-            "step": self.step, "tokens_seen": self.tokens_seen, "elapsed": self.elapsed,
+            "fingerprint": self.fingerprint, "step": self.step, "tokens_seen": self.tokens_seen, "elapsed": self.elapsed,
             "weights": self.weights, "model": self.raw_model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "strategy": self.strategy.state_dict(), "samplers": samplers,
@@ -119,6 +127,10 @@ class TrainingLoop:
     def _resume(self) -> None:
         state = load_checkpoint(self.checkpoint_path)
         if state is None:
+            return
+        if state.get("fingerprint") != self.fingerprint:
+            print(f"warning: {self.checkpoint_path} was written under a different configuration; "
+                  "starting this run from scratch", file=sys.stderr)
             return
         if len(state["samplers"]) != self.s.world_size:
             raise TrainingError(
@@ -148,12 +160,18 @@ class TrainingLoop:
         local_batch = s.batch_size // s.world_size
         tokens, domain_ids = self.sampler.sample(self.weights, local_batch)
         loss_weights = self.strategy.loss_weights()
-        row_w = np.ones(local_batch) if loss_weights is None else np.asarray(loss_weights)[domain_ids]
+        if loss_weights is not None:
+            loss_weights = validate_weights(loss_weights, self.k, self.name, self.step + 1, what="loss weights",
+                                            on_simplex=False)
+        row_w = np.ones(local_batch) if loss_weights is None else loss_weights[domain_ids]
         tokens, domains = torch.from_numpy(tokens).to(dev), torch.from_numpy(domain_ids).to(dev)
         row_w = torch.as_tensor(row_w, dtype=torch.float32, device=dev)
         # Token-weighted mean over every token of the step on every rank.
         denom = row_w.sum() * s.seq_len
         self._all_reduce(denom)
+        if denom.item() <= 0:
+            raise TrainingError(f"strategy {self.name!r} at step {self.step + 1}: loss weights are zero on every "
+                                "domain of the batch")
         loss_sum = torch.zeros(self.k, device=dev, dtype=torch.float64)
         token_count = torch.zeros(self.k, device=dev, dtype=torch.float64)
         micro_batches = range(0, local_batch, s.micro_batch_size)
@@ -185,6 +203,14 @@ class TrainingLoop:
         self.optimizer.zero_grad(set_to_none=True)
         return float(loss_sum.sum() / token_count.sum()), domain_loss, token_count
 
+    def _agree(self, flag: bool) -> bool:
+        """True on every rank if it is True on any: all ranks must checkpoint and stop together."""
+        if self.s.world_size == 1:
+            return flag
+        t = torch.tensor([float(flag)], device=self.s.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
     # -- the loop ----------------------------------------------------------------------------
     def run(self, stop_after: int | None = None) -> bool:
         """Train to ``steps``; return False if stopped early (checkpoint saved), True when done."""
@@ -214,10 +240,11 @@ class TrainingLoop:
                 if bar.disable and (self.step % report_every == 0 or self.step == self.s.steps):
                     print(f"{self.name} step {self.step}/{self.s.steps} loss {loss:.4f} lr {lr:.2e} "
                           f"{step_time:.3f}s/step", file=sys.stderr, flush=True)
-            interrupted = stop.requested or (stop_after is not None and self.step >= stop_after)
-            if self.step % self.s.checkpoint_every == 0 or (interrupted and self.step < self.s.steps):
+            interrupted = self._agree(stop.requested or (stop_after is not None and self.step >= stop_after))
+            done = self.step == self.s.steps  # the final model is saved instead of a checkpoint
+            if not done and (interrupted or self.step % self.s.checkpoint_every == 0):
                 self.save()
-            if interrupted and self.step < self.s.steps:
+            if interrupted and not done:
                 bar.close()
                 return False
         bar.close()

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mixbench.io import atomic_path
+
 
 class StepLog:
     def __init__(self, path: str | Path, domains: list[str], resume_step: int):
@@ -33,8 +35,9 @@ class StepLog:
             return
         with open(self.path, newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
-        keep = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
-        with open(self.path, "w", newline="", encoding="utf-8") as f:
+        # A crash can leave a half-written last row: keep only complete rows up to the step.
+        keep = [rows[0]] + [r for r in rows[1:] if len(r) == len(self.columns) and r[0].isdigit() and int(r[0]) <= step]
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
             csv.writer(f).writerows(keep)
 
     def write(self, step: int, lr: float, loss: float, tokens: int, elapsed: float, step_time: float,

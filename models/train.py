@@ -22,8 +22,9 @@ import torch
 import torch.distributed as dist
 
 from corpus.sampler import DomainSampler
-from corpus.tokens import TokenStore
+from corpus.tokens import TokenStore, uncapped_train_tokens
 from mixbench import config as cfg
+from mixbench.cli import add_config_argument, main_guard
 from mixbench.errors import ConfigError
 from mixbench.io import atomic_dir, read_json, write_json
 from mixbench.provenance import provenance
@@ -75,7 +76,7 @@ def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, ou
     domains = config["corpus"]["domains"]
     store = TokenStore(data_dir / "tokens", "train", domains)
     context = StrategyContext(
-        name=strategy_name, domains=tuple(domains), train_tokens=store.token_counts(), stage=stage,
+        name=strategy_name, domains=tuple(domains), train_tokens=uncapped_train_tokens(data_dir, domains), stage=stage,
         total_steps=stage_spec["steps"], seed=seed, vocab_size=store.vocab_size,
         upstream_weights={s: np.asarray(read_json(d / "weights.json")["final_weights"]) for s, d in upstream.items()},
     )
@@ -97,15 +98,15 @@ def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, ou
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    settings = LoopSettings(
-        steps=stage_spec["steps"], **{k: training[k] for k in (
-            "batch_size", "micro_batch_size", "seq_len", "lr", "min_lr_ratio", "warmup_steps", "weight_decay",
-            "beta1", "beta2", "grad_clip", "checkpoint_every")},
-        device=device, bf16=device.type == "cuda" and training["precision"] != "fp32", rank=rank, world_size=world,
+    settings = LoopSettings.from_config(
+        training, stage_spec["steps"], device=device, rank=rank, world_size=world,
+        bf16=device.type == "cuda" and training["precision"] != "fp32",
     )
     out.mkdir(parents=True, exist_ok=True)
     sampler = DomainSampler(store, training["seq_len"], seed, stream=rank)
-    loop = TrainingLoop(model, strategy, sampler, settings, out / "log.csv", out / CHECKPOINT_NAME, strategy_name)
+    fingerprint = cfg.fingerprint([cfg.run_fingerprint(config, strategy_name), size, seed, stage, world])
+    loop = TrainingLoop(model, strategy, sampler, settings, out / "log.csv", out / CHECKPOINT_NAME, strategy_name,
+                        fingerprint)
     wall_start = time.time()
     finished = loop.run(stop_after=stop_after)
     if finished and rank == 0:
@@ -140,10 +141,10 @@ def save_outputs(loop: TrainingLoop, tokenizer, config, strategy_name, seed, sta
     (out / CHECKPOINT_NAME).unlink(missing_ok=True)  # finished: the model above supersedes it
 
 
-@cfg.main_guard
+@main_guard
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", nargs="+", required=True, help="config YAML file(s), later ones win")
+    add_config_argument(parser)
     parser.add_argument("--size", required=True)
     parser.add_argument("--strategy", required=True)
     parser.add_argument("--seed", type=int, required=True)

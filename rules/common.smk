@@ -1,6 +1,4 @@
 # Validation of the config (before any job runs) and the helpers every rule file uses.
-import hashlib
-import json
 import os
 import sys
 
@@ -10,9 +8,13 @@ sys.path.insert(0, workflow.basedir)
 # Jobs run `python -m <package>.<module>`: make the repository importable from any working directory.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
 
+# Jobs run with the interpreter that runs Snakemake (the virtualenv's), whatever `python` is on PATH.
+PY = sys.executable
+
 from mixbench import config as mbconfig
 from mixbench.errors import ConfigError
 from strategies import get_strategy_class
+from corpus.build import SPLITS
 
 try:
     config = mbconfig.validate(config)
@@ -24,7 +26,6 @@ RUNS = config["runs_dir"]
 RESULTS = config["results_dir"]
 LOGS = f"{RUNS}/logs"
 DOMAINS = config["corpus"]["domains"]
-SPLITS = ["train", "val", "test"]
 GRID = config["grid"]
 
 # Jobs read the exact config this workflow was parsed with, stored under its hash.
@@ -35,19 +36,9 @@ if not os.path.exists(CONFIG_FILE):
     write_text(CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
 
 
-# Fields that change how a job runs but not what it computes: no rerun when they change.
-OPERATIONAL = {"training": ("threads", "checkpoint_every")}
-
-
 def fingerprint(*sections):
     """Hash of the config sections a rule depends on: a change there reruns the rule (params trigger)."""
-    parts = [
-        {k: v for k, v in config[s].items() if k not in OPERATIONAL.get(s, ())} if isinstance(config.get(s), dict)
-        else config.get(s)
-        for s in sections
-    ]
-    blob = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return mbconfig.fingerprint(mbconfig.relevant_sections(config, *sections))
 
 
 def stages_of(strategy):

@@ -10,7 +10,7 @@ rule build_corpus:
     log:
         f"{LOGS}/build_corpus.log",
     shell:
-        "python -m corpus.build --config {CONFIG_FILE} > {log} 2>&1"
+        "{PY} -m corpus.build --config {CONFIG_FILE} > {log} 2>&1"
 
 
 rule train_tokenizer:
@@ -23,7 +23,7 @@ rule train_tokenizer:
     log:
         f"{LOGS}/train_tokenizer.log",
     shell:
-        "python -m corpus.tokenizer --config {CONFIG_FILE} > {log} 2>&1"
+        "{PY} -m corpus.tokenizer --config {CONFIG_FILE} > {log} 2>&1"
 
 
 rule tokenize_corpus:
@@ -37,4 +37,4 @@ rule tokenize_corpus:
     log:
         f"{LOGS}/tokenize_corpus.log",
     shell:
-        "python -m corpus.tokens --config {CONFIG_FILE} > {log} 2>&1"
+        "{PY} -m corpus.tokens --config {CONFIG_FILE} > {log} 2>&1"

@@ -1,5 +1,8 @@
 # lm-eval on every final model: per-domain loglikelihood_rolling tasks on the held-out test split.
 
+# A global, not a param: the batch size changes speed, not results, so it must not trigger reruns.
+EVAL_BATCH_SIZE = config["evaluation"]["batch_size"]
+
 
 rule lm_eval_tasks:
     input:
@@ -9,12 +12,13 @@ rule lm_eval_tasks:
     params:
         fingerprint=fingerprint("corpus", "evaluation"),
         domains=" ".join(DOMAINS),
-        ev=config["evaluation"],
+        max_documents=config["evaluation"]["max_documents_per_domain"],
+        max_chars=config["evaluation"]["max_chars_per_document"],
     log:
         f"{LOGS}/lm_eval_tasks.log",
     shell:
-        "python -m eval.tasks --corpus-dir {DATA}/corpus --out {DATA}/lm_eval_tasks --domains {params.domains}"
-        " --max-documents {params.ev[max_documents_per_domain]} --max-chars {params.ev[max_chars_per_document]}"
+        "{PY} -m eval.tasks --corpus-dir {DATA}/corpus --out {DATA}/lm_eval_tasks --domains {params.domains}"
+        " --max-documents {params.max_documents} --max-chars {params.max_chars}"
         " > {log} 2>&1"
 
 
@@ -26,11 +30,10 @@ rule evaluate_perplexity:
         f"{RUNS}/{{size}}/{{strategy}}/seed{{seed}}/final/eval/perplexity.json",
     params:
         model=lambda w: f"{run_dir(w.size, w.strategy, w.seed, 'final')}/model",
-        batch_size=config["evaluation"]["batch_size"],
         fingerprint=fingerprint("evaluation"),
     threads: config["training"]["threads"]
     log:
         f"{LOGS}/eval/{{size}}-{{strategy}}-seed{{seed}}-perplexity.log",
     shell:
-        "python -m eval.run --model {params.model} --tasks-dir {DATA}/lm_eval_tasks --out {output}"
-        " --batch-size {params.batch_size} --threads {threads} > {log} 2>&1"
+        "{PY} -m eval.run --model {params.model} --tasks-dir {DATA}/lm_eval_tasks --out {output}"
+        " --batch-size {EVAL_BATCH_SIZE} --threads {threads} > {log} 2>&1"

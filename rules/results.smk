@@ -12,4 +12,4 @@ rule tables:
     log:
         f"{LOGS}/tables.log",
     shell:
-        "python -m eval.aggregate --config {CONFIG_FILE} > {log} 2>&1"
+        "{PY} -m eval.aggregate --config {CONFIG_FILE} > {log} 2>&1"

@@ -19,16 +19,13 @@ def upstream_args(wildcards):
 
 
 def train_fingerprint(wildcards):
-    entry = config["strategies"].get(wildcards.strategy, {})
-    return fingerprint("corpus", "tokenizer", "training", "stages") + hashlib.sha256(
-        json.dumps(entry, sort_keys=True).encode()
-    ).hexdigest()[:8]
+    return mbconfig.run_fingerprint(config, wildcards.strategy)
 
 
 def launcher():
     """Plain python for one process; torchrun (DDP) for several."""
     n = config["training"]["processes"]
-    return "python" if n == 1 else f"torchrun --standalone --nproc_per_node {n}"
+    return PY if n == 1 else f"{PY} -m torch.distributed.run --standalone --nproc_per_node {n}"
 
 
 rule train:

@@ -26,6 +26,9 @@ STAGE_ORDER = ("reference", "proxy", "final")
 
 # Signals the loop always computes, and the ones a strategy may ask for.
 ALWAYS_COMPUTED = frozenset({"domain_loss", "domain_tokens"})
+# Signals the training loop can compute so far; a strategy asking for another one is refused
+# when the config is validated, not silently handed an empty ``extra``.
+IMPLEMENTED_SIGNALS: frozenset[str] = frozenset()
 OPTIONAL_SIGNALS = frozenset(
     {
         "reference_token_loss",  # per-token losses of a frozen reference model (DoReMi)
@@ -42,7 +45,9 @@ class StrategyContext:
 
     name: str  # the strategy's name in the grid (a config entry key)
     domains: tuple[str, ...]
-    train_tokens: np.ndarray  # tokens per domain in the train split, shape (K,)
+    # Train-split tokens per domain before the corpus size cap (estimated from the byte
+    # ratio), shape (K,): the domains' natural proportions, not the capped files' sizes.
+    train_tokens: np.ndarray
     stage: str
     total_steps: int
     seed: int
@@ -133,16 +138,24 @@ class Strategy(ABC):
         self._weight_steps = int(state["weight_steps"])
 
 
-def validate_weights(weights: Any, num_domains: int, strategy: str, step: int, atol: float = 1e-6) -> np.ndarray:
-    """Check a weight vector is finite, non-negative, of length K and sums to 1."""
+def validate_weights(weights: Any, num_domains: int, strategy: str, step: int, atol: float = 1e-6,
+                     what: str = "weights", on_simplex: bool = True) -> np.ndarray:
+    """Check a weight vector is finite, non-negative, of length K and (``on_simplex``) sums to 1.
+
+    Returns it renormalised: solvers answer within ~1e-8 of the simplex, numpy's sampler
+    accepts less slack than that. Negatives down to -1e-9 are solver round-off and become 0.
+    """
     w = np.asarray(weights, dtype=np.float64)
     where = f"strategy {strategy!r} at step {step}"
     if w.shape != (num_domains,):
-        raise TrainingError(f"{where} returned weights of shape {w.shape}, expected ({num_domains},)")
+        raise TrainingError(f"{where} returned {what} of shape {w.shape}, expected ({num_domains},)")
     if not np.all(np.isfinite(w)):
-        raise TrainingError(f"{where} returned non-finite weights {w.tolist()}")
-    if np.any(w < 0):
-        raise TrainingError(f"{where} returned negative weights {w.tolist()}")
-    if abs(w.sum() - 1.0) > atol:
-        raise TrainingError(f"{where} returned weights summing to {w.sum():.8f}, not 1: {w.tolist()}")
-    return w
+        raise TrainingError(f"{where} returned non-finite {what} {w.tolist()}")
+    if np.any(w < -1e-9):
+        raise TrainingError(f"{where} returned negative {what} {w.tolist()}")
+    w = np.clip(w, 0.0, None)
+    if on_simplex and abs(w.sum() - 1.0) > atol:
+        raise TrainingError(f"{where} returned {what} summing to {w.sum():.8f}, not 1: {w.tolist()}")
+    if w.sum() <= 0:
+        raise TrainingError(f"{where} returned {what} that are all zero")
+    return w / w.sum() if on_simplex else w

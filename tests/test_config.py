@@ -7,6 +7,14 @@ import pytest
 from conftest import make_test_config
 from mixbench import config as cfg
 from mixbench.errors import ConfigError
+from strategies.base import Strategy
+
+
+class NeedsGradients(Strategy):
+    signals = frozenset({"domain_gradients"})
+
+    def initial_weights(self):
+        return None
 
 
 def test_defaults_are_filled_in(tmp_path):
@@ -30,7 +38,9 @@ def test_default_config_file_is_valid():
         ({"strategies": {"uniform": {"temperature": 2.0}}}, "unknown hyperparameter(s) ['temperature']; valid: none"),
         ({"training": {"stpes": 10}}, "Additional properties are not allowed ('stpes' was unexpected)"),
         ({"training": {"steps": 0}}, "training.steps: 0 is less than the minimum of 1"),
-        ({"training": {"batch_size": 10, "micro_batch_size": 4}}, "batch_size 10 is not a multiple of micro_batch_size 4"),
+        ({"training": {"batch_size": 10, "micro_batch_size": 4}}, "batch_size 10 is not a multiple of processes × micro_batch_size = 1 × 4"),
+        ({"training": {"batch_size": 8, "micro_batch_size": 4, "processes": 3}}, "= 3 × 4"),
+        ({"training": {"warmup_steps": 30}}, "stage 'final' has 30 steps, not more than training.warmup_steps (30)"),
         ({"grid": {"sizes": ["huge"]}}, "grid.sizes: unknown size(s) ['huge']"),
         ({"corpus": {"source": "web"}}, "corpus.source: 'web' is not one of"),
         ({"corpus": {"source": "debian", "domains": ["code", "poetry"]}}, "['poetry'] are not Debian corpus domains"),
@@ -57,6 +67,14 @@ def test_static_weights_are_checked_against_the_domains(tmp_path):
         cfg.validate(config)
 
 
+def test_a_strategy_needing_a_signal_the_loop_lacks_is_refused(tmp_path, monkeypatch):
+    import strategies
+
+    monkeypatch.setitem(strategies.REGISTRY, "greedy", "test_config:NeedsGradients")
+    with pytest.raises(ConfigError, match=r"'greedy' needs signals the training loop does not compute: \['domain_gradients'\]"):
+        cfg.validate(make_test_config(tmp_path, grid={"strategies": ["greedy"]}))
+
+
 def test_entries_outside_the_grid_are_checked_too(tmp_path):
     with pytest.raises(ConfigError, match="strategy 'doremy'"):
         cfg.validate(make_test_config(tmp_path, strategies={"doremy": {}}))
@@ -78,3 +96,10 @@ def test_config_hash_is_stable_and_sensitive(tmp_path):
     assert cfg.config_hash(a) == cfg.config_hash(b)
     b["training"]["steps"] += 1
     assert cfg.config_hash(a) != cfg.config_hash(b)
+
+
+def test_paper_config_is_valid_on_top_of_the_default():
+    config = cfg.load(cfg.REPO_ROOT / "config" / "config.yaml", cfg.REPO_ROOT / "config" / "paper.yaml")
+    assert config["grid"]["sizes"] == ["small", "medium", "large"]
+    assert "doge_published" in config["grid"]["strategies"]
+    assert sum(cfg.strategy_hparams(config, "doge_published")["weights"].values()) == pytest.approx(1.0)

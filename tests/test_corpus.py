@@ -144,3 +144,28 @@ def test_local_parquet_files_work_like_jsonl(tmp_path):
     manifest = build.build(config)
     assert {d: sum(s["documents"] for s in e["splits"].values()) for d, e in manifest["domains"].items()} == {
         "RedPajamaBook": 30, "RedPajamaArXiv": 30}
+
+
+def test_exact_duplicate_texts_are_dropped_before_splitting():
+    documents = [("a", "same text"), ("b", "other"), ("c", "same text")]
+    assert build.deduplicate(documents) == [("a", "same text"), ("b", "other")]
+
+
+def test_capped_domains_keep_their_natural_size_for_natural_sampling(tmp_path):
+    from corpus import tokenizer, tokens
+
+    config = cfg.validate(make_test_config(tmp_path, corpus={"max_bytes_per_domain": 20000}))
+    manifest = build.build(config)
+    fixture = [json.loads(line) for line in Path(config["corpus"]["path"]).read_text().splitlines()]
+    for domain, entry in manifest["domains"].items():
+        kept = sum(s["bytes"] for s in entry["splits"].values())
+        full = sum(len(r["text"].encode()) for r in fixture if r["domain"] == domain)
+        assert entry["available_bytes"] == full  # the fixture has no duplicate texts
+        assert kept <= full and (full <= 20000 or kept >= 20000)
+    tokenizer.build(config)
+    tokens.build(config)
+    meta = read_json(tmp_path / "data" / "tokens" / "meta.json")["domains"]
+    estimate = tokens.uncapped_train_tokens(tmp_path / "data", config["corpus"]["domains"])
+    for i, (domain, entry) in enumerate(manifest["domains"].items()):
+        kept = sum(s["bytes"] for s in entry["splits"].values())
+        assert estimate[i] == pytest.approx(meta[domain]["train"]["tokens"] * entry["available_bytes"] / kept)

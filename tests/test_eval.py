@@ -199,8 +199,9 @@ def test_missing_inputs_are_data_errors(model_dir, tasks_dir, tmp_path, capsys):
         eval_run.evaluate(model_dir, tmp_path / "no_tasks", device="cpu")
     with pytest.raises(DataError, match="corpus directory"):
         generate_perplexity_tasks(tmp_path / "no_corpus", tmp_path)
-    rc = eval_run.main(["--model", str(model_dir), "--tasks-dir", str(tmp_path), "--out", "x.json"])
-    assert rc == 2 and "error:" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        eval_run.main(["--model", str(model_dir), "--tasks-dir", str(tmp_path), "--out", "x.json"])
+    assert exit_info.value.code == 2 and "error:" in capsys.readouterr().err
 
 
 def test_cli_exits_2_without_traceback(tmp_path):

@@ -73,3 +73,26 @@ def test_seeds_and_streams_give_different_batches(store):
     assert not np.array_equal(draws[0], draws[1]) and not np.array_equal(draws[0], draws[2])
     again = DomainSampler(store, 32, seed=0, stream=0).sample(weights, 8)[0]
     assert np.array_equal(draws[0], again)
+
+
+def test_a_domain_of_exactly_one_window_always_gives_that_window(store):
+    class OneWindowStore:
+        domains = ["tiny", "big"]
+        arrays = [np.arange(33, dtype=np.uint16), np.arange(1000, dtype=np.uint16)]
+
+    sampler = DomainSampler(OneWindowStore(), seq_len=32, seed=0)
+    windows = sampler.windows(np.zeros(50, dtype=np.int64))
+    assert (windows == np.arange(33)).all()
+    big = sampler.windows(np.ones(2000, dtype=np.int64))
+    assert big[:, 0].min() == 0 and big[:, -1].max() == 999  # both ends of the array are reachable
+
+
+def test_a_domain_shorter_than_a_window_is_refused():
+    from mixbench.errors import DataError
+
+    class ShortStore:
+        domains = ["short"]
+        arrays = [np.arange(32, dtype=np.uint16)]
+
+    with pytest.raises(DataError, match=r"\['short'\] have fewer than seq_len \+ 1 = 33 tokens"):
+        DomainSampler(ShortStore(), seq_len=32, seed=0)

@@ -153,3 +153,96 @@ def test_ddp_with_two_gloo_processes_trains_and_resumes_exactly(built_data, tmp_
     assert read_json(tmp_path / "whole" / "run.json")["tokens"] == 30 * 8 * 32  # global, not per rank
     a, b = final_state(tmp_path / "whole"), final_state(tmp_path / "split")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_lr_schedule_warms_up_linearly_then_decays_to_the_floor():
+    from models.loop import lr_factor
+
+    assert [lr_factor(i, 4, 20, 0.1) for i in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_factor(4, 4, 20, 0.1) == pytest.approx(1.0)
+    assert lr_factor(12, 4, 20, 0.1) == pytest.approx(0.1 + 0.9 * 0.5)  # half way through the decay
+    assert lr_factor(20, 4, 20, 0.1) == pytest.approx(0.1)
+
+
+def test_log_resume_drops_rows_after_the_checkpoint_and_half_written_rows(tmp_path):
+    from models.runlog import StepLog
+
+    log = StepLog(tmp_path / "log.csv", ["a", "b"], resume_step=0)
+    for step in range(1, 6):
+        log.write(step, 0.1, 1.0, step * 10, 0.5, 0.1, np.array([1.0, np.nan]), np.array([10, 0]), np.array([1.0, 0.0]))
+    log.close()
+    with open(tmp_path / "log.csv", "a") as f:
+        f.write("6,0.1,1.0")  # killed mid-row
+    StepLog(tmp_path / "log.csv", ["a", "b"], resume_step=3).close()
+    rows = list(csv.reader(open(tmp_path / "log.csv")))
+    assert [r[0] for r in rows] == ["step", "1", "2", "3"]
+    assert rows[1][6:] == ["1.000000", "", "10", "0", "1.00000000", "0.00000000"]
+
+
+def test_a_checkpoint_of_another_configuration_is_not_resumed(built_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert not run(built_data, out, stop_after=12)
+    changed = cfg.validate(dict(built_data, training=dict(built_data["training"], lr=1e-3)))
+    assert run(changed, out)
+    assert "written under a different configuration" in capsys.readouterr().err
+    fresh = tmp_path / "fresh"
+    assert run(changed, fresh)
+    a, b = final_state(out), final_state(fresh)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # Operational fields do not invalidate a checkpoint.
+    assert not run(built_data, tmp_path / "ops", stop_after=12)
+    more_threads = cfg.validate(dict(built_data, training=dict(built_data["training"], threads=2, checkpoint_every=5)))
+    assert run(more_threads, tmp_path / "ops")
+    assert "different configuration" not in capsys.readouterr().err
+
+
+def test_gradient_accumulation_matches_one_big_batch(built_data, tmp_path):
+    one = cfg.validate(dict(built_data, training=dict(built_data["training"], micro_batch_size=8)))
+    four = cfg.validate(dict(built_data, training=dict(built_data["training"], micro_batch_size=2)))
+    assert run(one, tmp_path / "one") and run(four, tmp_path / "four")
+    a, b = final_state(tmp_path / "one"), final_state(tmp_path / "four")
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+class OneHotLossWeights(Strategy):
+    """Uniform sampling, but only domain 0's tokens count in the objective."""
+
+    def initial_weights(self):
+        return np.full(len(self.context.domains), 1 / len(self.context.domains))
+
+    def loss_weights(self):
+        return np.eye(len(self.context.domains))[0]
+
+
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step()` has been overridden")
+def test_loss_weights_select_the_domains_the_gradient_comes_from(built_data, tmp_path, monkeypatch):
+    """The step's gradient must equal the gradient of the mean token loss over domain 0's rows."""
+    import torch.nn.functional as F
+
+    from corpus.sampler import DomainSampler
+    from corpus.tokens import TokenStore
+    from models.gpt2 import build_model, gpt2_config
+    from models.loop import LoopSettings, TrainingLoop
+    from strategies import StrategyContext
+
+    store = TokenStore(Path(built_data["data_dir"]) / "tokens", "train")
+    context = StrategyContext(name="onehot", domains=tuple(store.domains), train_tokens=store.token_counts(),
+                              stage="final", total_steps=1, seed=0, vocab_size=store.vocab_size)
+    settings = LoopSettings.from_config(dict(built_data["training"], grad_clip=0.0, batch_size=16), steps=1)
+    torch.manual_seed(0)
+    model = build_model(gpt2_config("test", store.vocab_size))
+    loop = TrainingLoop(model, OneHotLossWeights(context), DomainSampler(store, 32, seed=4), settings,
+                        tmp_path / "log.csv", tmp_path / "ckpt.pt", "onehot")
+    captured = {}
+    monkeypatch.setattr(loop.optimizer, "step", lambda: captured.update(
+        {n: p.grad.clone() for n, p in model.named_parameters()}))
+    loop.train_step()
+
+    tokens, domains = DomainSampler(store, 32, seed=4).sample(np.full(len(store.domains), 1 / len(store.domains)), 16)
+    rows = torch.from_numpy(tokens[domains == 0])
+    assert 0 < len(rows) < 16
+    model.zero_grad()
+    logits = model(input_ids=rows[:, :-1]).logits
+    F.cross_entropy(logits.flatten(0, 1), rows[:, 1:].flatten()).backward()
+    for name, p in model.named_parameters():
+        assert torch.allclose(captured[name], p.grad, atol=1e-6, rtol=1e-4), name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,8 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
 def snakemake(workdir: Path, config_file: Path, *args: str, snakefile: Path = REPO / "Snakefile"):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # A PATH without the virtualenv: jobs must not depend on which `python` a shell finds.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PATH": "/usr/bin:/bin"}
     return subprocess.run(
         [*SNAKEMAKE, "--snakefile", str(snakefile), "--directory", str(workdir), "--configfile", str(config_file),
          "--cores", "2", *args],
@@ -30,10 +32,16 @@ def write_config(path: Path, config: dict) -> Path:
     return path
 
 
+STRATEGIES = ["uniform", "natural", "code_heavy"]
+
+
 @pytest.fixture(scope="module")
 def finished_workflow(tmp_path_factory):
     root = tmp_path_factory.mktemp("workflow")
-    config_file = write_config(root / "config.yaml", make_test_config(root))
+    weights = {"code": 0.5, "books": 0.1, "encyclopedic": 0.1, "docs": 0.1, "man": 0.1, "qa": 0.1}
+    config = make_test_config(root, grid={"strategies": STRATEGIES},
+                              strategies={"code_heavy": {"strategy": "static", "weights": weights}})
+    config_file = write_config(root / "config.yaml", config)
     result = snakemake(root, config_file)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return root, config_file
@@ -43,16 +51,19 @@ def test_workflow_produces_the_tables(finished_workflow):
     root, _ = finished_workflow
     long = pd.read_csv(root / "results" / "tables" / "perplexity.csv")
     domains = ["code", "books", "encyclopedic", "docs", "man", "qa"]
-    assert len(long) == 1 * 2 * 2 * len(domains)  # size × strategies × seeds × domains
-    assert set(long["strategy"]) == {"uniform", "natural"} and set(long["seed"]) == {0, 1}
-    assert set(long["domain"]) == set(domains)
+    assert len(long) == 1 * 3 * 2 * len(domains)  # size × strategies × seeds × domains
+    assert list(dict.fromkeys(long["strategy"])) == STRATEGIES and set(long["seed"]) == {0, 1}
+    assert list(dict.fromkeys(long["domain"])) == domains  # corpus order
     for column in ("bits_per_byte", "perplexity", "config_hash", "git_commit", "torch_version", "lm_eval_version"):
         assert long[column].notna().all(), column
     assert long["bits_per_byte"].between(0.5, 12).all()
     table = (root / "results" / "tables" / "perplexity.md").read_text()
-    assert "mean ± std over 2 seeds" in table and "macro avg" in table
-    for strategy in ("uniform", "natural"):
+    assert "mean ± std over 2 seeds" in table and "| macro avg " in table and "| worst " in table
+    for strategy in STRATEGIES:
         assert f"| {strategy} " in table
+    # The static strategy trained on its configured mixture.
+    log = pd.read_csv(root / "runs" / "test" / "code_heavy" / "seed0" / "final" / "log.csv")
+    assert log["weight/code"].eq(0.5).all() and log["weight/qa"].eq(0.1).all()
     # Logs for every rule, including each training run.
     assert (root / "runs" / "logs" / "train" / "test-natural-seed1-final.log").exists()
 
@@ -61,6 +72,25 @@ def test_a_finished_workflow_has_nothing_left_to_do(finished_workflow):
     root, config_file = finished_workflow
     result = snakemake(root, config_file, "-n")
     assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_only_result_relevant_changes_rerun_jobs(finished_workflow, tmp_path):
+    root, config_file = finished_workflow
+    config = yaml.safe_load(config_file.read_text())
+    operational = cfg_with(config, training={"threads": 2, "checkpoint_every": 7}, evaluation={"batch_size": 3})
+    result = snakemake(root, write_config(tmp_path / "ops.yaml", operational), "-n")
+    assert "Nothing to be done" in result.stdout + result.stderr, result.stdout[-2000:]
+    relevant = cfg_with(config, training={"lr": 1e-3})
+    out = snakemake(root, write_config(tmp_path / "lr.yaml", relevant), "-n").stdout
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
+    assert jobs.get("train") == "6" and jobs.get("evaluate_perplexity") == "6", out[-2000:]
+    assert "build_corpus" not in jobs and "tokenize_corpus" not in jobs
+
+
+def cfg_with(config: dict, **sections) -> dict:
+    from mixbench.config import deep_merge
+
+    return deep_merge(config, sections)
 
 
 def test_tables_are_rebuilt_without_retraining(finished_workflow):

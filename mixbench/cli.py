@@ -1,0 +1,41 @@
+"""Entry-point helpers: every ``python -m`` command prints user errors without a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+
+from mixbench.errors import MixbenchError
+
+
+def main_guard(main):
+    """Run an entry point; print MixbenchError messages without a traceback and exit 2."""
+
+    @functools.wraps(main)
+    def wrapped(argv=None):
+        try:
+            return main(argv)
+        except MixbenchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapped
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", nargs="+", required=True, help="config YAML file(s), later ones win")
+
+
+def config_command(step, description: str):
+    """``main`` for an entry point whose only argument is the config: ``step(config)``."""
+
+    @main_guard
+    def main(argv=None):
+        from mixbench import config as cfg
+
+        parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_config_argument(parser)
+        step(cfg.load(*parser.parse_args(argv).config))
+
+    return main
