@@ -69,10 +69,10 @@ def run(config: dict, size: str, steps: int, out_dir: Path) -> dict:
         np.full(len(store.domains), 1 / len(store.domains)), training["batch_size"])[0])
     ours, minimal = [], []
     for _ in range(2):  # warm-up of both
-        loop.train_step()
+        loop.train_step(training['lr'])
         minimal_step(reference, optimizer, batch)
     for _ in range(steps):  # alternate, so drifts in machine load hit both
-        ours += timed(loop.train_step, 1)
+        ours += timed(lambda: loop.train_step(training['lr']), 1)
         minimal += timed(lambda: minimal_step(reference, optimizer, batch), 1)
     sampler = DomainSampler(store, training["seq_len"], seed=2)
     weights = np.full(len(store.domains), 1 / len(store.domains))

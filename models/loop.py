@@ -12,19 +12,19 @@ import math
 import signal
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from corpus.sampler import DomainSampler
 from mixbench.errors import TrainingError
 from models.checkpoint import load_checkpoint, save_checkpoint
-from models.runlog import StepLog
+from models.runlog import StepLog, TraceLog
+from models.step import Batch, StepPasses
 from strategies.base import StepStats, Strategy, validate_weights
 
 
@@ -86,12 +86,14 @@ class StopRequested:
 
 class TrainingLoop:
     def __init__(self, model, strategy: Strategy, sampler: DomainSampler, settings: LoopSettings,
-                 log_path, checkpoint_path, strategy_name: str, fingerprint: str = ""):
+                 log_path, checkpoint_path, strategy_name: str, fingerprint: str = "", reference_model=None):
         self.model, self.strategy, self.sampler, self.s = model, strategy, sampler, settings
         self.name = strategy_name
         self.domains = sampler.domains
         self.k = len(self.domains)
         self.raw_model = model.module if hasattr(model, "module") else model
+        self.passes = StepPasses(model, settings.seq_len, self.k, settings.device, settings.bf16, settings.world_size,
+                                 reference_model)
         self.optimizer = make_optimizer(self.raw_model, settings)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda i: lr_factor(i, settings.warmup_steps, settings.steps, settings.min_lr_ratio)
@@ -102,6 +104,7 @@ class TrainingLoop:
         self.weights = validate_weights(strategy.initial_weights(), self.k, strategy_name, 0)
         self._resume()
         self.log = StepLog(log_path, self.domains, self.step) if settings.rank == 0 else None
+        self.trace = TraceLog(Path(log_path).with_name("trace.jsonl"), self.step) if settings.rank == 0 else None
 
     # -- checkpointing -------------------------------------------------------------------
     def _state(self) -> dict:
@@ -122,6 +125,7 @@ class TrainingLoop:
         state = self._state()
         if self.s.rank == 0:
             self.log.flush()
+            self.trace.flush()
             save_checkpoint(self.checkpoint_path, state)
 
     def _resume(self) -> None:
@@ -150,58 +154,65 @@ class TrainingLoop:
         print(f"resumed from {self.checkpoint_path} at step {self.step}", file=sys.stderr)
 
     # -- one optimizer step ------------------------------------------------------------------
-    def _all_reduce(self, *tensors: torch.Tensor) -> None:
-        if self.s.world_size > 1:
-            for t in tensors:
-                dist.all_reduce(t)
+    def _loss_weights(self) -> np.ndarray | None:
+        weights = self.strategy.loss_weights()
+        if weights is None:
+            return None
+        return validate_weights(weights, self.k, self.name, self.step + 1, what="loss weights", on_simplex=False)
 
-    def train_step(self) -> tuple[float, np.ndarray, np.ndarray]:
-        s, dev = self.s, self.s.device
+    def _batch(self) -> Batch:
+        s = self.s
         local_batch = s.batch_size // s.world_size
         tokens, domain_ids = self.sampler.sample(self.weights, local_batch)
-        loss_weights = self.strategy.loss_weights()
-        if loss_weights is not None:
-            loss_weights = validate_weights(loss_weights, self.k, self.name, self.step + 1, what="loss weights",
-                                            on_simplex=False)
-        row_w = np.ones(local_batch) if loss_weights is None else loss_weights[domain_ids]
-        tokens, domains = torch.from_numpy(tokens).to(dev), torch.from_numpy(domain_ids).to(dev)
-        row_w = torch.as_tensor(row_w, dtype=torch.float32, device=dev)
-        # Token-weighted mean over every token of the step on every rank.
-        denom = row_w.sum() * s.seq_len
-        self._all_reduce(denom)
+        micro = [slice(i, i + s.micro_batch_size) for i in range(0, local_batch, s.micro_batch_size)]
+        return Batch(torch.from_numpy(tokens).to(s.device), torch.from_numpy(domain_ids).to(s.device), domain_ids, micro)
+
+    def _backward_all(self, batch: Batch, graphs: list | None = None) -> list[torch.Tensor]:
+        row_w, denom = self.passes.row_weights(self._loss_weights(), batch)
         if denom.item() <= 0:
             raise TrainingError(f"strategy {self.name!r} at step {self.step + 1}: loss weights are zero on every "
                                 "domain of the batch")
-        loss_sum = torch.zeros(self.k, device=dev, dtype=torch.float64)
-        token_count = torch.zeros(self.k, device=dev, dtype=torch.float64)
-        micro_batches = range(0, local_batch, s.micro_batch_size)
-        for i, start in enumerate(micro_batches):
-            rows = slice(start, start + s.micro_batch_size)
-            x, y, d = tokens[rows, :-1], tokens[rows, 1:], domains[rows]
-            last = i == len(micro_batches) - 1
-            sync = self.model.no_sync() if (s.world_size > 1 and not last) else nullcontext()
-            with sync, torch.autocast(dev.type, dtype=torch.bfloat16, enabled=s.bf16):
-                logits = self.model(input_ids=x).logits
-                token_loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")
-                row_loss = token_loss.view(x.shape).sum(dim=1)
-                # DDP averages gradients over ranks; scale so the result is the global weighted mean.
-                ((row_loss * row_w[rows]).sum() * s.world_size / denom).backward()
-            loss_sum.index_add_(0, d, row_loss.detach().double())
-            token_count.index_add_(0, d, torch.full_like(row_loss, s.seq_len, dtype=torch.float64))
-        self._all_reduce(loss_sum, token_count)
-        loss_sum, token_count = loss_sum.cpu().numpy(), token_count.cpu().numpy()
+        return [self.passes.train_micro(batch, i, row_w, denom, graphs[i] if graphs else None)
+                for i in range(len(batch.micro))]
+
+    def _signals(self, batch: Batch, token_loss: torch.Tensor) -> dict:
+        """The optional signals this strategy declared, gathered over ranks."""
+        extra = {}
+        if "reference_token_loss" in self.strategy.required_signals():
+            extra["token_loss"] = self.passes.gather(token_loss.float())
+            extra["reference_token_loss"] = self.passes.gather(self.passes.reference_token_loss(batch).float())
+            extra["token_domains"] = self.passes.gather(batch.domains)
+        return extra
+
+    def train_step(self, lr: float) -> StepStats:
+        """Sample, forward/backward, hand the signals to the strategy, take the optimizer step."""
+        batch = self._batch()
+        same_step = self.strategy.reweights_current_step()
+        if same_step:
+            graphs = self.passes.forward_only(batch, keep_graph=len(batch.micro) == 1)
+            token_loss = torch.cat([g.detach() for g in graphs])
+        else:
+            token_loss = torch.cat(self._backward_all(batch))
+        loss_sum, token_count = self.passes.domain_sums(token_loss, batch)
         with np.errstate(invalid="ignore", divide="ignore"):
             domain_loss = np.where(token_count > 0, loss_sum / token_count, np.nan)
         present = token_count > 0
         if not np.all(np.isfinite(domain_loss[present])):
             bad = [self.domains[j] for j in np.flatnonzero(present & ~np.isfinite(domain_loss))]
             raise TrainingError(f"strategy {self.name!r}: non-finite loss at step {self.step + 1} on domain(s) {bad}")
-        if s.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
+        stats = StepStats(self.step + 1, lr, domain_loss, token_count, self._signals(batch, token_loss))
+        self.strategy.record(self.weights)
+        new = self.strategy.update(stats)
+        if new is not None:
+            self.weights = validate_weights(new, self.k, self.name, stats.step)
+        if same_step:
+            self._backward_all(batch, graphs if len(batch.micro) == 1 else None)
+        if self.s.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(loss_sum.sum() / token_count.sum()), domain_loss, token_count
+        return stats
 
     def _agree(self, flag: bool) -> bool:
         """True on every rank if it is True on any: all ranks must checkpoint and stop together."""
@@ -222,19 +233,17 @@ class TrainingLoop:
         while self.step < self.s.steps:
             started = time.perf_counter()
             lr = self.scheduler.get_last_lr()[0]
-            loss, domain_loss, token_count = self.train_step()
-            self.step += 1
-            self.tokens_seen += int(token_count.sum())
             used = self.weights
-            self.strategy.record(used)
-            new = self.strategy.update(StepStats(self.step, lr, domain_loss, token_count))
-            if new is not None:
-                self.weights = validate_weights(new, self.k, self.name, self.step)
+            stats = self.train_step(lr)
+            self.step += 1
+            self.tokens_seen += int(stats.domain_tokens.sum())
+            loss = float(np.nansum(stats.domain_loss * stats.domain_tokens) / stats.domain_tokens.sum())
             step_time = time.perf_counter() - started
             self.elapsed += step_time
             if self.s.rank == 0:
                 self.log.write(self.step, lr, loss, self.tokens_seen, self.elapsed, step_time,
-                               domain_loss, token_count, used)
+                               stats.domain_loss, stats.domain_tokens, used)
+                self.trace.write(self.step, self.strategy.trace())
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}")
                 if bar.disable and (self.step % report_every == 0 or self.step == self.s.steps):
@@ -250,4 +259,5 @@ class TrainingLoop:
         bar.close()
         if self.log:
             self.log.close()
+            self.trace.close()
         return True

@@ -7,6 +7,7 @@ Columns: step, lr, loss, tokens (cumulative), elapsed_s, step_s, then per domain
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -54,3 +55,42 @@ class StepLog:
 
     def close(self) -> None:
         self.file.close()
+
+
+class TraceLog:
+    """``trace.jsonl``: one JSON record per step for which the strategy has something to trace
+    (e.g. DoReMi's α and excess losses), resumable like the CSV log."""
+
+    def __init__(self, path: str | Path, resume_step: int):
+        self.path = Path(path)
+        if self.path.exists():
+            keep = []
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:  # half-written by a crash
+                    continue
+                if record["step"] <= resume_step:
+                    keep.append(line + "\n")
+            with atomic_path(self.path) as tmp:
+                tmp.write_text("".join(keep), encoding="utf-8")
+        self.file = None
+
+    def write(self, step: int, record: dict | None) -> None:
+        if record is None:
+            return
+        if self.file is None:
+            self.file = open(self.path, "a", encoding="utf-8")
+        self.file.write(json.dumps({"step": step, **record}, default=_to_list) + "\n")
+
+    def flush(self) -> None:
+        if self.file:
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+
+
+def _to_list(value):
+    return value.tolist() if hasattr(value, "tolist") else str(value)

@@ -57,12 +57,28 @@ def read_upstream(pairs: list[str]) -> dict[str, Path]:
     return upstream
 
 
+def load_reference_model(strategy, upstream: dict[str, Path], device: torch.device):
+    """The frozen model behind ``reference_token_loss``, if this stage asks for it."""
+    if "reference_token_loss" not in strategy.required_signals():
+        return None
+    stage = strategy.reference_stage()
+    if stage not in upstream:
+        raise ConfigError(f"stage {strategy.context.stage!r} needs the model of stage {stage!r}: pass --upstream {stage}=DIR")
+    from transformers import GPT2LMHeadModel
+
+    model = GPT2LMHeadModel.from_pretrained(upstream[stage] / "model").to(device)
+    model.eval()  # no dropout: the reference is a fixed function of the tokens
+    model.requires_grad_(False)
+    return model
+
+
 def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, out: Path,
           upstream: dict[str, Path], stop_after: int | None = None) -> bool:
     training = config["training"]
     cls = get_strategy_class(cfg.strategy_class_name(config, strategy_name))
-    if stage not in cls.stages:
-        raise ConfigError(f"strategy {strategy_name!r} has no stage {stage!r}; its stages: {cls.stages}")
+    stages = cls.stages_for(cfg.strategy_hparams(config, strategy_name))
+    if stage not in stages:
+        raise ConfigError(f"strategy {strategy_name!r} has no stage {stage!r}; its stages: {stages}")
     stage_spec = cfg.stage_training(config, strategy_name, stage, size)
     rank, world, device = init_distributed(training["device"])
     if training["batch_size"] % (world * training["micro_batch_size"]):
@@ -92,6 +108,7 @@ def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, ou
         raise ConfigError(f"training.seq_len {training['seq_len']} exceeds size {stage_spec['size']!r}'s "
                           f"context of {model_config.n_positions}")
     model = build_model(model_config).to(device)
+    reference_model = load_reference_model(strategy, upstream, device)
     n_params = count_parameters(model)
     if training["compile"]:
         model = torch.compile(model)
@@ -106,7 +123,7 @@ def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, ou
     sampler = DomainSampler(store, training["seq_len"], seed, stream=rank)
     fingerprint = cfg.fingerprint([cfg.run_fingerprint(config, strategy_name), size, seed, stage, world])
     loop = TrainingLoop(model, strategy, sampler, settings, out / "log.csv", out / CHECKPOINT_NAME, strategy_name,
-                        fingerprint)
+                        fingerprint, reference_model)
     wall_start = time.time()
     finished = loop.run(stop_after=stop_after)
     if finished and rank == 0:

@@ -28,7 +28,7 @@ STAGE_ORDER = ("reference", "proxy", "final")
 ALWAYS_COMPUTED = frozenset({"domain_loss", "domain_tokens"})
 # Signals the training loop can compute so far; a strategy asking for another one is refused
 # when the config is validated, not silently handed an empty ``extra``.
-IMPLEMENTED_SIGNALS: frozenset[str] = frozenset()
+IMPLEMENTED_SIGNALS: frozenset[str] = frozenset({"reference_token_loss"})
 OPTIONAL_SIGNALS = frozenset(
     {
         "reference_token_loss",  # per-token losses of a frozen reference model (DoReMi)
@@ -106,7 +106,29 @@ class Strategy(ABC):
             if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, expected):
                 raise ConfigError(f"hyperparameter {key!r} must be {type(default).__name__}, got {value!r}")
 
+    @classmethod
+    def stages_for(cls, hparams: dict[str, Any]) -> tuple[str, ...]:
+        """The stages a configured instance runs; by default the declared ``stages``.
+        Iterated methods repeat stages with a round suffix, e.g. ``proxy-r2``."""
+        return cls.stages
+
     # -- the interface the loop calls -------------------------------------------------------
+    def required_signals(self) -> frozenset[str]:
+        """Optional signals this stage needs (a subset of ``signals``)."""
+        return self.signals
+
+    def reweights_current_step(self) -> bool:
+        """True if ``loss_weights`` after ``update(stats)`` must weight the same step's loss."""
+        return False
+
+    def reference_stage(self) -> str | None:
+        """The upstream stage whose model gives ``reference_token_loss``."""
+        return None
+
+    def trace(self) -> dict[str, Any] | None:
+        """Anything worth recording after this step (written to trace.jsonl), or None."""
+        return None
+
     @abstractmethod
     def initial_weights(self) -> np.ndarray:
         """Sampling weights of the first step, shape (K,), on the simplex."""

@@ -236,7 +236,7 @@ def test_loss_weights_select_the_domains_the_gradient_comes_from(built_data, tmp
     captured = {}
     monkeypatch.setattr(loop.optimizer, "step", lambda: captured.update(
         {n: p.grad.clone() for n, p in model.named_parameters()}))
-    loop.train_step()
+    loop.train_step(lr=1e-3)
 
     tokens, domains = DomainSampler(store, 32, seed=4).sample(np.full(len(store.domains), 1 / len(store.domains)), 16)
     rows = torch.from_numpy(tokens[domains == 0])
