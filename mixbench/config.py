@@ -101,11 +101,13 @@ def strategy_hparams(config: dict, name: str) -> dict:
 
 
 def stage_training(config: dict, name: str, stage: str, size: str) -> dict:
-    """Size and step count of one stage of one strategy (`final` always uses the grid's)."""
+    """Size and step count of one stage of one strategy (`final` always uses the grid's).
+    Iterated stages (``proxy-r2``) take the settings of their kind (``proxy``)."""
     resolved = {"size": size, "steps": config["training"]["steps"]}
     if stage == "final":
         return resolved
-    for layer in (config["stages"].get(stage, {}), strategy_entry(config, name).get("stages", {}).get(stage, {})):
+    kind = stage.split("-r")[0]
+    for layer in (config["stages"].get(kind, {}), strategy_entry(config, name).get("stages", {}).get(kind, {})):
         resolved.update({k: v for k, v in layer.items() if v is not None})
     return resolved
 
@@ -129,10 +131,11 @@ def check_semantics(config: dict) -> None:
             cls.check_hparams(strategy_hparams(config, name), config["corpus"]["domains"])
         except ConfigError as exc:
             problems.append(f"strategies.{name}: {exc}")
+            continue
         missing_signals = sorted(set(cls.signals) - IMPLEMENTED_SIGNALS)
         if missing_signals:
             problems.append(f"strategy {name!r} needs signals the training loop does not compute: {missing_signals}")
-        for stage in cls.stages:
+        for stage in cls.stages_for({**cls.defaults, **strategy_hparams(config, name)}):
             spec = stage_training(config, name, stage, config["grid"]["sizes"][0])
             if spec["size"] not in SIZES:
                 problems.append(f"strategies.{name}: stage {stage!r} uses unknown size {spec['size']!r}")

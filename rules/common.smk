@@ -42,7 +42,8 @@ def fingerprint(*sections):
 
 
 def stages_of(strategy):
-    return get_strategy_class(mbconfig.strategy_class_name(config, strategy)).stages
+    cls = get_strategy_class(mbconfig.strategy_class_name(config, strategy))
+    return cls.stages_for(mbconfig.strategy_hparams(config, strategy))
 
 
 def run_dir(size, strategy, seed, stage):
@@ -55,7 +56,7 @@ def final_runs():
 
 
 wildcard_constraints:
-    stage="reference|proxy|final",
+    stage=r"(reference|proxy)(-r\d+)?|final",
     seed=r"\d+",
     size="|".join(map(str, GRID["sizes"])),
     strategy="|".join(GRID["strategies"]),

@@ -1,12 +1,18 @@
 # Tables from finished runs. Never trains: it only reads run.json and evaluation results.
 
-TABLES = [f"{RESULTS}/tables/perplexity.csv", f"{RESULTS}/tables/perplexity.md"]
+TABLES = [
+    f"{RESULTS}/tables/{name}" for name in ("perplexity.csv", "perplexity.md", "weights.csv", "weights.md", "trajectories.csv")
+]
 
 
 rule tables:
     input:
         evals=[f"{run_dir(size, strat, seed, 'final')}/eval/perplexity.json" for size, strat, seed in final_runs()],
-        runs=[f"{run_dir(size, strat, seed, 'final')}/run.json" for size, strat, seed in final_runs()],
+        runs=[
+            f"{run_dir(size, strat, seed, stage)}/run.json"
+            for size, strat, seed in final_runs()
+            for stage in stages_of(strat)
+        ],
     output:
         TABLES,
     log:

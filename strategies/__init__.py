@@ -24,6 +24,7 @@ REGISTRY: dict[str, str] = {
     "uniform": "strategies.static:Uniform",
     "natural": "strategies.static:Natural",
     "static": "strategies.static:Static",
+    "doremi": "strategies.doremi:DoReMi",
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -32,7 +33,7 @@ def write_config(path: Path, config: dict) -> Path:
     return path
 
 
-STRATEGIES = ["uniform", "natural", "code_heavy"]
+STRATEGIES = ["uniform", "natural", "code_heavy", "doremi"]
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def test_workflow_produces_the_tables(finished_workflow):
     root, _ = finished_workflow
     long = pd.read_csv(root / "results" / "tables" / "perplexity.csv")
     domains = ["code", "books", "encyclopedic", "docs", "man", "qa"]
-    assert len(long) == 1 * 3 * 2 * len(domains)  # size × strategies × seeds × domains
+    assert len(long) == 1 * 4 * 2 * len(domains)  # size × strategies × seeds × domains
     assert list(dict.fromkeys(long["strategy"])) == STRATEGIES and set(long["seed"]) == {0, 1}
     assert list(dict.fromkeys(long["domain"])) == domains  # corpus order
     for column in ("bits_per_byte", "perplexity", "config_hash", "git_commit", "torch_version", "lm_eval_version"):
@@ -64,6 +65,23 @@ def test_workflow_produces_the_tables(finished_workflow):
     # The static strategy trained on its configured mixture.
     log = pd.read_csv(root / "runs" / "test" / "code_heavy" / "seed0" / "final" / "log.csv")
     assert log["weight/code"].eq(0.5).all() and log["weight/qa"].eq(0.1).all()
+
+
+def test_doremi_runs_reference_proxy_final_and_its_mixture_reaches_the_tables(finished_workflow):
+    root, _ = finished_workflow
+    cell = root / "runs" / "test" / "doremi" / "seed1"
+    assert all((cell / stage / "run.json").exists() for stage in ("reference", "proxy", "final"))
+    weights = pd.read_csv(root / "results" / "tables" / "weights.csv")
+    learned = weights[(weights.strategy == "doremi") & (weights.seed == 1)].set_index("domain")["weight"]
+    proxy_average = json.loads((cell / "proxy" / "weights.json").read_text())["final_weights"]
+    assert learned.tolist() == pytest.approx(proxy_average)
+    assert not learned.round(6).eq(round(1 / 6, 6)).all()  # it moved away from uniform
+    static = weights[weights.strategy == "code_heavy"].groupby("domain")["weight"].first()
+    assert static["code"] == pytest.approx(0.5)
+    trajectories = pd.read_csv(root / "results" / "tables" / "trajectories.csv")
+    proxy = trajectories[(trajectories.strategy == "doremi") & (trajectories.stage == "proxy")]
+    assert sorted(proxy.step.unique()) == list(range(1, 11)) and set(proxy.seed) == {0, 1}
+    assert "| doremi " in (root / "results" / "tables" / "weights.md").read_text()
     # Logs for every rule, including each training run.
     assert (root / "runs" / "logs" / "train" / "test-natural-seed1-final.log").exists()
 
@@ -83,7 +101,7 @@ def test_only_result_relevant_changes_rerun_jobs(finished_workflow, tmp_path):
     relevant = cfg_with(config, training={"lr": 1e-3})
     out = snakemake(root, write_config(tmp_path / "lr.yaml", relevant), "-n").stdout
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
-    assert jobs.get("train") == "6" and jobs.get("evaluate_perplexity") == "6", out[-2000:]
+    assert jobs.get("train") == "12" and jobs.get("evaluate_perplexity") == "8", out[-2000:]
     assert "build_corpus" not in jobs and "tokenize_corpus" not in jobs
 
 
@@ -105,7 +123,7 @@ def test_a_bad_config_fails_before_any_job(tmp_path):
     config = make_test_config(tmp_path, grid={"strategies": ["uniform", "natrual"]})
     result = snakemake(tmp_path, write_config(tmp_path / "config.yaml", config))
     assert result.returncode != 0
-    assert "unknown strategy 'natrual'; registered strategies: natural, static, uniform" in result.stderr
+    assert "unknown strategy 'natrual'; registered strategies: doremi, natural, static, uniform" in result.stderr
     assert not (tmp_path / "data").exists()
 
 
