@@ -24,6 +24,7 @@ from corpus.sampler import DomainSampler
 from mixbench.errors import TrainingError
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.runlog import StepLog, TraceLog
+from models.domain_grads import DomainGradients
 from models.step import Batch, StepPasses
 from strategies.base import StepStats, Strategy, validate_weights
 
@@ -86,7 +87,8 @@ class StopRequested:
 
 class TrainingLoop:
     def __init__(self, model, strategy: Strategy, sampler: DomainSampler, settings: LoopSettings,
-                 log_path, checkpoint_path, strategy_name: str, fingerprint: str = "", reference_model=None):
+                 log_path, checkpoint_path, strategy_name: str, fingerprint: str = "", reference_model=None,
+                 target_sampler: DomainSampler | None = None):
         self.model, self.strategy, self.sampler, self.s = model, strategy, sampler, settings
         self.name = strategy_name
         self.domains = sampler.domains
@@ -94,6 +96,12 @@ class TrainingLoop:
         self.raw_model = model.module if hasattr(model, "module") else model
         self.passes = StepPasses(model, settings.seq_len, self.k, settings.device, settings.bf16, settings.world_size,
                                  reference_model)
+        self.domain_grads = None
+        if "domain_gradients" in strategy.required_signals():
+            # The unwrapped model: gradients are all-reduced per domain here, not by DDP.
+            self.domain_grads = DomainGradients(self.raw_model, self.passes,
+                                                strategy.domain_gradient_options()["score_params"])
+        self.target_sampler = target_sampler
         self.optimizer = make_optimizer(self.raw_model, settings)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda i: lr_factor(i, settings.warmup_steps, settings.steps, settings.min_lr_ratio)
@@ -108,10 +116,12 @@ class TrainingLoop:
 
     # -- checkpointing -------------------------------------------------------------------
     def _state(self) -> dict:
-        samplers = [self.sampler.state_dict()]
+        local = {"train": self.sampler.state_dict(),
+                 "target": self.target_sampler.state_dict() if self.target_sampler else None}
+        samplers = [local]
         if self.s.world_size > 1:
             samplers = [None] * self.s.world_size
-            dist.all_gather_object(samplers, self.sampler.state_dict())
+            dist.all_gather_object(samplers, local)
         return {
             "fingerprint": self.fingerprint, "step": self.step, "tokens_seen": self.tokens_seen, "elapsed": self.elapsed,
             "weights": self.weights, "model": self.raw_model.state_dict(),
@@ -145,7 +155,10 @@ class TrainingLoop:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.strategy.load_state_dict(state["strategy"])
-        self.sampler.load_state_dict(state["samplers"][self.s.rank])
+        local = state["samplers"][self.s.rank]
+        self.sampler.load_state_dict(local["train"])
+        if self.target_sampler is not None:
+            self.target_sampler.load_state_dict(local["target"])
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -184,8 +197,51 @@ class TrainingLoop:
             extra["token_domains"] = self.passes.gather(batch.domains)
         return extra
 
+    def _domain_loss(self, loss_sum: np.ndarray, token_count: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            domain_loss = np.where(token_count > 0, loss_sum / token_count, np.nan)
+        present = token_count > 0
+        if not np.all(np.isfinite(domain_loss[present])):
+            bad = [self.domains[j] for j in np.flatnonzero(present & ~np.isfinite(domain_loss))]
+            raise TrainingError(f"strategy {self.name!r}: non-finite loss at step {self.step + 1} on domain(s) {bad}")
+        return domain_loss
+
+    def _update(self, stats: StepStats) -> None:
+        self.strategy.record(self.weights)
+        new = self.strategy.update(stats)
+        if new is not None:
+            self.weights = validate_weights(new, self.k, self.name, stats.step)
+
+    def _optimizer_step(self, clip: bool) -> None:
+        if clip and self.s.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _domain_gradient_step(self, lr: float) -> StepStats:
+        """Per-domain gradients in, combination weights out: the model steps on Σ_i w_i g_i.
+        Each g_i is already clipped by the strategy's rule, so the global clip is not applied."""
+        batch = self._batch()
+        options = self.strategy.domain_gradient_options()
+        grads, norms, loss_sum, token_count = self.domain_grads.domain_gradients(batch, self.k, options["clip_norm"])
+        mask = self.domain_grads.score_mask
+        extra = {"domain_gradients": {i: g[mask].cpu().numpy() for i, g in grads.items()}, "gradient_norms": norms}
+        if "target_gradient" in self.strategy.required_signals() and self.target_sampler is not None:
+            _, target_weights = self.strategy.target_batch()
+            tokens, _ = self.target_sampler.sample(target_weights, len(batch.domain_ids))
+            target = self.domain_grads.target_gradient(torch.from_numpy(tokens).to(self.s.device))
+            extra["target_gradient"] = target[mask].cpu().numpy()
+        stats = StepStats(self.step + 1, lr, self._domain_loss(loss_sum, token_count), token_count, extra)
+        self._update(stats)
+        self.domain_grads.apply(grads, self._loss_weights())
+        self._optimizer_step(clip=False)
+        return stats
+
     def train_step(self, lr: float) -> StepStats:
         """Sample, forward/backward, hand the signals to the strategy, take the optimizer step."""
+        if self.domain_grads is not None:
+            return self._domain_gradient_step(lr)
         batch = self._batch()
         same_step = self.strategy.reweights_current_step()
         if same_step:
@@ -194,24 +250,12 @@ class TrainingLoop:
         else:
             token_loss = torch.cat(self._backward_all(batch))
         loss_sum, token_count = self.passes.domain_sums(token_loss, batch)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            domain_loss = np.where(token_count > 0, loss_sum / token_count, np.nan)
-        present = token_count > 0
-        if not np.all(np.isfinite(domain_loss[present])):
-            bad = [self.domains[j] for j in np.flatnonzero(present & ~np.isfinite(domain_loss))]
-            raise TrainingError(f"strategy {self.name!r}: non-finite loss at step {self.step + 1} on domain(s) {bad}")
-        stats = StepStats(self.step + 1, lr, domain_loss, token_count, self._signals(batch, token_loss))
-        self.strategy.record(self.weights)
-        new = self.strategy.update(stats)
-        if new is not None:
-            self.weights = validate_weights(new, self.k, self.name, stats.step)
+        stats = StepStats(self.step + 1, lr, self._domain_loss(loss_sum, token_count), token_count,
+                          self._signals(batch, token_loss))
+        self._update(stats)
         if same_step:
             self._backward_all(batch, graphs if len(batch.micro) == 1 else None)
-        if self.s.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.grad_clip)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self._optimizer_step(clip=True)
         return stats
 
     def _agree(self, flag: bool) -> bool:

@@ -121,9 +121,15 @@ def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, ou
     )
     out.mkdir(parents=True, exist_ok=True)
     sampler = DomainSampler(store, training["seq_len"], seed, stream=rank)
+    target_sampler = None
+    if "target_gradient" in strategy.required_signals() and strategy.target_batch() is not None:
+        split = strategy.target_batch()[0]
+        # Its own stream: drawing target batches never shifts the training batches.
+        target_sampler = DomainSampler(TokenStore(data_dir / "tokens", split, domains), training["seq_len"], seed,
+                                       stream=1000 + rank)
     fingerprint = cfg.fingerprint([cfg.run_fingerprint(config, strategy_name), size, seed, stage, world])
     loop = TrainingLoop(model, strategy, sampler, settings, out / "log.csv", out / CHECKPOINT_NAME, strategy_name,
-                        fingerprint, reference_model)
+                        fingerprint, reference_model, target_sampler)
     wall_start = time.time()
     finished = loop.run(stop_after=stop_after)
     if finished and rank == 0:

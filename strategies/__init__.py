@@ -25,6 +25,7 @@ REGISTRY: dict[str, str] = {
     "natural": "strategies.static:Natural",
     "static": "strategies.static:Static",
     "doremi": "strategies.doremi:DoReMi",
+    "doge": "strategies.doge:DoGE",
 }
 
 

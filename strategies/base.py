@@ -28,7 +28,7 @@ STAGE_ORDER = ("reference", "proxy", "final")
 ALWAYS_COMPUTED = frozenset({"domain_loss", "domain_tokens"})
 # Signals the training loop can compute so far; a strategy asking for another one is refused
 # when the config is validated, not silently handed an empty ``extra``.
-IMPLEMENTED_SIGNALS: frozenset[str] = frozenset({"reference_token_loss"})
+IMPLEMENTED_SIGNALS: frozenset[str] = frozenset({"reference_token_loss", "domain_gradients", "target_gradient"})
 OPTIONAL_SIGNALS = frozenset(
     {
         "reference_token_loss",  # per-token losses of a frozen reference model (DoReMi)
@@ -123,6 +123,16 @@ class Strategy(ABC):
 
     def reference_stage(self) -> str | None:
         """The upstream stage whose model gives ``reference_token_loss``."""
+        return None
+
+    def domain_gradient_options(self) -> dict[str, Any]:
+        """For ``domain_gradients``: ``clip_norm`` (per-domain clipping, None for none) and
+        ``score_params`` (regex over parameter names the strategy's scores use; None = all)."""
+        return {"clip_norm": None, "score_params": None}
+
+    def target_batch(self) -> tuple[str, np.ndarray] | None:
+        """For ``target_gradient``: (split, domain weights) of the batch the target gradient
+        is taken on, e.g. ("val", uniform) for a held-out mixture; None for no target batch."""
         return None
 
     def trace(self) -> dict[str, Any] | None:

@@ -34,7 +34,7 @@ def test_default_config_file_is_valid():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"grid": {"strategies": ["unifrom"]}}, "unknown strategy 'unifrom'; registered strategies: doremi, natural, static, uniform"),
+        ({"grid": {"strategies": ["unifrom"]}}, "unknown strategy 'unifrom'; registered strategies: doge, doremi, natural, static, uniform"),
         ({"strategies": {"uniform": {"temperature": 2.0}}}, "unknown hyperparameter(s) ['temperature']; valid: none"),
         ({"training": {"stpes": 10}}, "Additional properties are not allowed ('stpes' was unexpected)"),
         ({"training": {"steps": 0}}, "training.steps: 0 is less than the minimum of 1"),

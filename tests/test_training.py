@@ -214,7 +214,7 @@ class OneHotLossWeights(Strategy):
         return np.eye(len(self.context.domains))[0]
 
 
-@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step()` has been overridden")
+@pytest.mark.filterwarnings("ignore:Seems like .optimizer.step")
 def test_loss_weights_select_the_domains_the_gradient_comes_from(built_data, tmp_path, monkeypatch):
     """The step's gradient must equal the gradient of the mean token loss over domain 0's rows."""
     import torch.nn.functional as F

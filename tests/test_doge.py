@@ -1,0 +1,109 @@
+"""DoGE's update, checked against an independent numpy computation (SPEC §6)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from strategies import StepStats, StrategyContext, get_strategy_class
+
+DOMAINS = ("a", "b", "c")
+G = {0: np.array([1.0, 0.0, 2.0]), 1: np.array([0.0, 3.0, 1.0]), 2: np.array([-1.0, 1.0, 0.0])}
+
+
+def make(stage="proxy", upstream=None, **hparams):
+    context = StrategyContext(name="doge", domains=DOMAINS, train_tokens=np.array([5, 3, 2]), stage=stage,
+                              total_steps=10, seed=0, vocab_size=8, upstream_weights=upstream or {})
+    return get_strategy_class("doge")(context, **hparams)
+
+
+def step(strategy, grads, target=None, lr=0.1, n=1):
+    extra = {"domain_gradients": grads, "gradient_norms": None}
+    if target is not None:
+        extra["target_gradient"] = target
+    strategy.update(StepStats(step=n, lr=lr, domain_loss=np.zeros(3), domain_tokens=np.ones(3), extra=extra))
+
+
+def expected_alpha(log_alpha, w, norms, lr, mu, lo=0.0, hi=5.0):
+    s = np.clip(lr * w / (np.mean(norms) + 1e-6), lr * lo, lr * hi)
+    z = log_alpha + s / mu
+    return np.exp(z) / np.exp(z).sum(), s
+
+
+def test_mix_target_one_step():
+    strategy = make()
+    target = np.array([0.5, 0.5, 0.5])
+    step(strategy, G, target)
+    w = np.array([1.5, 2.0, 0.0])  # <g_i, g_tgt> by hand
+    norms = [np.sqrt(5), np.sqrt(10), np.sqrt(2)]
+    alpha, _ = expected_alpha(np.log(np.full(3, 1 / 3)), w, norms, lr=0.1, mu=0.01)
+    assert np.allclose(strategy.alpha(), alpha)
+    assert np.allclose(strategy.loss_weights(), alpha)  # the gradient combination weights
+    assert strategy.target_batch()[0] == "val" and np.allclose(strategy.target_batch()[1], 1 / 3)
+    assert strategy.required_signals() == {"domain_gradients", "target_gradient"}
+    assert strategy.domain_gradient_options() == {"clip_norm": 5.0, "score_params": ".*"}
+
+
+def test_train_target_excludes_each_domains_own_term():
+    strategy = make(target="train")
+    step(strategy, G)
+    # W_a = <g_a, g_b + g_c> = (0 + 2) + (-1 + 0) = 1; W_b = <g_b, g_a + g_c> = 2 + 3 = 5;
+    # W_c = <g_c, g_a + g_b> = -1 + 3 = 2. Including the self term would add |g_i|² = 5, 10, 2.
+    w = np.array([1.0, 5.0, 2.0])
+    alpha, _ = expected_alpha(np.log(np.full(3, 1 / 3)), w, [np.sqrt(5), np.sqrt(10), np.sqrt(2)], 0.1, 0.01)
+    assert np.allclose(strategy.alpha(), alpha)
+    assert strategy.required_signals() == {"domain_gradients"} and strategy.target_batch() is None
+
+
+def test_out_of_domain_target_is_never_trained_on():
+    strategy = make(target="c")
+    assert np.allclose(strategy.initial_weights(), [0.5, 0.5, 0.0])
+    split, weights = strategy.target_batch()
+    assert split == "train" and weights.tolist() == [0.0, 0.0, 1.0]
+    assert strategy.domain_gradient_options()["clip_norm"] == 1.0 and strategy.mu == 0.05
+    target = np.array([1.0, 1.0, 0.0])
+    step(strategy, {0: G[0], 1: G[1]}, target, lr=0.2)
+    alpha, _ = expected_alpha(np.log([0.5, 0.5]), np.array([1.0, 3.0]), [np.sqrt(5), np.sqrt(10)], 0.2, 0.05)
+    assert np.allclose(strategy.alpha(), [*alpha, 0.0])
+
+
+def test_absent_domain_keeps_its_last_gradient_and_scores_are_clipped():
+    strategy = make()
+    target = np.array([0.5, 0.5, 0.5])
+    step(strategy, G, target, n=1)
+    alpha1 = strategy.alpha()
+    new_a = np.array([10.0, 10.0, 10.0])
+    step(strategy, {0: new_a}, target, n=2)  # b and c absent: their step-1 gradients are reused
+    grads = [new_a, G[1], G[2]]
+    w = np.array([g @ target for g in grads])
+    alpha2, s = expected_alpha(np.log(alpha1), w, [np.linalg.norm(g) for g in grads], 0.1, 0.01)
+    assert s[0] == pytest.approx(0.1 * 15.0 / (np.mean([np.linalg.norm(g) for g in grads]) + 1e-6))
+    assert np.allclose(strategy.alpha(), alpha2)
+    # ᾱ = mean(α_1, α_2): the initial uniform vector does not count.
+    assert np.allclose(strategy.final_weights(), (alpha1 + alpha2) / 2)
+    # Negative alignment is clipped to lr · dw_min = 0, a huge one to lr · dw_max.
+    strategy2 = make(dw_max=1.0)
+    step(strategy2, {0: np.array([100.0, 0, 0]), 1: np.array([-100.0, 0, 0]), 2: np.array([0.0, 1, 0])},
+         np.array([1.0, 0, 0]))
+    assert np.allclose(strategy2.last_scores, [0.1, 0.0, 0.0])
+
+
+def test_final_stage_and_state_round_trip():
+    learned = {"proxy": np.array([0.2, 0.5, 0.3])}
+    final = make("final", upstream=learned)
+    assert np.allclose(final.initial_weights(), learned["proxy"]) and final.required_signals() == frozenset()
+    a = make()
+    step(a, G, np.ones(3))
+    b = make()
+    b.load_state_dict(a.state_dict())
+    for s in (a, b):
+        step(s, {1: G[0]}, np.ones(3), n=2)
+    assert np.allclose(a.alpha(), b.alpha()) and np.allclose(a.final_weights(), b.final_weights())
+
+
+@pytest.mark.parametrize("bad", [{"target": "wiki"}, {"mu": -1.0}, {"dw_min": 2.0, "dw_max": 1.0}])
+def test_bad_hyperparameters_are_refused(bad):
+    from mixbench.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        get_strategy_class("doge").check_hparams(bad, list(DOMAINS))
