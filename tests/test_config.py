@@ -10,8 +10,8 @@ from mixbench.errors import ConfigError
 from strategies.base import Strategy
 
 
-class NeedsGradients(Strategy):
-    signals = frozenset({"domain_gradients"})
+class NeedsProbes(Strategy):
+    signals = frozenset({"example_gradient_features"})
 
     def initial_weights(self):
         return None
@@ -70,8 +70,8 @@ def test_static_weights_are_checked_against_the_domains(tmp_path):
 def test_a_strategy_needing_a_signal_the_loop_lacks_is_refused(tmp_path, monkeypatch):
     import strategies
 
-    monkeypatch.setitem(strategies.REGISTRY, "greedy", "test_config:NeedsGradients")
-    with pytest.raises(ConfigError, match=r"'greedy' needs signals the training loop does not compute: \['domain_gradients'\]"):
+    monkeypatch.setitem(strategies.REGISTRY, "greedy", "test_config:NeedsProbes")
+    with pytest.raises(ConfigError, match=r"'greedy' needs signals the training loop does not compute: \['example_gradient_features'\]"):
         cfg.validate(make_test_config(tmp_path, grid={"strategies": ["greedy"]}))
 
 
