@@ -1,18 +1,25 @@
-"""Training-loop overhead and sampler throughput, measured in one process.
+"""Step time and peak memory of each strategy against uniform, loop overhead, sampler speed.
 
-    python -m benchmarks.throughput --config config/config.yaml [--size tiny] [--steps 20]
+    python -m benchmarks.throughput --config config/config.yaml [--strategies uniform doremi doge]
+                                    [--size tiny] [--steps 20]
 
-Needs the token files of the config (run the workflow's data steps first). Compares
-mixbench's training step (sampler + strategy signals + logging-free step) against a minimal
-hand-written PyTorch step on the same model and batch shape, alternating the two so machine
-noise hits both alike, and measures how many sequences per second the sampler draws.
-Writes ``{results_dir}/benchmarks/throughput.json``.
+Needs the token files of the config (run the workflow's data steps first). Each strategy is
+measured in a fresh process (so peak memory is its own) on the stage where it does its work
+(DoReMi's and DoGE's proxy, the final run otherwise). The uniform process also times a
+minimal hand-written PyTorch step on the same model and batch, alternating the two so machine
+noise hits both alike, and how many sequences per second the sampler draws. Results are ratios
+measured in one run, written to ``{results_dir}/benchmarks/throughput.json``; nothing asserts.
+Peak memory is CUDA's max allocated on a GPU, the process's peak RSS (VmHWM) on a CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from corpus.sampler import DomainSampler
-from corpus.tokens import TokenStore
+from corpus.tokens import TokenStore, uncapped_train_tokens
 from mixbench import config as cfg
 from mixbench.cli import add_config_argument, main_guard
 from mixbench.io import write_json
@@ -34,62 +41,105 @@ from strategies import StrategyContext, get_strategy_class
 def minimal_step(model, optimizer, batch: torch.Tensor) -> None:
     """The reference: forward, mean cross-entropy, backward, clip, AdamW step."""
     logits = model(input_ids=batch[:, :-1]).logits
-    loss = F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
-    loss.backward()
+    F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten()).backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
 
-def timed(fn, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
-def run(config: dict, size: str, steps: int, out_dir: Path) -> dict:
+def peak_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return -1
+
+
+def working_stage(cls, hparams: dict) -> str:
+    """The stage where the strategy computes its signals (its proxy), else final."""
+    stages = cls.stages_for({**cls.defaults, **hparams})
+    return "proxy" if "proxy" in stages else "final"
+
+
+def measure_one(config: dict, strategy_name: str, size: str, steps: int, scratch: Path) -> dict:
     training = config["training"]
+    device = torch.device("cuda" if torch.cuda.is_available() and training["device"] != "cpu" else "cpu")
     torch.set_num_threads(training["threads"])
-    store = TokenStore(Path(config["data_dir"]) / "tokens", "train", config["corpus"]["domains"])
+    data_dir = Path(config["data_dir"])
+    domains = config["corpus"]["domains"]
+    store = TokenStore(data_dir / "tokens", "train", domains)
+    cls = get_strategy_class(cfg.strategy_class_name(config, strategy_name))
+    hparams = cfg.strategy_hparams(config, strategy_name)
+    stage = working_stage(cls, hparams)
+    k = len(domains)
+    context = StrategyContext(name=strategy_name, domains=tuple(domains), stage=stage, total_steps=steps, seed=0,
+                              train_tokens=uncapped_train_tokens(data_dir, domains), vocab_size=store.vocab_size,
+                              upstream_weights={"proxy": np.full(k, 1 / k)})
+    strategy = cls(context, **hparams)
     model_config = gpt2_config(size, store.vocab_size)
-    settings = LoopSettings.from_config(training, steps=10**6)
-    context = StrategyContext(name="uniform", domains=tuple(store.domains), train_tokens=store.token_counts(),
-                              stage="final", total_steps=steps, seed=0, vocab_size=store.vocab_size)
     torch.manual_seed(0)
-    loop = TrainingLoop(build_model(model_config), get_strategy_class("uniform")(context),
-                        DomainSampler(store, training["seq_len"], seed=0), settings,
-                        out_dir / "scratch-log.csv", out_dir / "scratch-checkpoint.pt", "uniform")
-    torch.manual_seed(0)
-    reference = build_model(model_config)
-    optimizer = torch.optim.AdamW(reference.parameters(), lr=training["lr"])
-    batch = torch.from_numpy(DomainSampler(store, training["seq_len"], seed=1).sample(
-        np.full(len(store.domains), 1 / len(store.domains)), training["batch_size"])[0])
-    ours, minimal = [], []
-    for _ in range(2):  # warm-up of both
-        loop.train_step(training['lr'])
-        minimal_step(reference, optimizer, batch)
-    for _ in range(steps):  # alternate, so drifts in machine load hit both
-        ours += timed(lambda: loop.train_step(training['lr']), 1)
-        minimal += timed(lambda: minimal_step(reference, optimizer, batch), 1)
-    sampler = DomainSampler(store, training["seq_len"], seed=2)
-    weights = np.full(len(store.domains), 1 / len(store.domains))
-    sample_times = timed(lambda: sampler.sample(weights, training["batch_size"]), 200)
-    result = {
-        "size": size, "batch_size": training["batch_size"], "seq_len": training["seq_len"],
-        "threads": training["threads"], "steps_timed": steps,
-        "mixbench_step_s": statistics.median(ours), "minimal_step_s": statistics.median(minimal),
-        "overhead_ratio": statistics.median(ours) / statistics.median(minimal),
-        "sampler_sequences_per_s": training["batch_size"] / statistics.median(sample_times),
-        "sampler_share_of_step": statistics.median(sample_times) / statistics.median(ours),
-        "versions": package_versions(),
-    }
-    write_json(out_dir / "throughput.json", result)
-    for scratch in ("scratch-log.csv", "scratch-checkpoint.pt"):
-        (out_dir / scratch).unlink(missing_ok=True)
+    model = build_model(model_config).to(device)
+    reference = build_model(model_config).to(device).eval() if "reference_token_loss" in strategy.required_signals() else None
+    target = None
+    if "target_gradient" in strategy.required_signals() and strategy.target_batch() is not None:
+        target = DomainSampler(TokenStore(data_dir / "tokens", strategy.target_batch()[0], domains),
+                               training["seq_len"], seed=0, stream=1000)
+    settings = LoopSettings.from_config(training, steps=10**6, device=device,
+                                        bf16=device.type == "cuda" and training["precision"] != "fp32")
+    loop = TrainingLoop(model, strategy, DomainSampler(store, training["seq_len"], seed=0), settings,
+                        scratch / "log.csv", scratch / "checkpoint.pt", strategy_name,
+                        reference_model=reference, target_sampler=target)
+    lr = training["lr"]
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(2):
+        loop.train_step(lr)
+    ours = [timed(lambda: (loop.train_step(lr), sync())) for _ in range(steps)]
+    result = {"strategy": strategy_name, "stage": stage, "device": str(device),
+              "step_s": statistics.median(ours), "peak_memory_bytes": peak_memory_bytes(device)}
+    if strategy_name == "uniform":
+        result.update(minimal_and_sampler(store, model_config, training, device, steps, ours))
     return result
+
+
+def minimal_and_sampler(store, model_config, training, device, steps, ours_first) -> dict:
+    torch.manual_seed(0)
+    reference = build_model(model_config).to(device)
+    optimizer = torch.optim.AdamW(reference.parameters(), lr=training["lr"])
+    k = len(store.domains)
+    batch = torch.from_numpy(DomainSampler(store, training["seq_len"], seed=1).sample(
+        np.full(k, 1 / k), training["batch_size"])[0]).to(device)
+    for _ in range(2):
+        minimal_step(reference, optimizer, batch)
+    minimal = [timed(lambda: minimal_step(reference, optimizer, batch)) for _ in range(steps)]
+    sampler = DomainSampler(store, training["seq_len"], seed=2)
+    sample = [timed(lambda: sampler.sample(np.full(k, 1 / k), training["batch_size"])) for _ in range(200)]
+    return {"minimal_step_s": statistics.median(minimal),
+            "loop_overhead_ratio": statistics.median(ours_first) / statistics.median(minimal),
+            "sampler_sequences_per_s": training["batch_size"] / statistics.median(sample)}
+
+
+def run_all(config_files: list[str], strategies: list[str], size: str, steps: int, out_dir: Path) -> dict:
+    results = {}
+    for name in strategies:  # a fresh process each: peak memory must be the strategy's own
+        with tempfile.TemporaryDirectory() as tmp:
+            cmd = [sys.executable, "-m", "benchmarks.throughput", "--config", *config_files, "--size", size,
+                   "--steps", str(steps), "--one", name, "--scratch", tmp]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    base = results["uniform"]
+    summary = {name: {"step_time_vs_uniform": r["step_s"] / base["step_s"],
+                      "peak_memory_vs_uniform": r["peak_memory_bytes"] / base["peak_memory_bytes"], **r}
+               for name, r in results.items()}
+    report = {"size": size, "steps_timed": steps, "strategies": summary, "versions": package_versions()}
+    write_json(out_dir / "throughput.json", report)
+    return report
 
 
 @main_guard
@@ -98,11 +148,23 @@ def main(argv=None):
     add_config_argument(parser)
     parser.add_argument("--size", default=None, help="model size (default: the grid's first)")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--strategies", nargs="+", default=None, help="default: uniform plus the grid's strategies")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one strategy, print JSON
+    parser.add_argument("--scratch", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     config = cfg.load(*args.config)
-    result = run(config, args.size or config["grid"]["sizes"][0], args.steps,
-                 Path(config["results_dir"]) / "benchmarks")
-    print({k: v for k, v in result.items() if k != "versions"})
+    size = args.size or config["grid"]["sizes"][0]
+    if args.one:
+        print(json.dumps(measure_one(config, args.one, size, args.steps, Path(args.scratch))))
+        return
+    names = list(dict.fromkeys(["uniform", *(args.strategies or config["grid"]["strategies"])]))
+    report = run_all(args.config, names, size, args.steps, Path(config["results_dir"]) / "benchmarks")
+    for name, r in report["strategies"].items():
+        print(f"{name:>10} ({r['stage']}): {r['step_s']:.3f} s/step = {r['step_time_vs_uniform']:.2f}x uniform, "
+              f"peak memory {r['peak_memory_bytes'] / 2**20:.0f} MiB = {r['peak_memory_vs_uniform']:.2f}x")
+    uniform = report["strategies"]["uniform"]
+    print(f"loop vs minimal PyTorch step: {uniform['loop_overhead_ratio']:.3f}x; "
+          f"sampler {uniform['sampler_sequences_per_s']:.0f} sequences/s")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,27 @@
+"""The throughput benchmark runs and writes its ratios (it measures; it never asserts a speed)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import yaml
+
+from conftest import REPO
+from mixbench.io import read_json
+
+
+def test_throughput_benchmark_writes_ratios_for_each_strategy(built_data, tmp_path):
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(dict(built_data, results_dir=str(tmp_path / "results"))))
+    done = subprocess.run([sys.executable, "-m", "benchmarks.throughput", "--config", str(config_file), "--size", "test",
+                           "--steps", "2", "--strategies", "uniform", "doremi"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = read_json(tmp_path / "results" / "benchmarks" / "throughput.json")
+    assert set(report["strategies"]) == {"uniform", "doremi"}
+    assert report["strategies"]["doremi"]["stage"] == "proxy"
+    assert report["strategies"]["uniform"]["step_time_vs_uniform"] == 1.0
+    for key in ("loop_overhead_ratio", "sampler_sequences_per_s", "minimal_step_s"):
+        assert report["strategies"]["uniform"][key] > 0
+    assert "x uniform" in done.stdout
