@@ -116,8 +116,11 @@ class TrainingLoop:
 
     # -- checkpointing -------------------------------------------------------------------
     def _state(self) -> dict:
+        # Per rank: each rank has its own sampler streams and dropout RNG.
         local = {"train": self.sampler.state_dict(),
-                 "target": self.target_sampler.state_dict() if self.target_sampler else None}
+                 "target": self.target_sampler.state_dict() if self.target_sampler else None,
+                 "torch_rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state(self.s.device) if self.s.device.type == "cuda" else None}
         samplers = [local]
         if self.s.world_size > 1:
             samplers = [None] * self.s.world_size
@@ -127,8 +130,6 @@ class TrainingLoop:
             "weights": self.weights, "model": self.raw_model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "strategy": self.strategy.state_dict(), "samplers": samplers,
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         }
 
     def save(self) -> None:
@@ -159,9 +160,9 @@ class TrainingLoop:
         self.sampler.load_state_dict(local["train"])
         if self.target_sampler is not None:
             self.target_sampler.load_state_dict(local["target"])
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        torch.set_rng_state(local["torch_rng"])
+        if local["cuda_rng"] is not None and self.s.device.type == "cuda":
+            torch.cuda.set_rng_state(local["cuda_rng"], self.s.device)
         self.step, self.tokens_seen, self.elapsed = state["step"], state["tokens_seen"], state["elapsed"]
         self.weights = np.asarray(state["weights"], dtype=np.float64)
         print(f"resumed from {self.checkpoint_path} at step {self.step}", file=sys.stderr)

@@ -78,12 +78,14 @@ def test_a_run_saves_a_loadable_model_log_weights_and_provenance(built_data, tmp
     assert not (out / "checkpoint.pt").exists()
 
 
-def test_resumed_run_ends_with_the_same_weights_and_log(built_data, tmp_path):
+@pytest.mark.parametrize("dropout", [0.0, 0.1])  # with dropout the RNG state must come back too
+def test_resumed_run_ends_with_the_same_weights_and_log(built_data, tmp_path, dropout):
+    config = cfg.validate(dict(built_data, training=dict(built_data["training"], dropout=dropout)))
     whole, split = tmp_path / "whole", tmp_path / "split"
-    assert run(built_data, whole, seed=3)
-    assert not run(built_data, split, seed=3, stop_after=13)  # stops between checkpoints (every 10)
+    assert run(config, whole, seed=3)
+    assert not run(config, split, seed=3, stop_after=13)  # stops between checkpoints (every 10)
     assert (split / "checkpoint.pt").exists() and not (split / "run.json").exists()
-    assert run(built_data, split, seed=3)
+    assert run(config, split, seed=3)
     a, b = final_state(whole), final_state(split)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     drop_time = lambda path: [r[:4] + r[6:] for r in csv.reader(open(path))]  # wall times differ
