@@ -95,7 +95,8 @@ def collect_trajectories(config: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["size", "strategy", "seed", "stage", "step", "domain", "weight"])
 
 
-def mean_std_table(long: pd.DataFrame, metric: str, grid: dict, summaries: bool = True) -> pd.DataFrame:
+def mean_std_table(long: pd.DataFrame, metric: str, grid: dict, summaries: bool = True,
+                   fmt: str = ".4f") -> pd.DataFrame:
     """Rows (size, strategy) in grid order; columns the domains (and, with ``summaries``, the
     macro average and the worst domain); cells 'mean ± std' over seeds (the mean for one seed)."""
     per_seed = long.pivot_table(index=["size", "strategy", "seed"], columns="domain", values=metric)
@@ -106,9 +107,9 @@ def mean_std_table(long: pd.DataFrame, metric: str, grid: dict, summaries: bool 
         per_seed["worst"] = per_seed[domains].max(axis=1)  # the worst domain's value, per seed
     grouped = per_seed.groupby(level=["size", "strategy"])
     mean, std = grouped.mean(), grouped.std(ddof=1)
-    cells = mean.map(lambda m: f"{m:.4f}")
+    cells = mean.map(lambda m: format(m, fmt))
     if len(grid["seeds"]) > 1:
-        cells = cells + " ± " + std.map(lambda s: f"{s:.4f}")
+        cells = cells + " ± " + std.map(lambda s: format(s, fmt))
     order = pd.MultiIndex.from_product([grid["sizes"], grid["strategies"]], names=["size", "strategy"])
     return cells.reindex(order).reset_index()
 
@@ -126,8 +127,9 @@ def write_tables(long: pd.DataFrame, weights: pd.DataFrame, trajectories: pd.Dat
     n_seeds = len(grid["seeds"])
     spread = f"mean ± std over {n_seeds} seeds" if n_seeds > 1 else "one seed"
     sections = []
-    for metric, label in (("bits_per_byte", "Bits per byte"), ("perplexity", "Word perplexity")):
-        table = mean_std_table(long, metric, grid)
+    # Word perplexities of a tiny model span 1e3 to 1e9 across domains: significant digits, not decimals.
+    for metric, label, fmt in (("bits_per_byte", "Bits per byte", ".4f"), ("perplexity", "Word perplexity", ".4g")):
+        table = mean_std_table(long, metric, grid, fmt=fmt)
         sections.append(f"## {label} on the held-out test split ({spread}; lower is better)\n\n"
                         + table.to_markdown(index=False, disable_numparse=True))
     write_text(out_dir / "perplexity.md", "\n\n".join(sections) + "\n")
