@@ -135,7 +135,12 @@ def check_semantics(config: dict) -> None:
         missing_signals = sorted(set(cls.signals) - IMPLEMENTED_SIGNALS)
         if missing_signals:
             problems.append(f"strategy {name!r} needs signals the training loop does not compute: {missing_signals}")
-        for stage in cls.stages_for({**cls.defaults, **strategy_hparams(config, name)}):
+        stages = cls.stages_for({**cls.defaults, **strategy_hparams(config, name)})
+        if "reference" in stages and "proxy" in stages:
+            sizes = {s: stage_training(config, name, s, config["grid"]["sizes"][0])["size"] for s in ("reference", "proxy")}
+            if sizes["reference"] != sizes["proxy"]:
+                problems.append(f"strategies.{name}: the proxy must be the size of its reference model, got {sizes}")
+        for stage in stages:
             spec = stage_training(config, name, stage, config["grid"]["sizes"][0])
             if spec["size"] not in SIZES:
                 problems.append(f"strategies.{name}: stage {stage!r} uses unknown size {spec['size']!r}")

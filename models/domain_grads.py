@@ -45,6 +45,8 @@ class DomainGradients:
             rows = torch.nonzero(batch.domains == i).flatten()
             grad = torch.zeros(self.score_mask.numel(), device=p.device)
             for chunk in rows.split(max(1, batch.micro[0].stop - batch.micro[0].start)):
+                if len(chunk) == 0:  # present on another rank only: this rank adds a zero gradient
+                    continue
                 token_loss = p.token_loss(self.model, batch.tokens[chunk])
                 loss_sum[i] += token_loss.detach().sum().double()
                 grad += self._flat_grad(token_loss.sum() / counts[i])  # mean over the domain's tokens

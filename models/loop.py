@@ -115,12 +115,20 @@ class TrainingLoop:
         self.trace = TraceLog(Path(log_path).with_name("trace.jsonl"), self.step) if settings.rank == 0 else None
 
     # -- checkpointing -------------------------------------------------------------------
+    def _rng_state(self) -> dict:
+        return {"torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(self.s.device) if self.s.device.type == "cuda" else None}
+
+    def _set_rng_state(self, state: dict) -> None:
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and self.s.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.s.device)
+
     def _state(self) -> dict:
         # Per rank: each rank has its own sampler streams and dropout RNG.
         local = {"train": self.sampler.state_dict(),
                  "target": self.target_sampler.state_dict() if self.target_sampler else None,
-                 "torch_rng": torch.get_rng_state(),
-                 "cuda_rng": torch.cuda.get_rng_state(self.s.device) if self.s.device.type == "cuda" else None}
+                 **self._rng_state()}
         samplers = [local]
         if self.s.world_size > 1:
             samplers = [None] * self.s.world_size
@@ -160,9 +168,7 @@ class TrainingLoop:
         self.sampler.load_state_dict(local["train"])
         if self.target_sampler is not None:
             self.target_sampler.load_state_dict(local["target"])
-        torch.set_rng_state(local["torch_rng"])
-        if local["cuda_rng"] is not None and self.s.device.type == "cuda":
-            torch.cuda.set_rng_state(local["cuda_rng"], self.s.device)
+        self._set_rng_state(local)
         self.step, self.tokens_seen, self.elapsed = state["step"], state["tokens_seen"], state["elapsed"]
         self.weights = np.asarray(state["weights"], dtype=np.float64)
         print(f"resumed from {self.checkpoint_path} at step {self.step}", file=sys.stderr)
@@ -246,6 +252,9 @@ class TrainingLoop:
         batch = self._batch()
         same_step = self.strategy.reweights_current_step()
         if same_step:
+            # With several micro-batches the trained forward is a second pass: replay the RNG so
+            # it draws the same dropout masks as the pass the signals came from.
+            rng = self._rng_state()
             graphs = self.passes.forward_only(batch, keep_graph=len(batch.micro) == 1)
             token_loss = torch.cat([g.detach() for g in graphs])
         else:
@@ -255,6 +264,8 @@ class TrainingLoop:
                           self._signals(batch, token_loss))
         self._update(stats)
         if same_step:
+            if len(batch.micro) > 1:
+                self._set_rng_state(rng)
             self._backward_all(batch, graphs if len(batch.micro) == 1 else None)
         self._optimizer_step(clip=True)
         return stats

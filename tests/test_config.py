@@ -43,6 +43,8 @@ def test_default_config_file_is_valid():
         ({"training": {"warmup_steps": 30}}, "stage 'final' has 30 steps, not more than training.warmup_steps (30)"),
         ({"grid": {"sizes": ["huge"]}}, "grid.sizes: unknown size(s) ['huge']"),
         ({"corpus": {"source": "web"}}, "corpus.source: 'web' is not one of"),
+        ({"grid": {"strategies": ["doremi"]}, "stages": {"reference": {"size": "tiny"}, "proxy": {"size": "test"}}},
+         "the proxy must be the size of its reference model"),
         ({"corpus": {"source": "debian", "domains": ["code", "poetry"]}}, "['poetry'] are not Debian corpus domains"),
     ],
 )

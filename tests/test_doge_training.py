@@ -46,11 +46,20 @@ def test_the_model_steps_on_the_alpha_weighted_sum_of_clipped_domain_gradients(b
     settings = LoopSettings.from_config(dict(built_data["training"], batch_size=16, micro_batch_size=4), steps=1)
     loop = TrainingLoop(model, strategy, DomainSampler(store, 32, seed=2), settings, tmp_path / "log.csv",
                         tmp_path / "ckpt.pt", "doge", target_sampler=DomainSampler(val, 32, seed=2, stream=1000))
-    captured = {}
+    captured, seen = {}, {}
     monkeypatch.setattr(loop.optimizer, "step", lambda: captured.update(
         {n: p.grad.clone() for n, p in model.named_parameters()}))
+    update = strategy.update
+    monkeypatch.setattr(strategy, "update", lambda stats: (seen.update(stats.extra), update(stats))[1])
     loop.train_step(lr=1e-3)
     alpha = strategy.alpha()
+
+    # The target gradient: the mean loss of a held-out batch drawn uniformly from the val split.
+    val_tokens = torch.from_numpy(DomainSampler(val, 32, seed=2, stream=1000).sample(np.full(k, 1 / k), 16)[0])
+    model.zero_grad()
+    F.cross_entropy(model(input_ids=val_tokens[:, :-1]).logits.flatten(0, 1), val_tokens[:, 1:].flatten()).backward()
+    expected_target = torch.cat([p.grad.flatten() for p in model.parameters()]).numpy()
+    assert np.allclose(seen["target_gradient"], expected_target, atol=1e-6, rtol=1e-4)
 
     tokens, domains = DomainSampler(store, 32, seed=2).sample(np.full(k, 1 / k), 16)
     expected = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
@@ -81,6 +90,27 @@ def test_proxy_trace_average_and_resume(built_data, tmp_path):
     assert np.allclose(read_json(tmp_path / "whole" / "weights.json")["final_weights"], whole.mean(axis=0))
     log = pd.read_csv(tmp_path / "whole" / "log.csv")
     assert np.allclose(log[[c for c in log if c.startswith("weight/")]].to_numpy(), 1 / 6)  # sampling uniform
+
+
+def test_doge_proxy_under_ddp_with_two_gloo_processes(built_data, tmp_path):
+    """Small batches over two ranks: some domains are present on one rank only."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from conftest import REPO
+
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(dict(doge_config(built_data), training=dict(
+        built_data["training"], batch_size=4, micro_batch_size=2))))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "models.train",
+           "--config", str(config_file), "--size", "test", "--strategy", "doge", "--seed", "0", "--stage", "proxy",
+           "--out", str(tmp_path / "proxy")]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trajectory = alphas(tmp_path / "proxy")
+    assert trajectory.shape == (10, 6) and np.allclose(trajectory.sum(axis=1), 1.0)
 
 
 def test_out_of_domain_target_is_excluded_from_training(built_data, tmp_path):

@@ -96,3 +96,44 @@ def test_final_trains_on_the_proxy_average(doremi_config, reference_run, tmp_pat
                  {"reference": reference_run, "proxy": tmp_path / "proxy"})
     learned = read_json(tmp_path / "proxy" / "weights.json")["final_weights"]
     assert np.allclose(read_json(tmp_path / "final" / "weights.json")["final_weights"], learned)
+
+
+@pytest.mark.filterwarnings("ignore:Seems like .optimizer.step")
+def test_the_steps_gradient_uses_the_just_updated_alpha(doremi_config, reference_run, tmp_path, monkeypatch):
+    """∇ of Σ_j w_d(j) ℓ_j / Σ_j w_d(j) with w = α_t / p, α_t the vector this step's update produced."""
+    import torch.nn.functional as F
+    from transformers import GPT2LMHeadModel
+
+    from corpus.sampler import DomainSampler
+    from corpus.tokens import TokenStore
+    from models.gpt2 import build_model, gpt2_config
+    from models.loop import LoopSettings, TrainingLoop
+    from strategies import StrategyContext, get_strategy_class
+
+    store = TokenStore(Path(doremi_config["data_dir"]) / "tokens", "train")
+    k = len(store.domains)
+    context = StrategyContext(name="doremi", domains=tuple(store.domains), train_tokens=store.token_counts(),
+                              stage="proxy", total_steps=1, seed=0, vocab_size=store.vocab_size)
+    strategy = get_strategy_class("doremi")(context, step_size=5.0)  # a big step: α_t far from α_0
+    torch.manual_seed(0)
+    model = build_model(gpt2_config("test", store.vocab_size))
+    reference = GPT2LMHeadModel.from_pretrained(reference_run / "model").eval()
+    settings = LoopSettings.from_config(dict(doremi_config["training"], grad_clip=0.0, batch_size=16,
+                                             micro_batch_size=8), steps=1)  # two micro-batches: two passes
+    loop = TrainingLoop(model, strategy, DomainSampler(store, 32, seed=6), settings, tmp_path / "log.csv",
+                        tmp_path / "ckpt.pt", "doremi", reference_model=reference)
+    captured = {}
+    monkeypatch.setattr(loop.optimizer, "step", lambda: captured.update(
+        {n: p.grad.clone() for n, p in model.named_parameters()}))
+    loop.train_step(lr=1e-3)
+    alpha_t = strategy.alpha
+    assert np.abs(alpha_t - 1 / k).max() > 0.01
+
+    tokens, domains = DomainSampler(store, 32, seed=6).sample(np.full(k, 1 / k), 16)
+    x, y = torch.from_numpy(tokens[:, :-1]), torch.from_numpy(tokens[:, 1:])
+    model.zero_grad()
+    token_loss = F.cross_entropy(model(input_ids=x).logits.flatten(0, 1), y.flatten(), reduction="none").view(x.shape)
+    w = torch.as_tensor(alpha_t * k, dtype=torch.float32)[torch.from_numpy(domains)]  # α_t / p, p = 1/k
+    ((token_loss.sum(dim=1) * w).sum() / (w.sum() * 32)).backward()
+    for name, p in model.named_parameters():
+        assert torch.allclose(captured[name], p.grad, atol=1e-6, rtol=1e-4), name
