@@ -8,11 +8,9 @@ whatever weights come back. It knows nothing about any particular strategy.
 
 from __future__ import annotations
 
-import math
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,54 +21,11 @@ from tqdm import tqdm
 from corpus.sampler import DomainSampler
 from mixbench.errors import TrainingError
 from models.checkpoint import load_checkpoint, save_checkpoint
-from models.runlog import StepLog, TraceLog
+from models.optim import LoopSettings, lr_factor, make_optimizer  # noqa: F401 (LoopSettings: the public API)
 from models.domain_grads import DomainGradients
+from models.runlog import StepLog, TraceLog
 from models.step import Batch, StepPasses
 from strategies.base import StepStats, Strategy, validate_weights
-
-
-@dataclass
-class LoopSettings:
-    steps: int
-    batch_size: int
-    micro_batch_size: int
-    seq_len: int
-    lr: float
-    min_lr_ratio: float
-    warmup_steps: int
-    weight_decay: float
-    beta1: float
-    beta2: float
-    grad_clip: float
-    checkpoint_every: int
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    bf16: bool = False
-    rank: int = 0
-    world_size: int = 1
-
-    @classmethod
-    def from_config(cls, training: dict, steps: int, **runtime) -> "LoopSettings":
-        """Settings from the config's ``training`` section; ``runtime`` sets device, bf16, rank, world_size."""
-        runtime_fields = ("steps", "device", "bf16", "rank", "world_size")
-        names = [f for f in cls.__dataclass_fields__ if f in training and f not in runtime_fields]
-        return cls(steps=steps, **{name: training[name] for name in names}, **runtime)
-
-
-def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    """Linear warmup to 1, then cosine decay to ``min_ratio`` at ``total`` (step is 0-based)."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def make_optimizer(model: torch.nn.Module, s: LoopSettings) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases and LayerNorm gains (nanoGPT's grouping)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=s.lr, betas=(s.beta1, s.beta2), fused=s.device.type == "cuda")
 
 
 class StopRequested:
