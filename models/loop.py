@@ -21,6 +21,7 @@ from tqdm import tqdm
 from corpus.sampler import DomainSampler
 from mixbench.errors import TrainingError
 from models.checkpoint import load_checkpoint, save_checkpoint
+from models.probe import GradientProbe
 from models.optim import LoopSettings, lr_factor, make_optimizer  # noqa: F401 (LoopSettings: the public API)
 from models.domain_grads import DomainGradients
 from models.runlog import StepLog, TraceLog
@@ -43,7 +44,8 @@ class StopRequested:
 class TrainingLoop:
     def __init__(self, model, strategy: Strategy, sampler: DomainSampler, settings: LoopSettings,
                  log_path, checkpoint_path, strategy_name: str, fingerprint: str = "", reference_model=None,
-                 target_sampler: DomainSampler | None = None):
+                 target_sampler: DomainSampler | None = None,
+                 probe_samplers: tuple[DomainSampler, DomainSampler] | None = None, seed: int = 0):
         self.model, self.strategy, self.sampler, self.s = model, strategy, sampler, settings
         self.name = strategy_name
         self.domains = sampler.domains
@@ -57,6 +59,17 @@ class TrainingLoop:
             self.domain_grads = DomainGradients(self.raw_model, self.passes,
                                                 strategy.domain_gradient_options()["score_params"])
         self.target_sampler = target_sampler
+        self.probe = None
+        if "example_gradient_features" in strategy.required_signals():
+            options = strategy.probe_options()
+            self.probe = GradientProbe(self.raw_model, options["params"], options["sketch_dim"], seed, settings.device)
+            self.probe_sampler, target_source = probe_samplers
+            per_domain, per_target = strategy.probe_sizes()
+            self.probe_rows = np.repeat(np.arange(self.k), per_domain)
+            # The target batch is drawn once, from a fresh stream: the same after a resume.
+            target_rows = np.repeat(np.arange(self.k), per_target)
+            self.probe_target = torch.from_numpy(target_source.windows(target_rows))
+            self.probe_dir = Path(log_path).parent / "probes"
         self.optimizer = make_optimizer(self.raw_model, settings)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda i: lr_factor(i, settings.warmup_steps, settings.steps, settings.min_lr_ratio)
@@ -83,6 +96,7 @@ class TrainingLoop:
         # Per rank: each rank has its own sampler streams and dropout RNG.
         local = {"train": self.sampler.state_dict(),
                  "target": self.target_sampler.state_dict() if self.target_sampler else None,
+                 "probe": self.probe_sampler.state_dict() if self.probe else None,
                  **self._rng_state()}
         samplers = [local]
         if self.s.world_size > 1:
@@ -123,6 +137,8 @@ class TrainingLoop:
         self.sampler.load_state_dict(local["train"])
         if self.target_sampler is not None:
             self.target_sampler.load_state_dict(local["target"])
+        if self.probe is not None:
+            self.probe_sampler.load_state_dict(local["probe"])
         self._set_rng_state(local)
         self.step, self.tokens_seen, self.elapsed = state["step"], state["tokens_seen"], state["elapsed"]
         self.weights = np.asarray(state["weights"], dtype=np.float64)
@@ -157,7 +173,23 @@ class TrainingLoop:
             extra["token_loss"] = self.passes.gather(token_loss.float())
             extra["reference_token_loss"] = self.passes.gather(self.passes.reference_token_loss(batch).float())
             extra["token_domains"] = self.passes.gather(batch.domains)
+        if self.probe is not None and self.strategy.probe_due(self.step + 1):
+            extra["example_gradient_features"] = self._probe(self.step + 1)
         return extra
+
+    def _probe(self, step: int) -> dict:
+        """Sketched per-example gradients of m train sequences per domain and the fixed target
+        batch; saved to probes/ (for the gradient-direction figures) and handed to the strategy."""
+        tokens = torch.from_numpy(self.probe_sampler.windows(self.probe_rows))
+        features = self.probe.features(tokens)
+        target = self.probe.features(self.probe_target)
+        if self.s.rank == 0:
+            from mixbench.io import atomic_path
+
+            with atomic_path(self.probe_dir / f"step{step:06d}.npz") as tmp, open(tmp, "wb") as f:
+                np.savez_compressed(f, features=features.astype(np.float32), domains=self.probe_rows,
+                                    target=target.astype(np.float32), domain_names=np.array(self.domains))
+        return {"domains": [features[self.probe_rows == i] for i in range(self.k)], "target": target}
 
     def _domain_loss(self, loss_sum: np.ndarray, token_count: np.ndarray) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):

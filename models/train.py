@@ -93,7 +93,7 @@ def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, ou
     store = TokenStore(data_dir / "tokens", "train", domains)
     context = StrategyContext(
         name=strategy_name, domains=tuple(domains), train_tokens=uncapped_train_tokens(data_dir, domains), stage=stage,
-        total_steps=stage_spec["steps"], seed=seed, vocab_size=store.vocab_size,
+        total_steps=stage_spec["steps"], seed=seed, vocab_size=store.vocab_size, warmup_steps=training["warmup_steps"],
         upstream_weights={s: np.asarray(read_json(d / "weights.json")["final_weights"]) for s, d in upstream.items()},
     )
     strategy = cls(context, **cfg.strategy_hparams(config, strategy_name))
@@ -127,9 +127,15 @@ def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, ou
         # Its own stream: drawing target batches never shifts the training batches.
         target_sampler = DomainSampler(TokenStore(data_dir / "tokens", split, domains), training["seq_len"], seed,
                                        stream=1000 + rank)
+    probe_samplers = None
+    if "example_gradient_features" in strategy.required_signals():
+        # Own streams, the same on every rank: probing never shifts any training batch.
+        probe_samplers = (DomainSampler(store, training["seq_len"], seed, stream=2000),
+                          DomainSampler(TokenStore(data_dir / "tokens", "val", domains), training["seq_len"], seed,
+                                        stream=3000))
     fingerprint = cfg.fingerprint([cfg.run_fingerprint(config, strategy_name), size, seed, stage, world])
     loop = TrainingLoop(model, strategy, sampler, settings, out / "log.csv", out / CHECKPOINT_NAME, strategy_name,
-                        fingerprint, reference_model, target_sampler)
+                        fingerprint, reference_model, target_sampler, probe_samplers, seed)
     wall_start = time.time()
     finished = loop.run(stop_after=stop_after)
     if finished and rank == 0:

@@ -26,6 +26,7 @@ REGISTRY: dict[str, str] = {
     "static": "strategies.static:Static",
     "doremi": "strategies.doremi:DoReMi",
     "doge": "strategies.doge:DoGE",
+    "dograph": "strategies.dograph:DoGraph",
 }
 
 

@@ -28,7 +28,8 @@ STAGE_ORDER = ("reference", "proxy", "final")
 ALWAYS_COMPUTED = frozenset({"domain_loss", "domain_tokens"})
 # Signals the training loop can compute so far; a strategy asking for another one is refused
 # when the config is validated, not silently handed an empty ``extra``.
-IMPLEMENTED_SIGNALS: frozenset[str] = frozenset({"reference_token_loss", "domain_gradients", "target_gradient"})
+IMPLEMENTED_SIGNALS: frozenset[str] = frozenset(
+    {"reference_token_loss", "domain_gradients", "target_gradient", "example_gradient_features"})
 OPTIONAL_SIGNALS = frozenset(
     {
         "reference_token_loss",  # per-token losses of a frozen reference model (DoReMi)
@@ -53,6 +54,7 @@ class StrategyContext:
     seed: int
     vocab_size: int
     upstream_weights: dict[str, np.ndarray] = field(default_factory=dict)  # stage -> final_weights
+    warmup_steps: int = 0
 
 
 @dataclass
@@ -134,6 +136,18 @@ class Strategy(ABC):
         """For ``target_gradient``: (split, domain weights) of the batch the target gradient
         is taken on, e.g. ("val", uniform) for a held-out mixture; None for no target batch."""
         return None
+
+    def probe_due(self, step: int) -> bool:
+        """For ``example_gradient_features``: whether to probe after this step."""
+        return False
+
+    def probe_sizes(self) -> tuple[int, int]:
+        """For ``example_gradient_features``: (train sequences per domain, target sequences per domain)."""
+        return 8, 4
+
+    def probe_options(self) -> dict[str, Any]:
+        """For ``example_gradient_features``: ``params`` (regex, None = last block), ``sketch_dim``."""
+        return {"params": None, "sketch_dim": 1024}
 
     def trace(self) -> dict[str, Any] | None:
         """Anything worth recording after this step (written to trace.jsonl), or None."""

@@ -34,7 +34,7 @@ def test_default_config_file_is_valid():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"grid": {"strategies": ["unifrom"]}}, "unknown strategy 'unifrom'; registered strategies: doge, doremi, natural, static, uniform"),
+        ({"grid": {"strategies": ["unifrom"]}}, "unknown strategy 'unifrom'; registered strategies: doge, dograph, doremi, natural, static, uniform"),
         ({"strategies": {"uniform": {"temperature": 2.0}}}, "unknown hyperparameter(s) ['temperature']; valid: none"),
         ({"training": {"stpes": 10}}, "Additional properties are not allowed ('stpes' was unexpected)"),
         ({"training": {"steps": 0}}, "training.steps: 0 is less than the minimum of 1"),
@@ -72,7 +72,12 @@ def test_static_weights_are_checked_against_the_domains(tmp_path):
 def test_a_strategy_needing_a_signal_the_loop_lacks_is_refused(tmp_path, monkeypatch):
     import strategies
 
+    import strategies.base
+
     monkeypatch.setitem(strategies.REGISTRY, "greedy", "test_config:NeedsProbes")
+    # As on a build of the loop that lacks the probe: the config check must refuse the strategy.
+    monkeypatch.setattr(strategies.base, "IMPLEMENTED_SIGNALS", strategies.base.IMPLEMENTED_SIGNALS - {
+        "example_gradient_features"})
     with pytest.raises(ConfigError, match=r"'greedy' needs signals the training loop does not compute: \['example_gradient_features'\]"):
         cfg.validate(make_test_config(tmp_path, grid={"strategies": ["greedy"]}))
 

@@ -89,3 +89,29 @@ def test_solutions_are_feasible_and_community_mass_bounds_hold():
         for community in communities:
             share = len(community) / k
             assert 0.8 * share - 1e-5 <= alpha[community].sum() <= 1.2 * share + 1e-5
+
+
+def test_a_failing_solver_keeps_the_previous_weights_with_a_warning(monkeypatch):
+    from strategies import StepStats, StrategyContext, get_strategy_class
+
+    context = StrategyContext(name="dograph", domains=("a", "b", "c"), train_tokens=np.ones(3), stage="final",
+                              total_steps=100, seed=0, vocab_size=8)
+    strategy = get_strategy_class("dograph")(context)
+    previous = strategy.alpha.copy()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("solver crashed")
+
+    monkeypatch.setattr(strategy._solver().problem, "solve", broken)
+    probe = {"domains": [rng.normal(size=(4, 6)) for _ in range(3)], "target": rng.normal(size=(3, 6))}
+    with pytest.warns(UserWarning, match="keeping the previous weights"):
+        alpha = strategy.update(StepStats(50, 1e-3, np.zeros(3), np.ones(3), {"example_gradient_features": probe}))
+    assert np.array_equal(alpha, previous) and np.all(np.isfinite(alpha))
+    assert strategy.trace()["solved"] is False
+
+
+def test_lambda_zero_is_warned_about():
+    from strategies import get_strategy_class
+
+    with pytest.warns(UserWarning, match="vertex"):
+        get_strategy_class("dograph").check_hparams({"lam": 0.0}, ["a", "b"])

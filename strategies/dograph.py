@@ -1,0 +1,141 @@
+"""DoGraph (Xu et al., ACL 2026 short, arXiv 2604.07963): gradient-defined domains and a
+graph-constrained mixture schedule.
+
+A RECONSTRUCTION: the paper's exact equations are not available to us. This implements the reading
+of its stated formulation given in SPEC §6: domains as the model perceives them are defined by
+gradients (the squared distance of two domains' mean gradients is their squared MMD under the
+kernel k(x, x') = ⟨∇ℓ(x), ∇ℓ(x')⟩), related in a graph, and the mixture is updated online by a
+graph-constrained optimisation. Every ``update_every`` steps of the run (first after warmup,
+never at step 0 or the last step):
+
+1. probe: sketched per-example gradient features of ``probe_per_domain`` train sequences per
+   domain and of a fixed target batch from the val split (models/probe.py);
+2. graph: unbiased MMD² between domains, W = exp(−MMD²/σ²) with the median σ², L̃ = L/λ_max,
+   Louvain communities on the symmetrised kNN graph (strategies/graph_mixing.py);
+3. utility u_i = ⟨μ_i, μ_target⟩ / mean_j ‖μ_j‖²_U (or ``utility: cosine``), EMA, standardised;
+4. α = argmax u_zᵀα − λ αᵀL̃α − (ρ/2)‖α − α_prev‖² on the simplex with α ≥ α_min (and optional
+   community-mass bounds); a failed solve keeps the previous weights;
+5. sample with α until the next update; every update is traced.
+
+``mode: online`` (default) runs this in the single final run; ``mode: proxy`` runs it on a proxy
+and hands on ᾱ, the mean of the weights over updates with the initial ones included.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from typing import Any
+
+import numpy as np
+
+from mixbench.errors import ConfigError
+from strategies.base import Strategy
+from strategies.graph_mixing import (MixtureQP, gaussian_affinity, knn_communities, mmd2_matrix, normalised_laplacian,
+                                     standardise, utilities)
+
+
+class DoGraph(Strategy):
+    stages = ("final",)
+    signals = frozenset({"example_gradient_features"})
+    defaults = {"mode": "online", "update_every": 50, "probe_per_domain": 8, "target_per_domain": 4,
+                "sketch_dim": 1024, "probe_params": None, "lam": 10.0, "rho": 30.0, "alpha_min_factor": 0.5,
+                "ema": 0.8, "utility": "inner", "z_floor": 0.05, "knn": 3, "community_delta": None}
+
+    @classmethod
+    def check_hparams(cls, hparams: dict[str, Any], domains: list[str]) -> None:
+        super().check_hparams(hparams, domains)
+        h = {**cls.defaults, **hparams}
+        if h["mode"] not in ("online", "proxy") or h["utility"] not in ("inner", "cosine"):
+            raise ConfigError("mode must be 'online' or 'proxy' and utility 'inner' or 'cosine'")
+        if h["update_every"] < 1 or h["probe_per_domain"] < 2 or h["target_per_domain"] < 1 or h["sketch_dim"] < 1:
+            raise ConfigError("need update_every >= 1, probe_per_domain >= 2, target_per_domain >= 1, sketch_dim >= 1")
+        if h["rho"] < 0 or h["lam"] < 0 or not 0 <= h["alpha_min_factor"] < 1 or not 0 <= h["ema"] < 1:
+            raise ConfigError("need lam >= 0, rho >= 0, 0 <= alpha_min_factor < 1 and 0 <= ema < 1")
+        if h["lam"] == 0:
+            warnings.warn("dograph: lam = 0 has no graph term, so the schedule ends at a vertex of the simplex")
+
+    @classmethod
+    def stages_for(cls, hparams: dict[str, Any]) -> tuple[str, ...]:
+        return ("proxy", "final") if hparams.get("mode", "online") == "proxy" else ("final",)
+
+    def __init__(self, context, **hparams):
+        super().__init__(context, **hparams)
+        k = len(context.domains)
+        self.active = context.stage == ("proxy" if self.hparams["mode"] == "proxy" else "final")
+        self.alpha = np.full(k, 1.0 / k)
+        self.utility_ema: np.ndarray | None = None
+        self.update_sum, self.update_count = self.alpha.copy(), 1  # ᾱ counts the initial weights
+        self.last_record: dict[str, Any] | None = None
+        self._qp = None
+        if self.active and self.hparams["lam"] == 0:
+            print("warning: dograph lam = 0: the schedule will end at a vertex", file=sys.stderr)
+
+    def initial_weights(self) -> np.ndarray:
+        if not self.active:  # the static final run of proxy mode
+            return self.context.upstream_weights["proxy"]
+        return self.alpha
+
+    def required_signals(self) -> frozenset[str]:
+        return self.signals if self.active else frozenset()
+
+    def probe_due(self, step: int) -> bool:
+        """Update after step s when s is a multiple of update_every, after warmup, before the end."""
+        every = self.hparams["update_every"]
+        return self.active and step % every == 0 and step > self.context.warmup_steps \
+            and step < self.context.total_steps
+
+    def probe_sizes(self) -> tuple[int, int]:
+        return self.hparams["probe_per_domain"], self.hparams["target_per_domain"]
+
+    def probe_options(self) -> dict[str, Any]:
+        return {"params": self.hparams["probe_params"], "sketch_dim": self.hparams["sketch_dim"]}
+
+    def _solver(self) -> MixtureQP:
+        if self._qp is None:
+            k = len(self.context.domains)
+            h = self.hparams
+            self._qp = MixtureQP(k, h["lam"], h["rho"], h["alpha_min_factor"] / k, h["community_delta"])
+        return self._qp
+
+    def update(self, stats) -> np.ndarray | None:
+        probe = stats.extra.get("example_gradient_features")
+        if not self.active or probe is None:
+            return None
+        features, target = probe["domains"], probe["target"]
+        mmd2 = mmd2_matrix(features)
+        affinity = gaussian_affinity(mmd2)
+        laplacian = normalised_laplacian(affinity)
+        communities = knn_communities(mmd2, self.hparams["knn"], self.context.seed)
+        u = utilities(features, target, self.hparams["utility"])
+        ema = self.hparams["ema"]
+        self.utility_ema = u if self.utility_ema is None else ema * self.utility_ema + (1 - ema) * u
+        u_z = standardise(self.utility_ema, self.hparams["z_floor"])
+        alpha, seconds = self._solver().solve(u_z, laplacian, self.alpha, communities)
+        solved = alpha is not None
+        if solved:
+            self.alpha = alpha
+        self.update_sum += self.alpha
+        self.update_count += 1
+        self.last_record = {"alpha": self.alpha, "utility": u, "utility_ema": self.utility_ema, "utility_z": u_z,
+                            "affinity": affinity, "mmd2": mmd2, "communities": communities,
+                            "solve_seconds": seconds, "solved": solved}
+        return self.alpha
+
+    def trace(self) -> dict[str, Any] | None:
+        record, self.last_record = self.last_record, None
+        return record
+
+    def final_weights(self) -> np.ndarray:
+        if self.active and self.hparams["mode"] == "proxy":
+            return self.update_sum / self.update_count
+        return super().final_weights()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "alpha": self.alpha.copy(), "utility_ema": self.utility_ema,
+                "update_sum": self.update_sum.copy(), "update_count": self.update_count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.alpha, self.utility_ema = np.array(state["alpha"]), state["utility_ema"]
+        self.update_sum, self.update_count = np.array(state["update_sum"]), int(state["update_count"])
