@@ -33,7 +33,7 @@ def write_config(path: Path, config: dict) -> Path:
     return path
 
 
-STRATEGIES = ["uniform", "natural", "code_heavy", "doremi"]
+STRATEGIES = ["uniform", "natural", "code_heavy", "doremi", "dograph"]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_workflow_produces_the_tables(finished_workflow):
     root, _ = finished_workflow
     long = pd.read_csv(root / "results" / "tables" / "perplexity.csv")
     domains = ["code", "books", "encyclopedic", "docs", "man", "qa"]
-    assert len(long) == 1 * 4 * 2 * len(domains)  # size × strategies × seeds × domains
+    assert len(long) == 1 * 5 * 2 * len(domains)  # size × strategies × seeds × domains
     assert list(dict.fromkeys(long["strategy"])) == STRATEGIES and set(long["seed"]) == {0, 1}
     assert list(dict.fromkeys(long["domain"])) == domains  # corpus order
     for column in ("bits_per_byte", "perplexity", "config_hash", "git_commit", "torch_version", "lm_eval_version"):
@@ -82,6 +82,8 @@ def test_doremi_runs_reference_proxy_final_and_its_mixture_reaches_the_tables(fi
     proxy = trajectories[(trajectories.strategy == "doremi") & (trajectories.stage == "proxy")]
     assert sorted(proxy.step.unique()) == list(range(1, 11)) and set(proxy.seed) == {0, 1}
     assert "| doremi " in (root / "results" / "tables" / "weights.md").read_text()
+    online = trajectories[(trajectories.strategy == "dograph") & (trajectories.stage == "final")]
+    assert sorted(online.step.unique()) == [10, 20]  # DoGraph's online schedule, one row per update
     # Logs for every rule, including each training run.
     assert (root / "runs" / "logs" / "train" / "test-natural-seed1-final.log").exists()
 
@@ -101,7 +103,7 @@ def test_only_result_relevant_changes_rerun_jobs(finished_workflow, tmp_path):
     relevant = cfg_with(config, training={"lr": 1e-3})
     out = snakemake(root, write_config(tmp_path / "lr.yaml", relevant), "-n").stdout
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
-    assert jobs.get("train") == "12" and jobs.get("evaluate_perplexity") == "8", out[-2000:]
+    assert jobs.get("train") == "14" and jobs.get("evaluate_perplexity") == "10", out[-2000:]
     assert "build_corpus" not in jobs and "tokenize_corpus" not in jobs
 
 
