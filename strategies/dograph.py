@@ -31,8 +31,8 @@ import numpy as np
 
 from mixbench.errors import ConfigError
 from strategies.base import Strategy
-from strategies.graph_mixing import (MixtureQP, gaussian_affinity, knn_communities, mmd2_matrix, normalised_laplacian,
-                                     standardise, utilities)
+from strategies.graph_mixing import (MixtureQP, as_graph, gaussian_affinity, graph_laplacian, knn_communities,
+                                     mmd2_matrix, standardise, utilities)
 
 
 class DoGraph(Strategy):
@@ -105,7 +105,8 @@ class DoGraph(Strategy):
         features, target = probe["domains"], probe["target"]
         mmd2 = mmd2_matrix(features)
         affinity = gaussian_affinity(mmd2)
-        laplacian = normalised_laplacian(affinity)
+        self.graph = as_graph(affinity, list(self.context.domains))  # the model-perceived domain graph
+        laplacian = graph_laplacian(self.graph)
         communities = knn_communities(mmd2, self.hparams["knn"], self.context.seed)
         u = utilities(features, target, self.hparams["utility"])
         ema = self.hparams["ema"]

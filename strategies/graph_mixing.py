@@ -52,7 +52,17 @@ def gaussian_affinity(mmd2: np.ndarray) -> np.ndarray:
 
 def normalised_laplacian(affinity: np.ndarray) -> np.ndarray:
     """L̃ = (D − W) / λ_max(D − W); zero when the graph has no edges."""
-    laplacian = np.diag(affinity.sum(axis=1)) - affinity
+    return _scaled(np.diag(affinity.sum(axis=1)) - affinity)
+
+
+def graph_laplacian(graph) -> np.ndarray:
+    """L̃ of a weighted networkx graph, nodes in insertion order."""
+    import networkx as nx
+
+    return _scaled(nx.laplacian_matrix(graph, nodelist=list(graph.nodes), weight="weight").toarray().astype(float))
+
+
+def _scaled(laplacian: np.ndarray) -> np.ndarray:
     top = float(np.linalg.eigvalsh(laplacian)[-1])
     return laplacian / top if top > 1e-12 else laplacian
 

@@ -47,6 +47,9 @@ def test_affinity_laplacian_and_communities_on_two_clear_clusters():
         mmd2[np.triu_indices(6, 1)])), rel=1e-9) and 0.3 < affinity[0, 5] < 0.4 and np.all(np.diag(affinity) == 0)
     laplacian = normalised_laplacian(affinity)
     assert np.isclose(np.linalg.eigvalsh(laplacian)[-1], 1.0) and np.allclose(laplacian.sum(axis=1), 0)
+    from strategies.graph_mixing import as_graph, graph_laplacian
+
+    assert np.allclose(graph_laplacian(as_graph(affinity, list("abcdef"))), laplacian)  # the networkx graph agrees
     assert knn_communities(mmd2, k=2, seed=0) == [[0, 1, 2], [3, 4, 5]]
 
 
