@@ -30,7 +30,8 @@ class DomainGradients:
         self.model, self.passes = model, passes
         self.bytes_per_copy = sum(p.numel() * p.element_size() for p in self.params)
 
-    def _flat_grad(self, loss: torch.Tensor) -> torch.Tensor:
+    def _flat_grad(self, loss: torch.Tensor, tokens: int) -> torch.Tensor:
+        self.passes.count("backward", tokens)
         grads = torch.autograd.grad(loss, self.params, allow_unused=True)
         return torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, self.params)])
 
@@ -49,7 +50,7 @@ class DomainGradients:
                     continue
                 token_loss = p.token_loss(self.model, batch.tokens[chunk])
                 loss_sum[i] += token_loss.detach().sum().double()
-                grad += self._flat_grad(token_loss.sum() / counts[i])  # mean over the domain's tokens
+                grad += self._flat_grad(token_loss.sum() / counts[i], token_loss.numel())  # mean over the domain's tokens
             p.all_reduce(grad)
             norms[i] = float(grad.norm())
             if clip_norm is not None and norms[i] > clip_norm:
@@ -60,7 +61,8 @@ class DomainGradients:
 
     def target_gradient(self, tokens: torch.Tensor) -> torch.Tensor:
         """Gradient of the mean token loss of a target batch, averaged over ranks."""
-        grad = self._flat_grad(self.passes.token_loss(self.model, tokens).mean())
+        token_loss = self.passes.token_loss(self.model, tokens)
+        grad = self._flat_grad(token_loss.mean(), token_loss.numel())
         self.passes.all_reduce(grad)
         return grad / self.passes.world_size
 

@@ -104,6 +104,7 @@ class TrainingLoop:
             dist.all_gather_object(samplers, local)
         return {
             "fingerprint": self.fingerprint, "step": self.step, "tokens_seen": self.tokens_seen, "elapsed": self.elapsed,
+            "token_passes": dict(self.passes.token_passes),
             "weights": self.weights, "model": self.raw_model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "strategy": self.strategy.state_dict(), "samplers": samplers,
@@ -141,6 +142,7 @@ class TrainingLoop:
             self.probe_sampler.load_state_dict(local["probe"])
         self._set_rng_state(local)
         self.step, self.tokens_seen, self.elapsed = state["step"], state["tokens_seen"], state["elapsed"]
+        self.passes.token_passes.update(state.get("token_passes", {}))
         self.weights = np.asarray(state["weights"], dtype=np.float64)
         print(f"resumed from {self.checkpoint_path} at step {self.step}", file=sys.stderr)
 
@@ -183,6 +185,9 @@ class TrainingLoop:
         tokens = torch.from_numpy(self.probe_sampler.windows(self.probe_rows))
         features = self.probe.features(tokens)
         target = self.probe.features(self.probe_target)
+        probed = (len(tokens) + len(self.probe_target)) * self.s.seq_len  # one forward + backward per sequence
+        self.passes.count("forward", probed)
+        self.passes.count("backward", probed)
         if self.s.rank == 0:
             from mixbench.io import atomic_path
 

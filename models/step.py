@@ -34,10 +34,17 @@ class StepPasses:
         self.model, self.seq_len, self.k = model, seq_len, num_domains
         self.device, self.bf16, self.world_size = device, bf16, world_size
         self.reference_model = reference_model
+        # Tokens through each kind of pass on this rank, for the compute table: a forward pass
+        # costs ~2N FLOPs per token and a backward pass ~4N (Kaplan et al. 2020, attention excluded).
+        self.token_passes = {"forward": 0, "backward": 0, "reference_forward": 0}
+
+    def count(self, kind: str, tokens: int) -> None:
+        self.token_passes[kind] += int(tokens)
 
     def token_loss(self, model, tokens: torch.Tensor) -> torch.Tensor:
         """Per-token next-token cross-entropy, shape (b, L)."""
         x, y = tokens[:, :-1], tokens[:, 1:]
+        self.count("reference_forward" if model is self.reference_model else "forward", x.numel())
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             logits = model(input_ids=x).logits
         return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none").view(x.shape)
@@ -62,6 +69,7 @@ class StepPasses:
                 token_loss = self.token_loss(self.model, batch.tokens[rows])
             # DDP averages gradients over ranks; scale so the result is the global weighted mean.
             ((token_loss.sum(dim=1) * row_w[rows]).sum() * self.world_size / denom).backward()
+        self.count("backward", token_loss.numel())
         return token_loss.detach()
 
     def forward_only(self, batch: Batch, keep_graph: bool) -> list[torch.Tensor]:

@@ -159,11 +159,18 @@ def save_outputs(loop: TrainingLoop, tokenizer, config, strategy_name, seed, sta
         "final_weights": loop.strategy.final_weights(),
     })
     tokens = loop.tokens_seen
+    passes = {kind: n * loop.s.world_size for kind, n in loop.passes.token_passes.items()}  # ranks do equal work
+    reference = loop.passes.reference_model
     write_json(out / "run.json", {
         "strategy": strategy_name, "stage": stage, "size": stage_spec["size"], "steps": stage_spec["steps"],
         "parameters": n_params, "tokens": tokens,
         # 6·N·D: forward and backward of every parameter for every training token.
         "train_flops": 6 * n_params * tokens,
+        # Everything the stage computed, strategy overheads included (reference-model forwards,
+        # per-domain gradients, gradient probes): 2N per forward token, 4N per backward token.
+        "token_passes": passes,
+        "flops": 2 * n_params * (passes["forward"] + 2 * passes["backward"])
+        + 2 * (count_parameters(reference) if reference is not None else 0) * passes["reference_forward"],
         "train_seconds": round(loop.elapsed, 2), "wall_seconds": round(wall_seconds, 2),
         **provenance(cfg.config_hash(config), seed),
     })

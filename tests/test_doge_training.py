@@ -88,6 +88,12 @@ def test_proxy_trace_average_and_resume(built_data, tmp_path):
     assert whole.shape == (10, 6) and np.allclose(whole.sum(axis=1), 1.0)
     assert np.array_equal(whole, alphas(tmp_path / "split"))
     assert np.allclose(read_json(tmp_path / "whole" / "weights.json")["final_weights"], whole.mean(axis=0))
+    # Per-domain gradients cover each training token once; the held-out target batch (the
+    # default target: the val split) adds as many again. A resume loses no count.
+    a, b = (read_json(tmp_path / name / "run.json") for name in ("whole", "split"))
+    assert a["token_passes"] == b["token_passes"] == {"forward": 2 * a["tokens"], "backward": 2 * a["tokens"],
+                                                      "reference_forward": 0}
+    assert a["flops"] == 12 * a["parameters"] * a["tokens"]
     log = pd.read_csv(tmp_path / "whole" / "log.csv")
     assert np.allclose(log[[c for c in log if c.startswith("weight/")]].to_numpy(), 1 / 6)  # sampling uniform
 

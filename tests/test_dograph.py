@@ -111,6 +111,12 @@ def test_online_schedule_updates_every_interval_and_traces_the_graph(built_data,
     assert np.allclose(weights[:10], 1 / k) and np.allclose(weights[10], records[0]["alpha"])
     snapshot = np.load(tmp_path / "run" / "probes" / "step000010.npz")
     assert snapshot["features"].shape == (4 * k, 256) and snapshot["target"].shape == (2 * k, 256)
+    # Each of the two probes costs a forward and a backward pass of its 4k + 2k sequences.
+    info = read_json(tmp_path / "run" / "run.json")
+    probed = 2 * 6 * k * config["training"]["seq_len"]
+    assert info["token_passes"] == {"forward": info["tokens"] + probed, "backward": info["tokens"] + probed,
+                                    "reference_forward": 0}
+    assert info["flops"] == 6 * info["parameters"] * (info["tokens"] + probed)
 
 
 def test_resume_continues_the_same_schedule(built_data, tmp_path):

@@ -88,6 +88,17 @@ def test_accumulation_and_resume_keep_the_proxy_trajectory(doremi_config, refere
     assert np.array_equal(whole, np.array([r["alpha"] for r in trace(tmp_path / "split")]))
     assert np.array_equal(read_json(tmp_path / "whole" / "weights.json")["final_weights"],
                           read_json(tmp_path / "split" / "weights.json")["final_weights"])
+    # Compute: one reference forward per token on top of training. With several micro-batches
+    # (the test config has 2, "micro" 4) the signals come from a no-grad pass, so the model is
+    # forwarded twice per token. A resume loses no count.
+    runs = {name: read_json(tmp_path / name / "run.json") for name in ("whole", "micro", "split")}
+    tokens, n = runs["whole"]["tokens"], runs["whole"]["parameters"]
+    for name in runs:
+        assert runs[name]["token_passes"] == {"forward": 2 * tokens, "backward": tokens, "reference_forward": tokens}
+    assert runs["whole"]["flops"] == 2 * n * (2 * tokens) + 4 * n * tokens + 2 * n * tokens  # reference: same size
+    one_micro = cfg.validate(dict(doremi_config, training=dict(doremi_config["training"], micro_batch_size=8)))
+    assert proxy(one_micro, tmp_path / "one", reference_run)  # the graph of the signal pass is trained on
+    assert read_json(tmp_path / "one" / "run.json")["token_passes"]["forward"] == tokens
 
 
 def test_final_trains_on_the_proxy_average(doremi_config, reference_run, tmp_path):

@@ -75,6 +75,9 @@ def test_a_run_saves_a_loadable_model_log_weights_and_provenance(built_data, tmp
     info = read_json(out / "run.json")
     assert info["seed"] == 0 and info["tokens"] == 30 * 8 * 32 and len(info["config_hash"]) == 12
     assert info["train_flops"] == 6 * info["parameters"] * info["tokens"]
+    # A static mixture adds nothing: one forward and one backward pass per training token.
+    assert info["token_passes"] == {"forward": info["tokens"], "backward": info["tokens"], "reference_forward": 0}
+    assert info["flops"] == info["train_flops"]
     assert not (out / "checkpoint.pt").exists()
 
 
