@@ -128,11 +128,11 @@ def group_config(names: Sequence[str]) -> dict[str, Any]:
     return {"group": GROUP, "task": list(names), "metadata": {"version": TASK_VERSION}}
 
 
-def _dump_yaml(obj: dict[str, Any]) -> str:
+def dump_yaml(obj: dict[str, Any]) -> str:
     return yaml.safe_dump(obj, sort_keys=False, allow_unicode=True, width=10_000)
 
 
-def _write_if_changed(path: Path, text: str) -> None:
+def write_if_changed(path: Path, text: str) -> None:
     if path.is_file() and path.read_bytes() == text.encode("utf-8"):
         return
     write_text(path, text)
@@ -149,6 +149,18 @@ def _remove_stale(folder: Path, domains: Sequence[str]) -> None:
             path.unlink()
 
 
+def check_domains(corpus_dir: str | Path, domains: Sequence[str] | None) -> tuple[Path, list[str]]:
+    """The absolute corpus folder and the sorted domains (default: all), each with a test split."""
+    corpus_dir = Path(corpus_dir).resolve()
+    domains = sorted(domains) if domains else list_domains(corpus_dir)
+    for d in domains:
+        if not _DOMAIN_RE.match(d):
+            raise ConfigError(f"domain name {d!r} must match {_DOMAIN_RE.pattern}")
+        if not (corpus_dir / d / "test.jsonl").is_file():
+            raise DataError(f"{corpus_dir / d / 'test.jsonl'} does not exist")
+    return corpus_dir, domains
+
+
 def generate_perplexity_tasks(
     corpus_dir: str | Path,
     out_dir: str | Path,
@@ -159,13 +171,7 @@ def generate_perplexity_tasks(
     """Write the per-domain data files, task YAMLs, group YAML and manifest; return the manifest."""
     if max_documents < 1 or max_chars < 1:
         raise ConfigError("max_documents and max_chars must be positive")
-    corpus_dir = Path(corpus_dir).resolve()
-    domains = sorted(domains) if domains else list_domains(corpus_dir)
-    for d in domains:
-        if not _DOMAIN_RE.match(d):
-            raise ConfigError(f"domain name {d!r} must match {_DOMAIN_RE.pattern}")
-        if not (corpus_dir / d / "test.jsonl").is_file():
-            raise DataError(f"{corpus_dir / d / 'test.jsonl'} does not exist")
+    corpus_dir, domains = check_domains(corpus_dir, domains)
     folder = Path(out_dir).resolve() / SUBDIR
     folder.mkdir(parents=True, exist_ok=True)
     _remove_stale(folder, domains)
@@ -174,8 +180,8 @@ def generate_perplexity_tasks(
         docs = read_test_documents(corpus_dir / d / "test.jsonl", max_documents, max_chars)
         data = "".join(json.dumps(doc, ensure_ascii=False) + "\n" for doc in docs)
         data_file = folder / f"{d}.jsonl"
-        _write_if_changed(data_file, data)
-        _write_if_changed(folder / f"{task_name(d)}.yaml", _dump_yaml(task_config(d, data_file)))
+        write_if_changed(data_file, data)
+        write_if_changed(folder / f"{task_name(d)}.yaml", dump_yaml(task_config(d, data_file)))
         info[d] = {
             "task": task_name(d),
             "data_file": str(data_file),
@@ -183,23 +189,29 @@ def generate_perplexity_tasks(
             "bytes": sum(len(doc["text"].encode("utf-8")) for doc in docs),
             "sha256": hashlib.sha256(data.encode("utf-8")).hexdigest(),
         }
-    _write_if_changed(folder / f"{GROUP}.yaml", _dump_yaml(group_config([task_name(d) for d in domains])))
+    write_if_changed(folder / f"{GROUP}.yaml", dump_yaml(group_config([task_name(d) for d in domains])))
     manifest = {
         "group": GROUP,
         "tasks": {d: task_name(d) for d in domains},
         "domains": info,
         "params": {"corpus_dir": str(corpus_dir), "max_documents": max_documents, "max_chars": max_chars},
     }
-    _write_if_changed(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    write_if_changed(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def generator_parser(module: str, doc: str, subdir: str) -> argparse.ArgumentParser:
+    """The arguments every task generator takes."""
+    p = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n")[0])
+    p.add_argument("--corpus-dir", required=True, help="folder with {domain}/test.jsonl")
+    p.add_argument("--out", required=True, help=f"output folder (tasks go to OUT/{subdir})")
+    p.add_argument("--domains", nargs="+", help="domains to include (default: all with a test.jsonl)")
+    return p
 
 
 @main_guard
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m eval.tasks", description=__doc__.split("\n")[0])
-    p.add_argument("--corpus-dir", required=True, help="folder with {domain}/test.jsonl")
-    p.add_argument("--out", required=True, help="output folder (tasks go to OUT/perplexity)")
-    p.add_argument("--domains", nargs="+", help="domains to include (default: all with a test.jsonl)")
+    p = generator_parser("eval.tasks", __doc__, SUBDIR)
     p.add_argument("--max-documents", type=int, default=100, help="at most N evaluation pieces per domain")
     p.add_argument("--max-chars", type=int, default=4000, help="cut test documents into pieces of at most this many characters")
     args = p.parse_args(argv)

@@ -163,6 +163,12 @@ def check_semantics(config: dict) -> None:
             f"training: batch_size {training['batch_size']} is not a multiple of processes × micro_batch_size "
             f"= {training['processes']} × {training['micro_batch_size']}"
         )
+    downstream = config["downstream"]
+    if any(t.startswith("mixbench_") for t in downstream["tasks"]):
+        for size in config["grid"]["sizes"]:
+            if size in SIZES and downstream["continuation_chars"] >= SIZES[size].n_positions:
+                problems.append(f"downstream.continuation_chars ({downstream['continuation_chars']}) must be below "
+                                f"size {size!r}'s context of {SIZES[size].n_positions} tokens")
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
 

@@ -16,8 +16,12 @@ from mixbench.errors import ConfigError
 from strategies import get_strategy_class
 from corpus.build import SPLITS
 
+from eval.task_index import GENERATED as GENERATED_TASKS, check_task_names
+
 try:
     config = mbconfig.validate(config)
+    # Registry names are looked up once per lm-eval version (~20 s), then from the cache.
+    check_task_names(config["downstream"]["tasks"], cache_dir=f"{config['data_dir']}/lm_eval_tasks")
 except ConfigError as exc:
     sys.exit(f"mixbench: {exc}")
 

@@ -37,3 +37,46 @@ rule evaluate_perplexity:
     shell:
         "{PY} -m eval.run --model {params.model} --tasks-dir {DATA}/lm_eval_tasks --out {output}"
         " --batch-size {EVAL_BATCH_SIZE} --threads {threads} > {log} 2>&1"
+
+
+# Downstream tasks: the offline groups generated from the test splits and/or lm-eval registry tasks.
+DOWNSTREAM = config["downstream"]
+GENERATED_DOWNSTREAM = [t for t in DOWNSTREAM["tasks"] if t in GENERATED_TASKS]
+
+
+rule downstream_tasks:
+    input:
+        rules.build_corpus.output.manifest,
+    output:
+        f"{DATA}/lm_eval_tasks/downstream/tasks.json",
+    params:
+        fingerprint=fingerprint("corpus", "downstream"),
+        domains=" ".join(DOMAINS),
+        d=DOWNSTREAM,
+    log:
+        f"{LOGS}/downstream_tasks.log",
+    shell:
+        "{PY} -m eval.downstream_tasks --corpus-dir {DATA}/corpus --out {DATA}/lm_eval_tasks --domains {params.domains}"
+        " --examples-per-domain {params.d[examples_per_domain]} --seed {params.d[seed]}"
+        " --context-chars {params.d[context_chars]} --continuation-chars {params.d[continuation_chars]}"
+        " --choices {params.d[choices]} > {log} 2>&1"
+
+
+rule evaluate_downstream:
+    input:
+        run=f"{RUNS}/{{size}}/{{strategy}}/seed{{seed}}/final/run.json",
+        tasks=rules.downstream_tasks.output if GENERATED_DOWNSTREAM else [],
+    output:
+        f"{RUNS}/{{size}}/{{strategy}}/seed{{seed}}/final/eval/downstream.json",
+    params:
+        model=lambda w: f"{run_dir(w.size, w.strategy, w.seed, 'final')}/model",
+        fingerprint=fingerprint("downstream"),
+        tasks=" ".join(DOWNSTREAM["tasks"]),
+        limit=f"--limit {DOWNSTREAM['limit']}" if DOWNSTREAM["limit"] else "",
+    threads: config["training"]["threads"]
+    log:
+        f"{LOGS}/eval/{{size}}-{{strategy}}-seed{{seed}}-downstream.log",
+    shell:
+        "{PY} -m eval.downstream --model {params.model} --tasks {params.tasks} --tasks-dir {DATA}/lm_eval_tasks"
+        " --out {output} --num-fewshot {DOWNSTREAM[num_fewshot]} --batch-size {EVAL_BATCH_SIZE} {params.limit}"
+        " --threads {threads} > {log} 2>&1"
