@@ -1,0 +1,134 @@
+"""Read finished runs into long pandas tables, one row per measured number.
+
+Every reader walks the grid (sizes × strategies × seeds, in config order) and each strategy's
+stages as its declaration derives them, so a new strategy appears with no change here. Rows carry
+provenance: the config hash and git commit of the run, the seed and package versions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+
+from mixbench.errors import DataError
+from mixbench.io import read_json
+
+PPL_METRICS = {"bits_per_byte": "bits_per_byte", "perplexity": "word_perplexity", "byte_perplexity": "byte_perplexity"}
+PROVENANCE = ("config_hash", "git_commit")
+VERSIONED = ("torch", "transformers", "lm_eval")
+
+
+def grid_cells(config: dict) -> Iterator[tuple[str, str, int, Path]]:
+    """(size, strategy, seed, folder of the cell) for every cell of the grid, in grid order."""
+    for size in config["grid"]["sizes"]:
+        for strategy in config["grid"]["strategies"]:
+            for seed in config["grid"]["seeds"]:
+                yield size, strategy, seed, Path(config["runs_dir"]) / size / strategy / f"seed{seed}"
+
+
+def stages(config: dict, strategy: str) -> list[str]:
+    from mixbench.config import strategy_class_name, strategy_hparams
+    from strategies import get_strategy_class
+
+    cls = get_strategy_class(strategy_class_name(config, strategy))
+    return cls.stages_for({**cls.defaults, **strategy_hparams(config, strategy)})
+
+
+def _read(path: Path) -> dict:
+    if not path.exists():
+        raise DataError(f"{path} is missing: run `snakemake --cores all` to finish the grid first")
+    return read_json(path)
+
+
+def provenance(run: dict) -> dict:
+    info = {key: run[key] for key in PROVENANCE}
+    info.update({f"{pkg}_version": v for pkg, v in run["versions"].items() if pkg in VERSIONED})
+    return info
+
+
+def perplexity(config: dict) -> pd.DataFrame:
+    """size, strategy, seed, domain, bits_per_byte, perplexity (word), byte_perplexity, provenance."""
+    rows = []
+    for size, strategy, seed, cell in grid_cells(config):
+        run, results = _read(cell / "final" / "run.json"), _read(cell / "final" / "eval" / "perplexity.json")
+        missing = [d for d in config["corpus"]["domains"] if d not in results["tasks"]]
+        if missing:
+            raise DataError(f"{cell / 'final' / 'eval' / 'perplexity.json'} has no result for domain(s) {missing}; "
+                            "rerun its evaluation")
+        for domain in config["corpus"]["domains"]:  # corpus order, which every table keeps
+            metrics = results["tasks"][domain]
+            rows.append({"size": size, "strategy": strategy, "seed": seed, "domain": domain,
+                         **{column: metrics[key] for column, key in PPL_METRICS.items()}, **provenance(run)})
+    return pd.DataFrame(rows)
+
+
+def downstream(config: dict) -> pd.DataFrame:
+    """size, strategy, seed, task (as configured), subtask, domain, metric, value, stderr, examples."""
+    columns = ["size", "strategy", "seed", "task", "subtask", "domain", "metric", "value", "stderr", "examples"]
+    rows = []
+    if not config["downstream"]["tasks"]:
+        return pd.DataFrame(columns=columns)
+    for size, strategy, seed, cell in grid_cells(config):
+        run, results = _read(cell / "final" / "run.json"), _read(cell / "final" / "eval" / "downstream.json")
+        for subtask, record in results["tasks"].items():
+            for metric, value in record["metrics"].items():
+                if metric.endswith("_stderr"):
+                    continue
+                rows.append({"size": size, "strategy": strategy, "seed": seed, "task": record["group"],
+                             "subtask": subtask, "domain": record["domain"], "metric": metric, "value": value,
+                             "stderr": record["metrics"].get(f"{metric}_stderr"), "examples": record["examples"],
+                             **provenance(run)})
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)
+
+
+def weights(config: dict) -> pd.DataFrame:
+    """The mixture each final model trained on (for a schedule: its mean over steps)."""
+    rows = []
+    for size, strategy, seed, cell in grid_cells(config):
+        mixture, run = _read(cell / "final" / "weights.json"), _read(cell / "final" / "run.json")
+        rows += [{"size": size, "strategy": strategy, "seed": seed, "domain": d, "weight": w, **provenance(run)}
+                 for d, w in zip(mixture["domains"], mixture["final_weights"])]
+    return pd.DataFrame(rows)
+
+
+def trajectories(config: dict) -> pd.DataFrame:
+    """Every traced weight vector (``alpha`` in a stage's trace.jsonl: DoReMi's proxy, ...)."""
+    rows = []
+    domains = config["corpus"]["domains"]
+    for size, strategy, seed, cell in grid_cells(config):
+        for stage in stages(config, strategy):
+            for record in trace(cell / stage):
+                if "alpha" in record:
+                    rows += [{"size": size, "strategy": strategy, "seed": seed, "stage": stage,
+                              "step": record["step"], "domain": d, "weight": w}
+                             for d, w in zip(domains, record["alpha"])]
+    return pd.DataFrame(rows, columns=["size", "strategy", "seed", "stage", "step", "domain", "weight"])
+
+
+def compute(config: dict) -> pd.DataFrame:
+    """One row per stage of every cell: its size, parameters, tokens, FLOPs and wall time.
+
+    ``flops`` counts every forward and backward pass the stage made, a strategy's own
+    overheads included; ``train_flops`` is 6·N·D for the training tokens alone."""
+    rows = []
+    for size, strategy, seed, cell in grid_cells(config):
+        for stage in stages(config, strategy):
+            run = _read(cell / stage / "run.json")
+            rows.append({"size": size, "strategy": strategy, "seed": seed, "stage": stage,
+                         "stage_size": run["size"], "steps": run["steps"], "parameters": run["parameters"],
+                         "tokens": run["tokens"], "train_flops": run["train_flops"],
+                         # Runs written before overheads were counted have only 6·N·D.
+                         "flops": run.get("flops", run["train_flops"]),
+                         "train_seconds": run["train_seconds"], "wall_seconds": run["wall_seconds"],
+                         **provenance(run)})
+    return pd.DataFrame(rows)
+
+
+def trace(stage_dir: Path) -> list[dict]:
+    path = stage_dir / "trace.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -1,0 +1,136 @@
+"""Summary tables from the long result frames: mean ± std over seeds, paired comparisons with the
+baseline strategy, compute. Each table is written as Markdown and LaTeX (the long CSVs are the
+machine-readable form)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from eval.stats import paired_bootstrap, wins
+from mixbench.io import write_text
+
+KEYS = ["size", "strategy"]
+
+
+def baseline_of(grid: dict) -> str:
+    """Every strategy is compared with uniform, or with the grid's first strategy without it."""
+    return "uniform" if "uniform" in grid["strategies"] else grid["strategies"][0]
+
+
+def spread_label(grid: dict) -> str:
+    n = len(grid["seeds"])
+    return f"mean ± std over {n} seeds" if n > 1 else "one seed"
+
+
+def per_seed(long: pd.DataFrame, value: str, column: str, summaries: bool, higher_is_better: bool = False) -> pd.DataFrame:
+    """Index (size, strategy, seed); one column per ``column`` value in first-seen order, and
+    with ``summaries`` the macro average over them and the worst of them, per seed."""
+    wide = long.pivot_table(index=[*KEYS, "seed"], columns=column, values=value, sort=False)
+    wide = wide[list(dict.fromkeys(long[column]))]
+    items = list(wide.columns)
+    if summaries:
+        wide["macro avg"] = wide[items].mean(axis=1)  # unweighted: every domain counts the same
+        wide["worst"] = wide[items].min(axis=1) if higher_is_better else wide[items].max(axis=1)
+    return wide
+
+
+def mean_std_cells(wide: pd.DataFrame, grid: dict, fmt: str) -> pd.DataFrame:
+    """'mean ± std' over seeds per (size, strategy), rows in grid order."""
+    grouped = wide.groupby(level=KEYS, sort=False)
+    mean, std = grouped.mean(), grouped.std(ddof=1)
+    cells = mean.map(lambda m: format(m, fmt))
+    if len(grid["seeds"]) > 1:
+        cells = cells + " ± " + std.map(lambda s: format(s, fmt))
+    order = pd.MultiIndex.from_product([grid["sizes"], grid["strategies"]], names=KEYS)
+    return cells.reindex(order).reset_index()
+
+
+def comparison_rows(wide: pd.DataFrame, grid: dict, label: str, items: list[str], higher_is_better: bool,
+                    summaries: tuple[str, ...] = ("macro avg", "worst")) -> list[dict]:
+    """Paired comparison of every strategy with the baseline on the same seeds: the mean
+    difference of each summary with its bootstrap 95% interval, and the wins over ``items``."""
+    base = baseline_of(grid)
+    rows = []
+    for size in grid["sizes"]:
+        if (size, base) not in wide.index.droplevel("seed"):
+            continue
+        reference = wide.loc[(size, base)]
+        for strategy in grid["strategies"]:
+            if strategy == base or (size, strategy) not in wide.index.droplevel("seed"):
+                continue
+            ours = wide.loc[(size, strategy)]
+            seeds = sorted(set(ours.index) & set(reference.index))
+            k, n = wins(ours[items].mean(), reference[items].mean(), lower_is_better=not higher_is_better)
+            for i, summary in enumerate(summaries):
+                d = paired_bootstrap(ours.loc[seeds, summary], reference.loc[seeds, summary])
+                better = d.mean > 0 if higher_is_better else d.mean < 0
+                rows.append({"size": size, "strategy": strategy, "baseline": base, "metric": f"{label}, {summary}",
+                             "higher_is_better": higher_is_better, "baseline_mean": reference.loc[seeds, summary].mean(),
+                             "strategy_mean": ours.loc[seeds, summary].mean(), "difference": d.mean, "ci_low": d.low,
+                             "ci_high": d.high, "pairs": d.pairs,
+                             # Wins count the items once, on the summary row that averages them.
+                             "wins": k if i == 0 else None, "items": n if i == 0 else None,
+                             "verdict": ("better" if better else "worse") if d.excludes_zero() else "within noise"})
+    return rows
+
+
+def comparison_markdown(rows: pd.DataFrame) -> pd.DataFrame:
+    shown = pd.DataFrame({
+        "size": rows["size"], "strategy": rows["strategy"], "metric": rows["metric"],
+        "strategy − baseline": [f"{d:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+                                for d, lo, hi in zip(rows["difference"], rows["ci_low"], rows["ci_high"])],
+        "wins": ["" if pd.isna(k) else f"{int(k)} of {int(n)}" for k, n in zip(rows["wins"], rows["items"])],
+        "seeds": rows["pairs"], "verdict": rows["verdict"],
+    })
+    return shown
+
+
+def downstream_summary(long: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """Per seed, the macro average of each (task, metric) over the task's subtasks."""
+    summary = long.groupby([*KEYS, "seed", "task", "metric"], sort=False)["value"].mean().rename("value").reset_index()
+    summary["column"] = summary["task"] + " " + summary["metric"]
+    pairs = list(dict.fromkeys(zip(summary["task"], summary["metric"])))
+    return summary, pairs
+
+
+def compute_table(compute: pd.DataFrame, grid: dict) -> pd.DataFrame:
+    """FLOPs per stage and in total (mean over seeds), relative to the baseline, and wall time."""
+    flops = compute.pivot_table(index=[*KEYS, "seed"], columns="stage", values="flops", aggfunc="sum", sort=False)
+    # Pipeline order: reference, proxy (and its rounds), final.
+    stages = sorted(dict.fromkeys(compute["stage"]), key=lambda s: ({"reference": 0, "final": 2}.get(s, 1), s))
+    flops = flops[stages]
+    totals = pd.DataFrame({
+        "total": flops.sum(axis=1),
+        "tokens": compute.groupby([*KEYS, "seed"], sort=False)["tokens"].sum(),
+        "hours": compute.groupby([*KEYS, "seed"], sort=False)["wall_seconds"].sum() / 3600,
+    })
+    mean = pd.concat([flops, totals], axis=1).groupby(level=KEYS, sort=False).mean()
+    base = mean["total"].xs(baseline_of(grid), level="strategy") if baseline_of(grid) in mean.index.get_level_values(1) else None
+    out = pd.DataFrame(index=mean.index)
+    for stage in stages:
+        out[f"{stage} FLOPs"] = mean[stage].map(lambda v: "" if np.isnan(v) else f"{v:.3g}")
+    out["total FLOPs"] = mean["total"].map(lambda v: f"{v:.3g}")
+    if base is not None:
+        out["× baseline"] = [f"{t / base[size]:.2f}" for (size, _), t in mean["total"].items()]
+    out["tokens"] = mean["tokens"].map(lambda v: f"{v:.3g}")
+    hours = totals["hours"].groupby(level=KEYS, sort=False)
+    out["wall time (h)"] = [f"{m:.3f}" + (f" ± {s:.3f}" if len(grid["seeds"]) > 1 else "")
+                            for m, s in zip(hours.mean(), hours.std(ddof=1))]
+    return out.reset_index()
+
+
+def to_latex(frame: pd.DataFrame, caption: str) -> str:
+    body = frame.to_latex(index=False, escape=True, column_format="l" * len(frame.columns))
+    body = body.replace("±", r"$\pm$").replace("−", "-").replace("×", r"$\times$")
+    return f"% {caption}\n{body}"
+
+
+def write_sections(out_dir: Path, name: str, sections: list[tuple[str, pd.DataFrame]]) -> None:
+    """``name.md`` with a heading per section and ``name.tex`` with a tabular per section."""
+    md = [f"## {title}\n\n" + frame.to_markdown(index=False, disable_numparse=True) for title, frame in sections]
+    write_text(out_dir / f"{name}.md", "\n\n".join(md) + "\n")
+    write_text(out_dir / f"{name}.tex", "\n".join(to_latex(frame, title) for title, frame in sections))
+
