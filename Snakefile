@@ -1,9 +1,12 @@
 # mixbench: compare data-mixing strategies for GPT-2 pre-training.
 #   snakemake --cores all                                  default CPU grid
 #   snakemake --cores all --configfile config/paper.yaml   GPT-2 small/medium/large grid (GPUs)
+#   snakemake --cores 1 figures                           tables and figures from finished runs (never trains)
+#   snakemake --report results/report.html                 HTML report with every table and figure
 # Every step is also runnable by hand as `python -m <package>.<module>` (see each rule's shell).
 
 configfile: f"{workflow.basedir}/config/config.yaml"
+report: "rules/report/workflow.rst"
 
 
 include: "rules/common.smk"
@@ -16,4 +19,5 @@ include: "rules/results.smk"
 rule all:
     input:
         TABLES,
+        FIGURE_FILES,
     default_target: True

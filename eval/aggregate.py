@@ -2,7 +2,7 @@
 
     python -m eval.aggregate --config config/config.yaml
 
-Writes to ``{results_dir}/tables/`` (every ``.md`` also as ``.tex``):
+Writes to ``{results_dir}/tables/`` (every ``.md`` also as ``.tex`` and ``.html``):
 
 - ``perplexity.csv`` (long: size, strategy, seed, domain, bits per byte, word and byte
   perplexity, provenance) and ``perplexity.md``: mean ± std over seeds per strategy and
@@ -36,7 +36,7 @@ CSV_ONLY = ("trajectories",)
 
 
 def table_files(name: str) -> list[str]:
-    return [f"{name}.csv"] if name in CSV_ONLY else [f"{name}.{ext}" for ext in ("csv", "md", "tex")]
+    return [f"{name}.csv"] if name in CSV_ONLY else [f"{name}.{ext}" for ext in ("csv", "md", "tex", "html")]
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:

@@ -13,7 +13,7 @@ model's greedy continuation.
 ``mixbench_choice`` (``multiple_choice``; metrics ``acc`` and ``acc_norm``): which continuation
 is the real one. The start of a passage is followed by ``choices`` candidate continuations: its
 own and ones cut the same way from other passages of the same domain. ``acc`` picks the most
-likely candidate, ``acc_norm`` the most likely per byte (candidates differ in length).
+likely candidate, ``acc_norm`` the most likely per character (candidates differ in length).
 
 Construction, deterministic for a given test split and seed:
 

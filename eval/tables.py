@@ -133,4 +133,7 @@ def write_sections(out_dir: Path, name: str, sections: list[tuple[str, pd.DataFr
     md = [f"## {title}\n\n" + frame.to_markdown(index=False, disable_numparse=True) for title, frame in sections]
     write_text(out_dir / f"{name}.md", "\n\n".join(md) + "\n")
     write_text(out_dir / f"{name}.tex", "\n".join(to_latex(frame, title) for title, frame in sections))
+    # For the Snakemake report, which shows HTML but not Markdown.
+    html = [f"<h3>{title}</h3>\n" + frame.to_html(index=False, border=0) for title, frame in sections]
+    write_text(out_dir / f"{name}.html", "\n".join(html) + "\n")
 

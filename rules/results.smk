@@ -1,6 +1,8 @@
 # Tables and figures from finished runs. These rules never train or evaluate: they only read
 # run.json, the evaluation results and traces. Their code is an input, so editing the
 # aggregation or plotting code rebuilds them (and nothing upstream).
+from pathlib import Path
+
 from eval.aggregate import CSV_ONLY, TABLE_NAMES, table_files
 
 TABLES = [f"{RESULTS}/tables/{f}" for name in (*TABLE_NAMES, *CSV_ONLY) for f in table_files(name)]
@@ -25,8 +27,37 @@ rule tables:
         ],
         code=code("aggregate", "collect", "tables", "stats"),
     output:
-        TABLES,
+        # The HTML versions go into `snakemake --report`, which cannot show Markdown.
+        [
+            report(path, caption=f"report/tables/{Path(path).stem}.rst", category="Tables",
+                   labels={"table": Path(path).stem}) if path.endswith(".html") else path
+            for path in TABLES
+        ],
     log:
         f"{LOGS}/tables.log",
     shell:
         "{PY} -m eval.aggregate --config {CONFIG_FILE} > {log} 2>&1"
+
+
+from eval.figures import FORMATS, figure_names
+
+FIGURES = figure_names(config)
+FIGURE_FILES = [f"{RESULTS}/figures/{name}.{fmt}" for name in FIGURES for fmt in FORMATS]
+
+
+rule figures:
+    input:
+        TABLES,
+        code=code("figures", "gradient_figures"),
+    output:
+        [
+            report(f"{RESULTS}/figures/{name}.png", caption=f"report/figures/{name}.rst", category="Figures",
+                   labels={"figure": name})
+            for name in FIGURES
+        ],
+        [f"{RESULTS}/figures/{name}.pdf" for name in FIGURES],
+    log:
+        f"{LOGS}/figures.log",
+    shell:
+        "{PY} -m eval.figures --config {CONFIG_FILE} > {log} 2>&1"
+

@@ -1,0 +1,87 @@
+"""Tables and figures from a fixture of finished runs (tests/run_fixture.py): every file is
+produced and non-empty, and the statistics come out as the fixture's known shifts dictate."""
+
+import pandas as pd
+import pytest
+
+from conftest import make_test_config
+from eval.aggregate import CSV_ONLY, TABLE_NAMES, aggregate, table_files
+from eval.figures import FORMATS, figure_names, make_figures
+from mixbench import config as cfg
+from run_fixture import SHIFT, write_grid
+
+REPORT_CAPTIONS = make_test_config.__globals__["REPO"] / "rules" / "report"
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("grid")
+    config = cfg.validate(make_test_config(root, grid={"sizes": ["test", "tiny"], "seeds": [0, 1, 2],
+                                                       "strategies": ["uniform", "natural", "doremi", "dograph"]}))
+    write_grid(config)
+    aggregate(config)
+    make_figures(config)
+    return config, root / "results"
+
+
+def test_every_table_is_written_in_every_format(results):
+    _, out = results
+    for name in (*TABLE_NAMES, *CSV_ONLY):
+        for f in table_files(name):
+            assert (out / "tables" / f).stat().st_size > 100, f
+    assert "\\begin{tabular}" in (out / "tables" / "perplexity.tex").read_text()
+    assert "<table" in (out / "tables" / "comparison.html").read_text()
+
+
+def test_paired_comparison_recovers_the_known_shifts(results):
+    _, out = results
+    comparison = pd.read_csv(out / "tables" / "comparison.csv")
+    macro = comparison[comparison.metric == "bits per byte, macro avg"].set_index(["size", "strategy"])
+    for size in ("test", "tiny"):
+        for strategy in ("natural", "doremi", "dograph"):
+            row = macro.loc[(size, strategy)]
+            assert row["difference"] == pytest.approx(SHIFT[strategy])
+            assert row["ci_low"] == pytest.approx(SHIFT[strategy]) and row["ci_high"] == pytest.approx(SHIFT[strategy])
+            assert row["wins"] == (6 if SHIFT[strategy] < 0 else 0) and row["items"] == 6 and row["pairs"] == 3
+            assert row["verdict"] == ("better" if SHIFT[strategy] < 0 else "worse")
+    assert set(comparison.metric) >= {"mixbench_cloze acc, macro avg", "mixbench_choice acc_norm, macro avg"}
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in (out / "tables" / "comparison.md").read_text().splitlines()
+            if line.startswith("| test ")]
+    assert ["test", "doremi", "bits per byte, macro avg", "-0.1000 [-0.1000, -0.1000]", "6 of 6", "3", "better"] in rows
+
+
+def test_compute_counts_every_stage(results):
+    _, out = results
+    compute = pd.read_csv(out / "tables" / "compute.csv")
+    doremi = compute[(compute.strategy == "doremi") & (compute["size"] == "tiny") & (compute.seed == 0)]
+    assert list(doremi.stage) == ["reference", "proxy", "final"]
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in
+            (out / "tables" / "compute.md").read_text().splitlines()[4:]}
+    # reference 1 + proxy 1.5 + final 1 = 3.5 times uniform's single stage.
+    assert "| 3.50 " in rows["tiny", "doremi"] and "| 1.00 " in rows["tiny", "natural"]
+
+
+def test_every_figure_is_written_as_png_and_pdf_with_a_report_caption(results):
+    config, out = results
+    names = figure_names(config)
+    assert names == ["mixtures", "trajectories", "bits_per_byte", "downstream", "compute_vs_quality", "bpb_vs_size",
+                     "gradient_pca", "dograph_graph"]
+    signatures = {"png": b"\x89PNG", "pdf": b"%PDF"}
+    for name in names:
+        for fmt in FORMATS:
+            data = (out / "figures" / f"{name}.{fmt}").read_bytes()
+            assert data.startswith(signatures[fmt]) and len(data) > 5000, (name, fmt)
+        assert (REPORT_CAPTIONS / "figures" / f"{name}.rst").read_text().strip(), name
+    for name in TABLE_NAMES:
+        assert (REPORT_CAPTIONS / "tables" / f"{name}.rst").read_text().strip(), name
+
+
+def test_figures_follow_the_grid(tmp_path):
+    config = cfg.validate(make_test_config(tmp_path, grid={"strategies": ["uniform", "natural"]},
+                                           downstream={"tasks": []}))
+    assert figure_names(config) == ["mixtures", "trajectories", "bits_per_byte", "compute_vs_quality"]
+    write_grid(config)
+    aggregate(config)
+    make_figures(config)  # nothing moves: the trajectory figure says so instead of failing
+    assert (tmp_path / "results" / "figures" / "trajectories.png").stat().st_size > 1000
+    assert "no downstream task configured" in (tmp_path / "results" / "tables" / "downstream.md").read_text()
