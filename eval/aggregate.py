@@ -81,6 +81,8 @@ def aggregate(config: dict) -> None:
     write_sections(out, "downstream", sections)
 
     comparison = pd.DataFrame(comparisons)
+    for key in collect.PROVENANCE:  # the runs each row summarises
+        comparison[key] = ";".join(sorted(set(ppl[key].astype(str))))
     write_csv(comparison, out / "comparison.csv")
     title = (f"Each strategy minus {base} on the same seeds: mean difference [paired bootstrap 95% interval]; "
              "wins = domains or subtasks where its mean is better")
