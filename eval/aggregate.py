@@ -74,10 +74,9 @@ def aggregate(config: dict) -> None:
             items = [c for c in by_item.columns if c not in ("macro avg", "worst")]
             comparisons += comparison_rows(by_item, grid, f"{task} {metric}", items, higher_is_better=True,
                                            summaries=("macro avg",))
-        write_csv(down, out / "downstream.csv")
     else:
-        write_csv(down, out / "downstream.csv")
         sections.append(("Downstream", pd.DataFrame({"note": ["no downstream task configured (downstream.tasks)"]})))
+    write_csv(down, out / "downstream.csv")
     write_sections(out, "downstream", sections)
 
     comparison = pd.DataFrame(comparisons)

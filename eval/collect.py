@@ -29,11 +29,18 @@ def grid_cells(config: dict) -> Iterator[tuple[str, str, int, Path]]:
                 yield size, strategy, seed, Path(config["runs_dir"]) / size / strategy / f"seed{seed}"
 
 
-def stages(config: dict, strategy: str) -> list[str]:
-    from mixbench.config import strategy_class_name, strategy_hparams
+def strategy_class(config: dict, strategy: str):
+    """The implementation behind a strategy name of the config."""
+    from mixbench.config import strategy_class_name
     from strategies import get_strategy_class
 
-    cls = get_strategy_class(strategy_class_name(config, strategy))
+    return get_strategy_class(strategy_class_name(config, strategy))
+
+
+def stages(config: dict, strategy: str) -> list[str]:
+    from mixbench.config import strategy_hparams
+
+    cls = strategy_class(config, strategy)
     return cls.stages_for({**cls.defaults, **strategy_hparams(config, strategy)})
 
 

@@ -48,7 +48,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from eval.tasks import MANIFEST, check_domains, dump_yaml, generator_parser, pieces, truncate, write_if_changed
+from eval.tasks import (MANIFEST, check_domains, dump_yaml, generator_parser, pieces, remove_stale, truncate,
+                        write_if_changed)
 from mixbench.cli import main_guard
 from mixbench.errors import ConfigError, DataError
 
@@ -163,11 +164,8 @@ def generate_downstream_tasks(
     corpus_dir, domains = check_domains(corpus_dir, domains)
     folder = Path(out_dir).resolve() / SUBDIR
     folder.mkdir(parents=True, exist_ok=True)
-    keep = {MANIFEST, *(f"{f}.yaml" for f in GROUPS)}
-    keep |= {task_name(f, d) + ext for f in GROUPS for d in domains for ext in (".yaml", ".jsonl")}
-    for stale in folder.iterdir():  # tasks of domains no longer generated must not be indexed
-        if stale.is_file() and stale.name not in keep:
-            stale.unlink()
+    remove_stale(folder, {*(f"{f}.yaml" for f in GROUPS),
+                          *(task_name(f, d) + ext for f in GROUPS for d in domains for ext in (".yaml", ".jsonl"))})
     info: dict[str, dict[str, Any]] = {family: {} for family in GROUPS}
     for d in domains:
         passages = test_passages(corpus_dir / d / "test.jsonl", context_chars + continuation_chars)

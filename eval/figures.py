@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from eval.tables import downstream_summary, per_seed
 from mixbench.cli import config_command
 from mixbench.io import atomic_path
 
@@ -25,8 +26,7 @@ FORMATS = ("png", "pdf")
 
 def figure_names(config: dict) -> list[str]:
     """The figures this config produces, known before any run exists."""
-    from mixbench.config import strategy_class_name
-    from strategies import get_strategy_class
+    from eval.collect import strategy_class
 
     names = ["mixtures", "trajectories", "bits_per_byte"]
     if config["downstream"]["tasks"]:
@@ -34,7 +34,7 @@ def figure_names(config: dict) -> list[str]:
     names.append("compute_vs_quality")
     if len(config["grid"]["sizes"]) > 1:
         names.append("bpb_vs_size")
-    probed = any("example_gradient_features" in get_strategy_class(strategy_class_name(config, s)).signals
+    probed = any("example_gradient_features" in strategy_class(config, s).signals
                  for s in config["grid"]["strategies"])
     if probed:
         names += ["gradient_pca", "dograph_graph"]
@@ -81,7 +81,8 @@ def size_panels(plt, sizes: list[str], width: float = 7.5, height: float = 4.0):
 
 
 def macro_per_seed(ppl: pd.DataFrame) -> pd.DataFrame:
-    return ppl.groupby(["size", "strategy", "seed"], sort=False)["bits_per_byte"].mean().rename("macro").reset_index()
+    """size, strategy, seed and the macro-average bits per byte, as in the perplexity table."""
+    return per_seed(ppl, "bits_per_byte", "domain", summaries=True)["macro avg"].rename("macro").reset_index()
 
 
 class Figures:
@@ -151,7 +152,7 @@ class Figures:
 
     def downstream(self):
         long = self.downstream_long
-        summary = long.groupby(["size", "strategy", "seed", "task", "metric"], sort=False)["value"].mean().reset_index()
+        summary, _ = downstream_summary(long)
         summary["item"] = summary["task"] + "\n" + summary["metric"]
         items = list(dict.fromkeys(summary["item"]))
         fig, axes = size_panels(self.plt, self.sizes, width=max(6, 1.2 * len(items)))

@@ -138,14 +138,11 @@ def write_if_changed(path: Path, text: str) -> None:
     write_text(path, text)
 
 
-def _remove_stale(folder: Path, domains: Sequence[str]) -> None:
-    """Drop files of domains no longer generated, so lm-eval does not index stale tasks."""
-    keep = set(domains)
-    for path in folder.glob(TASK_PREFIX + "*.yaml"):
-        if path.stem[len(TASK_PREFIX):] not in keep:
-            path.unlink()
-    for path in folder.glob("*.jsonl"):
-        if path.stem not in keep:
+def remove_stale(folder: Path, keep: set[str]) -> None:
+    """Drop generated task files (.yaml, .jsonl) not named in ``keep``, so lm-eval does not
+    index tasks of domains no longer generated."""
+    for path in folder.iterdir():
+        if path.suffix in (".yaml", ".jsonl") and path.name not in keep:
             path.unlink()
 
 
@@ -174,7 +171,8 @@ def generate_perplexity_tasks(
     corpus_dir, domains = check_domains(corpus_dir, domains)
     folder = Path(out_dir).resolve() / SUBDIR
     folder.mkdir(parents=True, exist_ok=True)
-    _remove_stale(folder, domains)
+    remove_stale(folder, {f"{GROUP}.yaml", *(f"{task_name(d)}.yaml" for d in domains),
+                          *(f"{d}.jsonl" for d in domains)})
     info: dict[str, Any] = {}
     for d in domains:
         docs = read_test_documents(corpus_dir / d / "test.jsonl", max_documents, max_chars)
