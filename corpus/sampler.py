@@ -35,6 +35,26 @@ class DomainSampler:
         domains = self.sample_domains(weights, n)
         return self.windows(domains), domains
 
+    def stratified_domains(self, weights: np.ndarray, n: int) -> np.ndarray:
+        """Domains of n rows with the expected counts n·w_i as nearly as possible: each domain
+        gets ⌊n·w_i⌋ rows, the r rows left over go to r distinct domains drawn with probability
+        ∝ the fractional parts (for uniform weights: an equal share each, the remainder to
+        random domains), and the rows are shuffled. Same expectation as i.i.d. draws, less
+        variance, and no domain of weight ≥ 1/n is ever absent."""
+        expected = n * np.asarray(weights, dtype=np.float64)
+        counts = np.floor(expected + 1e-9).astype(np.int64)
+        remainder = n - int(counts.sum())
+        if remainder > 0:
+            fractions = np.clip(expected - counts, 0.0, None)
+            extra = self.rng.choice(len(counts), size=remainder, replace=False, p=fractions / fractions.sum())
+            counts[extra] += 1
+        return self.rng.permutation(np.repeat(np.arange(len(counts)), counts))
+
+    def sample_stratified(self, weights: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Like ``sample``, with the domains of ``stratified_domains``."""
+        domains = self.stratified_domains(weights, n)
+        return self.windows(domains), domains
+
     def windows(self, domains: np.ndarray) -> np.ndarray:
         offsets = self.rng.integers(0, self.starts[domains])
         out = np.empty((len(domains), self.seq_len + 1), dtype=np.int64)

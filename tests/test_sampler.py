@@ -96,3 +96,34 @@ def test_a_domain_shorter_than_a_window_is_refused():
 
     with pytest.raises(DataError, match=r"\['short'\] have fewer than seq_len \+ 1 = 33 tokens"):
         DomainSampler(ShortStore(), seq_len=32, seed=0)
+
+
+def test_stratified_batches_hold_every_domain_in_equal_shares(store):
+    k = len(store.domains)
+    sampler = DomainSampler(store, 32, seed=5)
+    for n in (k, 8, 16, 31):
+        for _ in range(50):
+            _, domains = sampler.sample_stratified(np.full(k, 1 / k), n)
+            counts = np.bincount(domains, minlength=k)
+            assert counts.sum() == n and counts.min() == n // k and counts.max() <= n // k + 1
+    # The remainder goes to random domains, each equally often (chi-square over 3,000 batches of 8).
+    extra = np.zeros(k)
+    for _ in range(3000):
+        extra += np.bincount(sampler.stratified_domains(np.full(k, 1 / k), 8), minlength=k) - 1
+    assert stats.chisquare(extra, np.full(k, extra.sum() / k)).pvalue > 1e-3
+
+
+def test_stratified_counts_have_the_iid_expectation_for_any_weights(store):
+    """Each domain gets ⌊n w⌋ or ⌈n w⌉ rows, and n w on average; zero weight never appears."""
+    k = len(store.domains)
+    weights = np.array([0.0, 0.05, 0.1, 0.15, 0.3, 0.4])[:k]
+    weights /= weights.sum()
+    sampler = DomainSampler(store, 32, seed=9)
+    draws = np.stack([np.bincount(sampler.stratified_domains(weights, 10), minlength=k) for _ in range(4000)])
+    assert np.all(draws >= np.floor(10 * weights)) and np.all(draws <= np.ceil(10 * weights))
+    assert draws[:, 0].max() == 0
+    se = draws.std(axis=0) / np.sqrt(len(draws))
+    assert np.all(np.abs(draws.mean(axis=0) - 10 * weights) <= 4 * se + 1e-12)
+    # The rows are shuffled: the first row is not always the same domain.
+    firsts = [sampler.stratified_domains(weights, 10)[0] for _ in range(200)]
+    assert len(set(firsts)) > 2
