@@ -3,7 +3,8 @@
 How to add a strategy
 ---------------------
 1. Write ``strategies/<module>.py`` with a subclass of ``strategies.base.Strategy``:
-   set ``stages`` (default ``("final",)``), ``signals`` (optional extra training signals),
+   set ``stages`` (default ``("final",)``), ``signals`` (optional extra training signals, by
+   the names of their providers in ``models/signals``; options through ``signal_options``),
    ``defaults`` (its hyperparameters), and implement ``initial_weights()``; override
    ``update(stats)`` to change the weights during training. Do not import torch at module
    level: the workflow reads ``stages`` while it is being parsed.
@@ -16,8 +17,7 @@ How to add a strategy
 
 from __future__ import annotations
 
-import importlib
-
+from mixbench.registry import lazy_load
 from strategies.base import Strategy, StepStats, StrategyContext, validate_weights
 
 REGISTRY: dict[str, str] = {
@@ -36,10 +36,7 @@ def available() -> list[str]:
 
 def get_strategy_class(name: str) -> type[Strategy]:
     """Import and return the class registered as ``name``; KeyError lists the valid names."""
-    if name not in REGISTRY:
-        raise KeyError(f"unknown strategy {name!r}; registered strategies: {', '.join(available())}")
-    module_name, class_name = REGISTRY[name].split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    cls = lazy_load(REGISTRY, name, unknown="unknown strategy", listing="registered strategies")
     if not (isinstance(cls, type) and issubclass(cls, Strategy)):
         raise TypeError(f"{REGISTRY[name]} is not a Strategy subclass")
     return cls
