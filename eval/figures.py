@@ -34,10 +34,8 @@ def figure_names(config: dict) -> list[str]:
     names.append("compute_vs_quality")
     if len(config["grid"]["sizes"]) > 1:
         names.append("bpb_vs_size")
-    probed = any("example_gradient_features" in strategy_class(config, s).signals
-                 for s in config["grid"]["strategies"])
-    if probed:
-        names += ["gradient_pca", "dograph_graph"]
+    for strategy in config["grid"]["strategies"]:  # e.g. DoGraph's gradient PCA and domain graph
+        names += [n for n in strategy_class(config, strategy).extra_figures if n not in names]
     return names
 
 

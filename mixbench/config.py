@@ -24,7 +24,7 @@ SCHEMA_PATH = REPO_ROOT / "rules" / "schemas" / "config.schema.yaml"
 RESERVED_STRATEGY_KEYS = ("strategy", "stages")
 # Fields that change how a job runs but not what it computes: changing them reruns nothing
 # and does not invalidate a checkpoint.
-OPERATIONAL_FIELDS = {"training": ("threads", "checkpoint_every"), "evaluation": ("batch_size",)}
+OPERATIONAL_FIELDS = {"training": ("threads", "checkpoint_every", "reweighted_step"), "evaluation": ("batch_size",)}
 
 
 def _with_defaults(validator_class):
@@ -114,9 +114,9 @@ def stage_training(config: dict, name: str, stage: str, size: str) -> dict:
 
 def check_semantics(config: dict) -> None:
     # Imported here: the registry and size table are light, but keep config importable alone.
+    from models.signals import available as available_signals
     from models.sizes import SIZES
     from strategies import get_strategy_class
-    from strategies.base import IMPLEMENTED_SIGNALS
 
     problems = []
     # Entries outside the grid are checked too: a typo there should not wait until it is used.
@@ -129,12 +129,14 @@ def check_semantics(config: dict) -> None:
             continue
         try:
             cls.check_hparams(strategy_hparams(config, name), config["corpus"]["domains"])
+            cls.check_training(strategy_hparams(config, name), config["training"], config["corpus"]["domains"])
         except ConfigError as exc:
             problems.append(f"strategies.{name}: {exc}")
             continue
-        missing_signals = sorted(set(cls.signals) - IMPLEMENTED_SIGNALS)
+        missing_signals = sorted(set(cls.signals) - set(available_signals()))
         if missing_signals:
-            problems.append(f"strategy {name!r} needs signals the training loop does not compute: {missing_signals}")
+            problems.append(f"strategy {name!r} needs signals no provider computes: {missing_signals} "
+                            f"(models/signals/__init__.py lists {', '.join(available_signals())})")
         stages = cls.stages_for({**cls.defaults, **strategy_hparams(config, name)})
         if "reference" in stages and "proxy" in stages:
             sizes = {s: stage_training(config, name, s, config["grid"]["sizes"][0])["size"] for s in ("reference", "proxy")}

@@ -3,7 +3,11 @@
 The loop samples each step's sequences with the strategy's current weights, trains the
 model on them (AdamW, warmup + cosine decay, clipping, gradient accumulation, DDP when
 launched by torchrun), hands the step's per-domain signals to the strategy, and validates
-whatever weights come back. It knows nothing about any particular strategy.
+whatever weights come back. It knows nothing about any particular strategy or signal: each
+optional signal a strategy declares is computed by its provider (models/signals/), at the steps
+the strategy wants it, in an order where a provider runs after the signals it uses. One kind of
+provider computes the step's gradient itself (per-domain gradients); otherwise the loop makes
+the forward and backward passes, in the orders models/step.py describes.
 """
 
 from __future__ import annotations
@@ -19,14 +23,19 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from corpus.sampler import DomainSampler
-from mixbench.errors import TrainingError
+from mixbench.errors import ConfigError, TrainingError
 from models.checkpoint import load_checkpoint, save_checkpoint
-from models.probe import GradientProbe
+from models.flat_params import unwrap
+from models.gpt2 import count_parameters
 from models.optim import LoopSettings, lr_factor, make_optimizer  # noqa: F401 (LoopSettings: the public API)
-from models.domain_grads import DomainGradients
 from models.runlog import StepLog, TraceLog
+from models.signals import computation_order, provider_class
+from models.signals.base import ProviderHandles, SignalSources, StepContext
 from models.step import Batch, StepPasses
 from strategies.base import StepStats, Strategy, validate_weights
+
+# Bumped when the checkpoint's layout changes: an older checkpoint is not resumed.
+CHECKPOINT_FORMAT = 2
 
 
 class StopRequested:
@@ -42,34 +51,26 @@ class StopRequested:
 
 
 class TrainingLoop:
-    def __init__(self, model, strategy: Strategy, sampler: DomainSampler, settings: LoopSettings,
-                 log_path, checkpoint_path, strategy_name: str, fingerprint: str = "", reference_model=None,
-                 target_sampler: DomainSampler | None = None,
-                 probe_samplers: tuple[DomainSampler, DomainSampler] | None = None, seed: int = 0):
+    def __init__(self, model, strategy: Strategy, sampler: DomainSampler, settings: LoopSettings, *,
+                 log_path, checkpoint_path, strategy_name: str, fingerprint: str = "",
+                 sources: SignalSources | None = None):
         self.model, self.strategy, self.sampler, self.s = model, strategy, sampler, settings
         self.name = strategy_name
         self.domains = sampler.domains
         self.k = len(self.domains)
-        self.raw_model = model.module if hasattr(model, "module") else model
-        self.passes = StepPasses(model, settings.seq_len, self.k, settings.device, settings.bf16, settings.world_size,
-                                 reference_model)
-        self.domain_grads = None
-        if "domain_gradients" in strategy.required_signals():
-            # The unwrapped model: gradients are all-reduced per domain here, not by DDP.
-            self.domain_grads = DomainGradients(self.raw_model, self.passes,
-                                                strategy.domain_gradient_options()["score_params"])
-        self.target_sampler = target_sampler
-        self.probe = None
-        if "example_gradient_features" in strategy.required_signals():
-            options = strategy.probe_options()
-            self.probe = GradientProbe(self.raw_model, options["params"], options["sketch_dim"], seed, settings.device)
-            self.probe_sampler, target_source = probe_samplers
-            per_domain, per_target = strategy.probe_sizes()
-            self.probe_rows = np.repeat(np.arange(self.k), per_domain)
-            # The target batch is drawn once, from a fresh stream: the same after a resume.
-            target_rows = np.repeat(np.arange(self.k), per_target)
-            self.probe_target = torch.from_numpy(target_source.windows(target_rows))
-            self.probe_dir = Path(log_path).parent / "probes"
+        self.raw_model = unwrap(model)  # names, state dicts, functional calls
+        forward_model = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+        self.passes = StepPasses(model=model, seq_len=settings.seq_len, num_domains=self.k, device=settings.device,
+                                 bf16=settings.bf16, world_size=settings.world_size,
+                                 num_parameters=count_parameters(self.raw_model))
+        self.weights = validate_weights(strategy.initial_weights(), self.k, strategy_name, 0)
+        self._check_batch()
+        # One provider per optional signal, in an order where each runs after those it uses.
+        handles = ProviderHandles(model=forward_model, raw_model=self.raw_model, passes=self.passes,
+                                  settings=settings, domains=tuple(self.domains), sources=sources or SignalSources())
+        options = strategy.signal_options()
+        self.providers = [provider_class(name)(name=name, handles=handles, options=options.get(name, {}))
+                          for name in computation_order(strategy.required_signals())]
         self.optimizer = make_optimizer(self.raw_model, settings)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda i: lr_factor(i, settings.warmup_steps, settings.steps, settings.min_lr_ratio)
@@ -77,10 +78,18 @@ class TrainingLoop:
         self.checkpoint_path = checkpoint_path
         self.fingerprint = fingerprint  # of the config the run belongs to: a stale checkpoint is not resumed
         self.step, self.tokens_seen, self.elapsed = 0, 0, 0.0
-        self.weights = validate_weights(strategy.initial_weights(), self.k, strategy_name, 0)
         self._resume()
         self.log = StepLog(log_path, self.domains, self.step) if settings.rank == 0 else None
         self.trace = TraceLog(Path(log_path).with_name("trace.jsonl"), self.step) if settings.rank == 0 else None
+
+    def _check_batch(self) -> None:
+        """A stratified batch must hold every domain it samples from, on every rank."""
+        local = self.s.batch_size // self.s.world_size
+        support = int((self.weights > 0).sum())
+        if self.strategy.stratified_batches() and local < support:
+            raise ConfigError(f"strategy {self.name!r} samples every domain at every step: each of the "
+                              f"{self.s.world_size} process(es) needs at least {support} sequences, but "
+                              f"batch_size {self.s.batch_size} gives {local}")
 
     # -- checkpointing -------------------------------------------------------------------
     def _rng_state(self) -> dict:
@@ -95,15 +104,15 @@ class TrainingLoop:
     def _state(self) -> dict:
         # Per rank: each rank has its own sampler streams and dropout RNG.
         local = {"train": self.sampler.state_dict(),
-                 "target": self.target_sampler.state_dict() if self.target_sampler else None,
-                 "probe": self.probe_sampler.state_dict() if self.probe else None,
+                 "providers": {p.name: p.state_dict() for p in self.providers},
                  **self._rng_state()}
         samplers = [local]
         if self.s.world_size > 1:
             samplers = [None] * self.s.world_size
             dist.all_gather_object(samplers, local)
         return {
-            "fingerprint": self.fingerprint, "step": self.step, "tokens_seen": self.tokens_seen, "elapsed": self.elapsed,
+            "format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint,
+            "step": self.step, "tokens_seen": self.tokens_seen, "elapsed": self.elapsed,
             "token_passes": dict(self.passes.token_passes),
             "weights": self.weights, "model": self.raw_model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -121,9 +130,9 @@ class TrainingLoop:
         state = load_checkpoint(self.checkpoint_path)
         if state is None:
             return
-        if state.get("fingerprint") != self.fingerprint:
-            print(f"warning: {self.checkpoint_path} was written under a different configuration; "
-                  "starting this run from scratch", file=sys.stderr)
+        if state.get("fingerprint") != self.fingerprint or state.get("format") != CHECKPOINT_FORMAT:
+            print(f"warning: {self.checkpoint_path} was written under a different configuration or by an older "
+                  "version of the loop; starting this run from scratch", file=sys.stderr)
             return
         if len(state["samplers"]) != self.s.world_size:
             raise TrainingError(
@@ -136,10 +145,8 @@ class TrainingLoop:
         self.strategy.load_state_dict(state["strategy"])
         local = state["samplers"][self.s.rank]
         self.sampler.load_state_dict(local["train"])
-        if self.target_sampler is not None:
-            self.target_sampler.load_state_dict(local["target"])
-        if self.probe is not None:
-            self.probe_sampler.load_state_dict(local["probe"])
+        for provider in self.providers:
+            provider.load_state_dict(local["providers"][provider.name])
         self._set_rng_state(local)
         self.step, self.tokens_seen, self.elapsed = state["step"], state["tokens_seen"], state["elapsed"]
         self.passes.token_passes.update(state.get("token_passes", {}))
@@ -156,45 +163,25 @@ class TrainingLoop:
     def _batch(self) -> Batch:
         s = self.s
         local_batch = s.batch_size // s.world_size
-        tokens, domain_ids = self.sampler.sample(self.weights, local_batch)
+        draw = self.sampler.sample_stratified if self.strategy.stratified_batches() else self.sampler.sample
+        tokens, domain_ids = draw(self.weights, local_batch)
         micro = [slice(i, i + s.micro_batch_size) for i in range(0, local_batch, s.micro_batch_size)]
         return Batch(torch.from_numpy(tokens).to(s.device), torch.from_numpy(domain_ids).to(s.device), domain_ids, micro)
 
-    def _backward_all(self, batch: Batch, graphs: list | None = None) -> list[torch.Tensor]:
+    def _row_weights(self, batch: Batch):
         row_w, denom = self.passes.row_weights(self._loss_weights(), batch)
         if denom.item() <= 0:
             raise TrainingError(f"strategy {self.name!r} at step {self.step + 1}: loss weights are zero on every "
                                 "domain of the batch")
-        return [self.passes.train_micro(batch, i, row_w, denom, graphs[i] if graphs else None)
-                for i in range(len(batch.micro))]
+        return row_w, denom
 
-    def _signals(self, batch: Batch, token_loss: torch.Tensor) -> dict:
-        """The optional signals this strategy declared, gathered over ranks."""
-        extra = {}
-        if "reference_token_loss" in self.strategy.required_signals():
-            extra["token_loss"] = self.passes.gather(token_loss.float())
-            extra["reference_token_loss"] = self.passes.gather(self.passes.reference_token_loss(batch).float())
-            extra["token_domains"] = self.passes.gather(batch.domains)
-        if self.probe is not None and self.strategy.probe_due(self.step + 1):
-            extra["example_gradient_features"] = self._probe(self.step + 1)
-        return extra
+    def _backward_all(self, batch: Batch) -> list[torch.Tensor]:
+        row_w, denom = self._row_weights(batch)
+        return [self.passes.train_micro(batch, i, row_w, denom) for i in range(len(batch.micro))]
 
-    def _probe(self, step: int) -> dict:
-        """Sketched per-example gradients of m train sequences per domain and the fixed target
-        batch; saved to probes/ (for the gradient-direction figures) and handed to the strategy."""
-        tokens = torch.from_numpy(self.probe_sampler.windows(self.probe_rows))
-        features = self.probe.features(tokens)
-        target = self.probe.features(self.probe_target)
-        probed = (len(tokens) + len(self.probe_target)) * self.s.seq_len  # one forward + backward per sequence
-        self.passes.count("forward", probed)
-        self.passes.count("backward", probed)
-        if self.s.rank == 0:
-            from mixbench.io import atomic_path
-
-            with atomic_path(self.probe_dir / f"step{step:06d}.npz") as tmp, open(tmp, "wb") as f:
-                np.savez_compressed(f, features=features.astype(np.float32), domains=self.probe_rows,
-                                    target=target.astype(np.float32), domain_names=np.array(self.domains))
-        return {"domains": [features[self.probe_rows == i] for i in range(self.k)], "target": target}
+    def _signals(self, providers, context: StepContext) -> dict:
+        """The signals due at this step, computed in dependency order."""
+        return {p.name: p.compute(context) for p in providers}
 
     def _domain_loss(self, loss_sum: np.ndarray, token_count: np.ndarray) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -218,48 +205,45 @@ class TrainingLoop:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def _domain_gradient_step(self, lr: float) -> StepStats:
-        """Per-domain gradients in, combination weights out: the model steps on Σ_i w_i g_i.
-        Each g_i is already clipped by the strategy's rule, so the global clip is not applied."""
-        batch = self._batch()
-        options = self.strategy.domain_gradient_options()
-        grads, norms, loss_sum, token_count = self.domain_grads.domain_gradients(batch, self.k, options["clip_norm"])
-        mask = self.domain_grads.score_mask
-        extra = {"domain_gradients": {i: g[mask].cpu().numpy() for i, g in grads.items()}, "gradient_norms": norms}
-        if "target_gradient" in self.strategy.required_signals() and self.target_sampler is not None:
-            _, target_weights = self.strategy.target_batch()
-            tokens, _ = self.target_sampler.sample(target_weights, len(batch.domain_ids))
-            target = self.domain_grads.target_gradient(torch.from_numpy(tokens).to(self.s.device))
-            extra["target_gradient"] = target[mask].cpu().numpy()
-        stats = StepStats(self.step + 1, lr, self._domain_loss(loss_sum, token_count), token_count, extra)
-        self._update(stats)
-        self.domain_grads.apply(grads, self._loss_weights())
-        self._optimizer_step(clip=False)
-        return stats
-
     def train_step(self, lr: float) -> StepStats:
         """Sample, forward/backward, hand the signals to the strategy, take the optimizer step."""
-        if self.domain_grads is not None:
-            return self._domain_gradient_step(lr)
         batch = self._batch()
-        same_step = self.strategy.reweights_current_step()
-        if same_step:
-            # With several micro-batches the trained forward is a second pass: replay the RNG so
-            # it draws the same dropout masks as the pass the signals came from.
-            rng = self._rng_state()
-            graphs = self.passes.forward_only(batch, keep_graph=len(batch.micro) == 1)
-            token_loss = torch.cat([g.detach() for g in graphs])
+        context = StepContext(step=self.step + 1, lr=lr, batch=batch)
+        due = [p for p in self.providers if self.strategy.signal_due(p.name, context.step)]
+        owner = next((p for p in due if p.computes_step_gradient), None)
+        if owner is not None:
+            # The provider's passes are the step's: it makes the gradient from what the strategy returns.
+            loss_sum, token_count = owner.forward_backward(context)
+            stats = self._stats(context, loss_sum, token_count, due)
+            owner.apply_gradient(self._loss_weights())
+            self._optimizer_step(clip=False)  # its pieces are already clipped by the strategy's rule
+            return stats
+        if not self.strategy.reweights_current_step():
+            context.token_loss = torch.cat(self._backward_all(batch))
+            stats = self._stats(context, *self.passes.domain_sums(context.token_loss, batch), due)
+        elif self.s.reweighted_step == "one_forward":
+            # The step's loss uses the weights its own signals produce: keep every micro-batch's
+            # graph until then, and backpropagate the same forward.
+            graphs = self.passes.forward_only(batch, keep_graph=True)
+            context.token_loss = torch.cat([g.detach() for g in graphs])
+            stats = self._stats(context, *self.passes.domain_sums(context.token_loss, batch), due)
+            self.passes.backward_kept(batch, graphs, *self._row_weights(batch))
         else:
-            token_loss = torch.cat(self._backward_all(batch))
-        loss_sum, token_count = self.passes.domain_sums(token_loss, batch)
-        stats = StepStats(self.step + 1, lr, self._domain_loss(loss_sum, token_count), token_count,
-                          self._signals(batch, token_loss))
-        self._update(stats)
-        if same_step:
-            if len(batch.micro) > 1:
-                self._set_rng_state(rng)
-            self._backward_all(batch, graphs if len(batch.micro) == 1 else None)
+            # A no-grad pass for the signals, then each micro-batch again: replay the RNG so the
+            # second forward draws the dropout masks of the first.
+            rng = self._rng_state()
+            context.token_loss = torch.cat(self.passes.forward_only(batch, keep_graph=False))
+            stats = self._stats(context, *self.passes.domain_sums(context.token_loss, batch), due)
+            self._set_rng_state(rng)
+            self._backward_all(batch)
         self._optimizer_step(clip=True)
+        return stats
+
+    def _stats(self, context: StepContext, loss_sum: np.ndarray, token_count: np.ndarray, due) -> StepStats:
+        """The step's signals, then the strategy's update with them."""
+        stats = StepStats(context.step, context.lr, self._domain_loss(loss_sum, token_count), token_count,
+                          self._signals(due, context))
+        self._update(stats)
         return stats
 
     def _agree(self, flag: bool) -> bool:

@@ -22,6 +22,7 @@ class LoopSettings:
     beta2: float
     grad_clip: float
     checkpoint_every: int
+    reweighted_step: str = "one_forward"  # or "two_forwards": see models/step.py
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     bf16: bool = False
     rank: int = 0

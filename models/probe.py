@@ -4,9 +4,12 @@ Probing runs in eval mode (dropout breaks vmap, and would draw from the training
 sampler stream, and computes gradients functionally without touching ``.grad``, so it never
 changes the training trajectory. Per-example gradients of each sequence's mean token loss over
 a parameter subset S (a regex; by default the last transformer block) come from torch.func
-(``functional_call`` + ``vmap(grad)``) in chunks, and are sketched to d dimensions with a
-CountSketch: coordinate j is added, with sign s(j), to bucket h(j); h and s are drawn from the
-seed. A dense Gaussian projection would need P × d floats (812 MB for one GPT-2 block at d = 1024).
+(``functional_call`` + ``vmap(grad)``) in chunks, and each chunk is sketched to d dimensions
+before the next is computed, so at most ``chunk`` per-example gradients exist at once. The
+sketch is a CountSketch: coordinate j is added, with sign s(j), to bucket h(j); h and s are
+drawn from the seed. A dense Gaussian projection would need P × d floats (812 MB for one GPT-2
+block at d = 1024). Parameter names are matched on the plain module (torch.compile's
+``_orig_mod.`` and DDP's ``module.`` prefixes removed).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
 from mixbench.errors import ConfigError
+from models.flat_params import unwrap
 
 
 def default_probe_params(model) -> str:
@@ -29,6 +33,7 @@ def default_probe_params(model) -> str:
 
 class GradientProbe:
     def __init__(self, model, pattern: str | None, sketch_dim: int, seed: int, device: torch.device, chunk: int = 8):
+        model = unwrap(model)
         pattern = pattern or default_probe_params(model)
         named = dict(model.named_parameters())
         self.names = [n for n in named if re.fullmatch(pattern, n)]
@@ -45,8 +50,8 @@ class GradientProbe:
         self.signs = (torch.randint(0, 2, (size,), generator=generator) * 2 - 1).float().to(device)
         self.sketch_dim = sketch_dim
 
-    def per_example_gradients(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Flattened per-example gradients over S, shape (n, |S|)."""
+    def per_example_gradients(self, tokens: torch.Tensor):
+        """Flattened per-example gradients over S, one chunk of shape (≤ chunk, |S|) at a time."""
         params = {n: p.detach() for n, p in self.model.named_parameters()}
         selected = {n: params.pop(n) for n in self.names}
 
@@ -55,11 +60,9 @@ class GradientProbe:
             return F.cross_entropy(logits[0].float(), y)
 
         per_example = vmap(grad(loss), in_dims=(None, 0, 0))
-        rows = []
         for chunk in tokens.split(self.chunk):
             grads = per_example(selected, chunk[:, :-1], chunk[:, 1:])
-            rows.append(torch.cat([grads[n].reshape(len(chunk), -1) for n in self.names], dim=1))
-        return torch.cat(rows)
+            yield torch.cat([grads[n].reshape(len(chunk), -1) for n in self.names], dim=1)
 
     def sketch(self, flat: torch.Tensor) -> torch.Tensor:
         out = torch.zeros(flat.shape[0], self.sketch_dim, device=flat.device, dtype=flat.dtype)
@@ -73,6 +76,7 @@ class GradientProbe:
             with warnings.catch_warnings():
                 # CPU SDPA has no vmap batching rule: a slower fallback, same numbers.
                 warnings.filterwarnings("ignore", message="There is a performance drop")
-                return self.sketch(self.per_example_gradients(tokens.to(self.device))).cpu().numpy()
+                sketches = [self.sketch(flat) for flat in self.per_example_gradients(tokens.to(self.device))]
+                return torch.cat(sketches).cpu().numpy()
         finally:
             self.model.train(was_training)

@@ -1,12 +1,15 @@
-"""Forward and backward passes of one optimizer step, and the signals strategies asked for.
+"""Forward and backward passes of one optimizer step, and the count of every pass made.
 
 Two orders, chosen by the strategy:
 - usually each micro-batch is trained on as soon as it is forwarded, with the loss weights
   the strategy gave before the step, and the step's signals go to the strategy afterwards;
 - a strategy that ``reweights_current_step`` (DoReMi: the step's loss uses the weights its
   own excess losses just produced) first sees the signals of every micro-batch, then the
-  loss is taken with its new weights. One micro-batch keeps its graph for that; with several,
-  a no-grad forward pass collects the signals and each micro-batch is forwarded again.
+  loss is taken with its new weights. By default (``training.reweighted_step: one_forward``)
+  every micro-batch is forwarded once and keeps its graph until the weights are known: one
+  forward per token, but the activations of the whole local batch are held at once. With
+  ``two_forwards`` a no-grad pass collects the signals and each micro-batch is forwarded
+  again, holding one micro-batch's activations at a time.
 """
 
 from __future__ import annotations
@@ -29,22 +32,32 @@ class Batch:
 
 
 class StepPasses:
-    def __init__(self, model, seq_len: int, num_domains: int, device: torch.device, bf16: bool, world_size: int,
-                 reference_model=None):
+    def __init__(self, *, model, seq_len: int, num_domains: int, device: torch.device, bf16: bool, world_size: int,
+                 num_parameters: int):
         self.model, self.seq_len, self.k = model, seq_len, num_domains
         self.device, self.bf16, self.world_size = device, bf16, world_size
-        self.reference_model = reference_model
-        # Tokens through each kind of pass on this rank, for the compute table: a forward pass
-        # costs ~2N FLOPs per token and a backward pass ~4N (Kaplan et al. 2020, attention excluded).
-        self.token_passes = {"forward": 0, "backward": 0, "reference_forward": 0}
+        # Tokens through each kind of pass on this rank, for the compute table, and the FLOPs
+        # per token of each kind: a forward pass costs ~2N, a backward pass ~4N (Kaplan et al.
+        # 2020, attention excluded). Signal providers register the kinds they add.
+        self.token_passes = {"forward": 0, "backward": 0}
+        self.flops_per_token = {"forward": 2 * num_parameters, "backward": 4 * num_parameters}
+
+    def register(self, kind: str, flops_per_token: int) -> None:
+        self.token_passes.setdefault(kind, 0)
+        self.flops_per_token[kind] = int(flops_per_token)
 
     def count(self, kind: str, tokens: int) -> None:
         self.token_passes[kind] += int(tokens)
 
-    def token_loss(self, model, tokens: torch.Tensor) -> torch.Tensor:
+    def flops(self, token_passes: dict[str, int] | None = None) -> int:
+        """FLOPs of the given pass counts (default: this rank's so far)."""
+        passes = self.token_passes if token_passes is None else token_passes
+        return sum(n * self.flops_per_token[kind] for kind, n in passes.items())
+
+    def token_loss(self, model, tokens: torch.Tensor, kind: str = "forward") -> torch.Tensor:
         """Per-token next-token cross-entropy, shape (b, L)."""
         x, y = tokens[:, :-1], tokens[:, 1:]
-        self.count("reference_forward" if model is self.reference_model else "forward", x.numel())
+        self.count(kind, x.numel())
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             logits = model(input_ids=x).logits
         return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none").view(x.shape)
@@ -73,13 +86,25 @@ class StepPasses:
         return token_loss.detach()
 
     def forward_only(self, batch: Batch, keep_graph: bool) -> list[torch.Tensor]:
-        with nullcontext() if keep_graph else torch.no_grad():
-            return [self.token_loss(self.model, batch.tokens[rows]) for rows in batch.micro]
+        """Per-token losses of every micro-batch, with their graphs if ``keep_graph``. Under DDP
+        only the last forward prepares gradient synchronisation: ``backward_kept`` then runs one
+        backward through all of them, which reduces each gradient once."""
+        if not keep_graph:
+            with torch.no_grad():
+                return [self.token_loss(self.model, batch.tokens[rows]) for rows in batch.micro]
+        losses = []
+        for i, rows in enumerate(batch.micro):
+            last = i == len(batch.micro) - 1
+            with self.model.no_sync() if (self.world_size > 1 and not last) else nullcontext():
+                losses.append(self.token_loss(self.model, batch.tokens[rows]))
+        return losses
 
-    @torch.no_grad()
-    def reference_token_loss(self, batch: Batch) -> torch.Tensor:
-        """The frozen reference model's per-token losses: one forward pass, no graph."""
-        return torch.cat([self.token_loss(self.reference_model, batch.tokens[rows]) for rows in batch.micro])
+    def backward_kept(self, batch: Batch, graphs: list[torch.Tensor], row_w: torch.Tensor,
+                      denom: torch.Tensor) -> None:
+        """One backward through the kept graphs of every micro-batch with the given row weights."""
+        total = sum((loss.sum(dim=1) * row_w[rows]).sum() for loss, rows in zip(graphs, batch.micro))
+        (total * self.world_size / denom).backward()
+        self.count("backward", sum(loss.numel() for loss in graphs))
 
     def domain_sums(self, token_loss: torch.Tensor, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
         """Summed token loss and token count per domain over the step on every rank."""

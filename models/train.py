@@ -31,6 +31,7 @@ from mixbench.provenance import provenance
 from models.checkpoint import CHECKPOINT_NAME
 from models.gpt2 import build_model, count_parameters, gpt2_config
 from models.loop import LoopSettings, TrainingLoop
+from models.signals.base import SignalSources
 from strategies import StrategyContext, get_strategy_class
 
 
@@ -55,21 +56,6 @@ def read_upstream(pairs: list[str]) -> dict[str, Path]:
             raise ConfigError(f"--upstream {pair!r}: expected STAGE=DIR of a finished run (with run.json)")
         upstream[stage] = Path(path)
     return upstream
-
-
-def load_reference_model(strategy, upstream: dict[str, Path], device: torch.device):
-    """The frozen model behind ``reference_token_loss``, if this stage asks for it."""
-    if "reference_token_loss" not in strategy.required_signals():
-        return None
-    stage = strategy.reference_stage()
-    if stage not in upstream:
-        raise ConfigError(f"stage {strategy.context.stage!r} needs the model of stage {stage!r}: pass --upstream {stage}=DIR")
-    from transformers import GPT2LMHeadModel
-
-    model = GPT2LMHeadModel.from_pretrained(upstream[stage] / "model").to(device)
-    model.eval()  # no dropout: the reference is a fixed function of the tokens
-    model.requires_grad_(False)
-    return model
 
 
 def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, out: Path,
@@ -108,7 +94,6 @@ def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, ou
         raise ConfigError(f"training.seq_len {training['seq_len']} exceeds size {stage_spec['size']!r}'s "
                           f"context of {model_config.n_positions}")
     model = build_model(model_config).to(device)
-    reference_model = load_reference_model(strategy, upstream, device)
     n_params = count_parameters(model)
     if training["compile"]:
         model = torch.compile(model)
@@ -121,21 +106,10 @@ def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, ou
     )
     out.mkdir(parents=True, exist_ok=True)
     sampler = DomainSampler(store, training["seq_len"], seed, stream=rank)
-    target_sampler = None
-    if "target_gradient" in strategy.required_signals() and strategy.target_batch() is not None:
-        split = strategy.target_batch()[0]
-        # Its own stream: drawing target batches never shifts the training batches.
-        target_sampler = DomainSampler(TokenStore(data_dir / "tokens", split, domains), training["seq_len"], seed,
-                                       stream=1000 + rank)
-    probe_samplers = None
-    if "example_gradient_features" in strategy.required_signals():
-        # Own streams, the same on every rank: probing never shifts any training batch.
-        probe_samplers = (DomainSampler(store, training["seq_len"], seed, stream=2000),
-                          DomainSampler(TokenStore(data_dir / "tokens", "val", domains), training["seq_len"], seed,
-                                        stream=3000))
     fingerprint = cfg.fingerprint([cfg.run_fingerprint(config, strategy_name), size, seed, stage, world])
-    loop = TrainingLoop(model, strategy, sampler, settings, out / "log.csv", out / CHECKPOINT_NAME, strategy_name,
-                        fingerprint, reference_model, target_sampler, probe_samplers, seed)
+    loop = TrainingLoop(model, strategy, sampler, settings, log_path=out / "log.csv",
+                        checkpoint_path=out / CHECKPOINT_NAME, strategy_name=strategy_name, fingerprint=fingerprint,
+                        sources=SignalSources(data_dir=data_dir, seed=seed, upstream=upstream, run_dir=out))
     wall_start = time.time()
     finished = loop.run(stop_after=stop_after)
     if finished and rank == 0:
@@ -160,17 +134,16 @@ def save_outputs(loop: TrainingLoop, tokenizer, config, strategy_name, seed, sta
     })
     tokens = loop.tokens_seen
     passes = {kind: n * loop.s.world_size for kind, n in loop.passes.token_passes.items()}  # ranks do equal work
-    reference = loop.passes.reference_model
     write_json(out / "run.json", {
         "strategy": strategy_name, "stage": stage, "size": stage_spec["size"], "steps": stage_spec["steps"],
         "parameters": n_params, "tokens": tokens,
         # 6·N·D: forward and backward of every parameter for every training token.
         "train_flops": 6 * n_params * tokens,
         # Everything the stage computed, strategy overheads included (reference-model forwards,
-        # per-domain gradients, gradient probes): 2N per forward token, 4N per backward token.
+        # per-domain gradients, gradient probes): 2N per forward token, 4N per backward token,
+        # and what each signal provider registered for the passes it adds.
         "token_passes": passes,
-        "flops": 2 * n_params * (passes["forward"] + 2 * passes["backward"])
-        + 2 * (count_parameters(reference) if reference is not None else 0) * passes["reference_forward"],
+        "flops": loop.passes.flops(passes),
         "train_seconds": round(loop.elapsed, 2), "wall_seconds": round(wall_seconds, 2),
         **provenance(cfg.config_hash(config), seed),
     })

@@ -2,7 +2,10 @@
 
 The training loop (models/train.py) owns the loop. A strategy only
 - declares the ``stages`` it needs (the workflow builds its DAG from them) and the
-  extra ``signals`` the loop must compute for it (so nobody else pays for them);
+  extra ``signals`` the loop must compute for it (so nobody else pays for them), each by
+  its name in the registry of signal providers (models/signals/__init__.py); it passes
+  options to a signal's provider through ``signal_options`` and says when it wants a
+  signal through ``signal_due``;
 - gives the ``initial_weights`` and, after each optimizer step, may return new weights
   from ``update(stats)``;
 - may ask for a weighted training objective through ``loss_weights``;
@@ -23,21 +26,6 @@ import numpy as np
 from mixbench.errors import ConfigError, TrainingError
 
 STAGE_ORDER = ("reference", "proxy", "final")
-
-# Signals the loop always computes, and the ones a strategy may ask for.
-ALWAYS_COMPUTED = frozenset({"domain_loss", "domain_tokens"})
-# Signals the training loop can compute so far; a strategy asking for another one is refused
-# when the config is validated, not silently handed an empty ``extra``.
-IMPLEMENTED_SIGNALS: frozenset[str] = frozenset(
-    {"reference_token_loss", "domain_gradients", "target_gradient", "example_gradient_features"})
-OPTIONAL_SIGNALS = frozenset(
-    {
-        "reference_token_loss",  # per-token losses of a frozen reference model (DoReMi)
-        "domain_gradients",  # one gradient per domain of its mean loss (DoGE)
-        "target_gradient",  # gradient on a held-out target mixture (DoGE)
-        "example_gradient_features",  # sketched per-example gradients on probe batches (DoGraph)
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -73,7 +61,10 @@ class Strategy(ABC):
     implement ``initial_weights``; everything else has a sensible default."""
 
     stages: ClassVar[tuple[str, ...]] = ("final",)
+    # Optional signals by provider name; the config check refuses a name no provider computes.
     signals: ClassVar[frozenset[str]] = frozenset()
+    # Figures beyond the common ones that this strategy's runs feed (eval/figures.py).
+    extra_figures: ClassVar[tuple[str, ...]] = ()
     # Hyperparameters with their defaults; the config may set exactly these keys.
     defaults: ClassVar[dict[str, Any]] = {}
 
@@ -86,9 +77,6 @@ class Strategy(ABC):
     # -- declaration -------------------------------------------------------------------
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        unknown = set(cls.signals) - OPTIONAL_SIGNALS
-        if unknown:
-            raise TypeError(f"{cls.__name__} declares unknown signals {sorted(unknown)}")
         if list(cls.stages) != [s for s in STAGE_ORDER if s in cls.stages] or cls.stages[-1] != "final":
             raise TypeError(f"{cls.__name__}.stages must be an ordered subset of {STAGE_ORDER} ending in 'final'")
 
@@ -109,6 +97,11 @@ class Strategy(ABC):
                 raise ConfigError(f"hyperparameter {key!r} must be {type(default).__name__}, got {value!r}")
 
     @classmethod
+    def check_training(cls, hparams: dict[str, Any], training: dict[str, Any], domains: list[str]) -> None:
+        """Check the ``training`` section against what this strategy needs (e.g. a batch that
+        can hold every domain); it runs with the config check, before any job starts."""
+
+    @classmethod
     def stages_for(cls, hparams: dict[str, Any]) -> tuple[str, ...]:
         """The stages a configured instance runs; by default the declared ``stages``.
         Iterated methods repeat stages with a round suffix, e.g. ``proxy-r2``."""
@@ -123,31 +116,19 @@ class Strategy(ABC):
         """True if ``loss_weights`` after ``update(stats)`` must weight the same step's loss."""
         return False
 
-    def reference_stage(self) -> str | None:
-        """The upstream stage whose model gives ``reference_token_loss``."""
-        return None
+    def signal_options(self) -> dict[str, dict[str, Any]]:
+        """Options for the providers of this stage's signals, by signal name (each provider's
+        docstring lists what it takes)."""
+        return {}
 
-    def domain_gradient_options(self) -> dict[str, Any]:
-        """For ``domain_gradients``: ``clip_norm`` (per-domain clipping, None for none) and
-        ``score_params`` (regex over parameter names the strategy's scores use; None = all)."""
-        return {"clip_norm": None, "score_params": None}
+    def signal_due(self, signal: str, step: int) -> bool:
+        """Whether the loop computes ``signal`` at this (1-based) step; by default at every step."""
+        return True
 
-    def target_batch(self) -> tuple[str, np.ndarray] | None:
-        """For ``target_gradient``: (split, domain weights) of the batch the target gradient
-        is taken on, e.g. ("val", uniform) for a held-out mixture; None for no target batch."""
-        return None
-
-    def probe_due(self, step: int) -> bool:
-        """For ``example_gradient_features``: whether to probe after this step."""
+    def stratified_batches(self) -> bool:
+        """True to draw each batch stratified (an equal share per domain of the sampling weights,
+        the remainder at random) instead of i.i.d.: same expectation, no absent domain."""
         return False
-
-    def probe_sizes(self) -> tuple[int, int]:
-        """For ``example_gradient_features``: (train sequences per domain, target sequences per domain)."""
-        return 8, 4
-
-    def probe_options(self) -> dict[str, Any]:
-        """For ``example_gradient_features``: ``params`` (regex, None = last block), ``sketch_dim``."""
-        return {"params": None, "sketch_dim": 1024}
 
     def trace(self) -> dict[str, Any] | None:
         """Anything worth recording after this step (written to trace.jsonl), or None."""

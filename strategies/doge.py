@@ -1,25 +1,32 @@
 """DoGE: Domain Reweighting with Generalization Estimation (Fan, Pagliardini, Jaggi, ICML 2024,
 arXiv 2310.15393), as the original implementation computes it.
 
-Stages ``proxy → final``. The proxy samples batches uniformly over the training domains
-(α never changes sampling, it only weights gradients). At each step:
+Stages ``proxy → final``. The proxy draws stratified batches, an equal share of every training
+domain (the remainder at random): the same expectation as uniform sampling, and every domain
+present at every step. α never changes sampling, it only weights gradients. At each step:
 
 1. g_i: gradient of domain i's mean loss over its part of the batch, clipped to
-   ``max_grad_norm`` (5.0 universal, 1.0 out-of-domain). A domain absent from the batch keeps
-   its last g_i for the scores and adds nothing to the update.
+   ``max_grad_norm`` (5.0 universal, 1.0 out-of-domain).
 2. Alignment with a target gradient, by ``target``:
    - ``mix`` (the released universal setting): g_tgt on a held-out mixture of every training
      domain's validation data, W_i = ⟨g_i, g_tgt⟩;
    - ``train`` (the self-excluding form): W_i = ⟨g_i, Σ_{j≠i} g_j⟩;
    - a domain name (out-of-domain): g_tgt on that domain's train data, which is never trained
      on; W_i = ⟨g_i, g_tgt⟩.
-3. Scores s = clip(lr_t · W / (mean_i ‖g_i‖ + 1e−6), lr_t · dw_min, lr_t · dw_max), and
+   g_tgt is clipped like every g_i (the original clips each domain's gradient, the target's
+   included). Its batch is ``target_batch_fraction`` of the training batch (drawn stratified):
+   the proxy then costs about 1 + that fraction of a uniform step (1/K is the target domain's
+   share of a batch in the original out-of-domain runs; 1 gives g_tgt the training batch's noise).
+3. Scores s = clip(lr_t · W / (mean_i ‖g_i‖ + 1e−6), lr_t · dw_min, lr_t · dw_max), the mean
+   over every training domain (a domain without a gradient counts as 0, as in the original), and
    log α ← log_softmax(log α + s / μ) with μ = 0.01 universal, 0.05 OOD; no smoothing.
-4. The proxy steps on Σ_i α_i g_i over the domains present (α just updated).
+4. The proxy steps on Σ_i α_i g_i (α just updated).
 
-It hands on ᾱ = mean(α_1, …, α_T); the final run trains on ᾱ. Inner products and norms use
-the parameters matching ``score_params`` (a regex; all by default; the last blocks keep the
-cost down on large models); the update uses every parameter.
+The gradients never leave the device (models/signals/domain_gradients.py): this module gets
+only their inner products over ``score_params`` (a regex; all parameters by default, the last
+blocks keep the cost down on large models) and works on that (K+1)×(K+1) matrix. A domain
+absent from a step (impossible with stratified batches) has g_i = 0 there.
+It hands on ᾱ = mean(α_1, …, α_T); the final run trains on ᾱ.
 """
 
 from __future__ import annotations
@@ -37,25 +44,28 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum())
 
 
-def alignment(grads: np.ndarray, target: np.ndarray | None) -> np.ndarray:
-    """W_i = ⟨g_i, g_tgt⟩, or with no target the self-excluding ⟨g_i, Σ_{j≠i} g_j⟩."""
-    if target is not None:
-        return grads @ target
-    total = grads.sum(axis=0)
-    return grads @ total - np.einsum("ij,ij->i", grads, grads)
+def alignment(gram: np.ndarray, train_idx: np.ndarray, target_index: int | None) -> np.ndarray:
+    """W_i = ⟨g_i, g_tgt⟩ (row ``target_index`` of the inner products), or with no target the
+    self-excluding ⟨g_i, Σ_{j≠i} g_j⟩ over the training domains."""
+    if target_index is not None:
+        return gram[train_idx, target_index]
+    inner = gram[np.ix_(train_idx, train_idx)]
+    return inner.sum(axis=1) - np.diag(inner)
 
 
-def doge_scores(grads: np.ndarray, target: np.ndarray | None, lr: float, dw_min: float, dw_max: float) -> np.ndarray:
-    """s = clip(lr · W / (mean ‖g_i‖ + 1e−6), lr · dw_min, lr · dw_max) over the rows of ``grads``."""
-    mean_norm = np.linalg.norm(grads, axis=1).mean()
-    return np.clip(lr * alignment(grads, target) / (mean_norm + 1e-6), lr * dw_min, lr * dw_max)
+def doge_scores(gram: np.ndarray, train_idx: np.ndarray, target_index: int | None, lr: float, dw_min: float,
+                dw_max: float) -> np.ndarray:
+    """s = clip(lr · W / (mean_i ‖g_i‖ + 1e−6), lr · dw_min, lr · dw_max) over the training domains,
+    from the inner products alone (‖g_i‖ = √⟨g_i, g_i⟩; a zero gradient counts in the mean)."""
+    norms = np.sqrt(np.clip(np.diag(gram)[train_idx], 0.0, None))
+    return np.clip(lr * alignment(gram, train_idx, target_index) / (norms.mean() + 1e-6), lr * dw_min, lr * dw_max)
 
 
 class DoGE(Strategy):
     stages = ("proxy", "final")
     signals = frozenset({"domain_gradients", "target_gradient"})
     defaults = {"target": "mix", "mu": None, "max_grad_norm": None, "dw_min": 0.0, "dw_max": 5.0,
-                "score_params": ".*"}
+                "score_params": ".*", "target_batch_fraction": 0.5}
 
     @classmethod
     def check_hparams(cls, hparams: dict[str, Any], domains: list[str]) -> None:
@@ -68,6 +78,18 @@ class DoGE(Strategy):
                 raise ConfigError(f"{key} must be a positive number or null (the paper's default), got {h[key]!r}")
         if not 0 <= h["dw_min"] <= h["dw_max"]:
             raise ConfigError("need 0 <= dw_min <= dw_max")
+        if not 0 < h["target_batch_fraction"] <= 1:
+            raise ConfigError(f"target_batch_fraction must be in (0, 1], got {h['target_batch_fraction']!r}")
+
+    @classmethod
+    def check_training(cls, hparams: dict[str, Any], training: dict[str, Any], domains: list[str]) -> None:
+        """The proxy's stratified batches must hold every training domain on every process."""
+        trained = len(domains) - (hparams.get("target", "mix") in domains)
+        per_process = training["batch_size"] // training["processes"]
+        if per_process < trained:
+            raise ConfigError(f"the proxy samples each of its {trained} training domains at every step, but "
+                              f"batch_size {training['batch_size']} over {training['processes']} process(es) gives "
+                              f"{per_process} sequences per process; use batch_size >= {trained * training['processes']}")
 
     def __init__(self, context, **hparams):
         super().__init__(context, **hparams)
@@ -78,7 +100,6 @@ class DoGE(Strategy):
         # Indices of the domains trained on: all but an out-of-domain target.
         self.train_idx = np.array([i for i, d in enumerate(domains) if d != self.hparams["target"]])
         self.log_alpha = np.full(len(self.train_idx), -np.log(len(self.train_idx)))
-        self.last_grads: dict[int, np.ndarray] = {}
         self.alpha_sum, self.alpha_count = np.zeros(len(domains)), 0
         self.last_scores = np.zeros(len(self.train_idx))
 
@@ -100,27 +121,28 @@ class DoGE(Strategy):
             return frozenset()
         return frozenset({"domain_gradients"} | ({"target_gradient"} if self.hparams["target"] != "train" else set()))
 
-    def domain_gradient_options(self) -> dict[str, Any]:
-        return {"clip_norm": self.clip_norm, "score_params": self.hparams["score_params"]}
+    def stratified_batches(self) -> bool:
+        return self.context.stage == "proxy"
 
-    def target_batch(self) -> tuple[str, np.ndarray] | None:
-        if self.hparams["target"] == "train":
-            return None
-        if self.ood:
-            return "train", (np.array(self.context.domains) == self.hparams["target"]).astype(float)
-        return "val", self.initial_weights()  # a mixture of every training domain's held-out data
+    def signal_options(self) -> dict[str, dict[str, Any]]:
+        if self.context.stage != "proxy":
+            return {}
+        options = {"domain_gradients": {"clip_norm": self.clip_norm, "score_params": self.hparams["score_params"]}}
+        if self.hparams["target"] != "train":
+            # Out-of-domain: the target domain's train data (never trained on); else every
+            # training domain's held-out data.
+            split, weights = ("train", (np.array(self.context.domains) == self.hparams["target"]).astype(float)) \
+                if self.ood else ("val", self.initial_weights())
+            options["target_gradient"] = {"split": split, "weights": weights, "clip_norm": self.clip_norm,
+                                          "batch_fraction": self.hparams["target_batch_fraction"]}
+        return options
 
     def update(self, stats) -> None:
         if self.context.stage != "proxy":
             return None
-        self.last_grads.update({i: g for i, g in stats.extra["domain_gradients"].items() if i in set(self.train_idx)})
-        known = [j for j, i in enumerate(self.train_idx) if i in self.last_grads]
-        scores = np.zeros(len(self.train_idx))  # a domain never seen yet has no gradient to score
-        if known:
-            grads = np.stack([self.last_grads[self.train_idx[j]] for j in known]).astype(np.float64)
-            target = stats.extra.get("target_gradient")
-            target = None if target is None else np.asarray(target, dtype=np.float64)
-            scores[known] = doge_scores(grads, target, stats.lr, self.hparams["dw_min"], self.hparams["dw_max"])
+        signal = stats.extra["domain_gradients"]
+        scores = doge_scores(signal["gram"], self.train_idx, signal["target_index"], stats.lr,
+                             self.hparams["dw_min"], self.hparams["dw_max"])
         self.log_alpha = log_softmax(self.log_alpha + scores / self.mu)
         self.last_scores = scores
         self.alpha_sum += self.alpha()
@@ -141,12 +163,12 @@ class DoGE(Strategy):
         return {"alpha": self.alpha(), "scores": self.last_scores}
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "log_alpha": self.log_alpha.copy(), "last_grads": dict(self.last_grads),
+        return {**super().state_dict(), "log_alpha": self.log_alpha.copy(),
                 "alpha_sum": self.alpha_sum.copy(), "alpha_count": self.alpha_count,
                 "last_scores": self.last_scores.copy()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.log_alpha, self.last_grads = np.array(state["log_alpha"]), dict(state["last_grads"])
+        self.log_alpha = np.array(state["log_alpha"])
         self.alpha_sum, self.alpha_count = np.array(state["alpha_sum"]), int(state["alpha_count"])
         self.last_scores = np.array(state["last_scores"])

@@ -38,6 +38,7 @@ from strategies.graph_mixing import (MixtureQP, as_graph, gaussian_affinity, gra
 class DoGraph(Strategy):
     stages = ("final",)
     signals = frozenset({"example_gradient_features"})
+    extra_figures = ("gradient_pca", "dograph_graph")
     defaults = {"mode": "online", "update_every": 50, "probe_per_domain": 8, "target_per_domain": 4,
                 "sketch_dim": 1024, "probe_params": None, "lam": 10.0, "rho": 30.0, "alpha_min_factor": 0.5,
                 "ema": 0.8, "utility": "inner", "z_floor": 0.05, "knn": 3, "community_delta": None}
@@ -79,17 +80,17 @@ class DoGraph(Strategy):
     def required_signals(self) -> frozenset[str]:
         return self.signals if self.active else frozenset()
 
-    def probe_due(self, step: int) -> bool:
+    def signal_due(self, signal: str, step: int) -> bool:
         """Update after step s when s is a multiple of update_every, after warmup, before the end."""
         every = self.hparams["update_every"]
         return self.active and step % every == 0 and step > self.context.warmup_steps \
             and step < self.context.total_steps
 
-    def probe_sizes(self) -> tuple[int, int]:
-        return self.hparams["probe_per_domain"], self.hparams["target_per_domain"]
-
-    def probe_options(self) -> dict[str, Any]:
-        return {"params": self.hparams["probe_params"], "sketch_dim": self.hparams["sketch_dim"]}
+    def signal_options(self) -> dict[str, dict[str, Any]]:
+        h = self.hparams
+        return {"example_gradient_features": {"params": h["probe_params"], "sketch_dim": h["sketch_dim"],
+                                              "per_domain": h["probe_per_domain"],
+                                              "target_per_domain": h["target_per_domain"]}}
 
     def _solver(self) -> MixtureQP:
         if self._qp is None:

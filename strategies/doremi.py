@@ -110,14 +110,17 @@ class DoReMi(Strategy):
     def reweights_current_step(self) -> bool:
         return self.kind == "proxy"
 
-    def reference_stage(self) -> str | None:
-        return stage_name("reference", self.round) if self.kind == "proxy" else None
+    def signal_options(self) -> dict[str, dict[str, Any]]:
+        if self.kind != "proxy":
+            return {}
+        return {"reference_token_loss": {"stage": stage_name("reference", self.round)}}  # this round's reference
 
     def update(self, stats) -> None:
         if self.kind != "proxy":
             return None
-        excess, counts = excess_loss_per_domain(stats.extra["token_loss"], stats.extra["reference_token_loss"],
-                                                stats.extra["token_domains"], len(self.alpha))
+        signal = stats.extra["reference_token_loss"]  # the proxy's and the reference's token losses, all ranks
+        excess, counts = excess_loss_per_domain(signal["token_loss"], signal["reference_token_loss"],
+                                                signal["token_domains"], len(self.alpha))
         present = counts > 0
         self.excess = np.where(present, excess, self.excess)
         self.alpha = exponentiated_gradient_step(self.alpha, self.excess, self.hparams["step_size"],

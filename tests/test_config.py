@@ -69,16 +69,15 @@ def test_static_weights_are_checked_against_the_domains(tmp_path):
         cfg.validate(config)
 
 
-def test_a_strategy_needing_a_signal_the_loop_lacks_is_refused(tmp_path, monkeypatch):
+def test_a_strategy_needing_a_signal_no_provider_computes_is_refused(tmp_path, monkeypatch):
     import strategies
 
-    import strategies.base
+    import models.signals
 
     monkeypatch.setitem(strategies.REGISTRY, "greedy", "test_config:NeedsProbes")
-    # As on a build of the loop that lacks the probe: the config check must refuse the strategy.
-    monkeypatch.setattr(strategies.base, "IMPLEMENTED_SIGNALS", strategies.base.IMPLEMENTED_SIGNALS - {
-        "example_gradient_features"})
-    with pytest.raises(ConfigError, match=r"'greedy' needs signals the training loop does not compute: \['example_gradient_features'\]"):
+    # As on a build without the probe's provider: the config check must refuse the strategy.
+    monkeypatch.delitem(models.signals.REGISTRY, "example_gradient_features")
+    with pytest.raises(ConfigError, match=r"'greedy' needs signals no provider computes: \['example_gradient_features'\]"):
         cfg.validate(make_test_config(tmp_path, grid={"strategies": ["greedy"]}))
 
 
@@ -110,3 +109,15 @@ def test_paper_config_is_valid_on_top_of_the_default():
     assert config["grid"]["sizes"] == ["small", "medium", "large"]
     assert "doge_published" in config["grid"]["strategies"]
     assert sum(cfg.strategy_hparams(config, "doge_published")["weights"].values()) == pytest.approx(1.0)
+
+
+def test_a_doge_batch_too_small_for_its_stratified_proxy_is_refused_before_any_job(tmp_path):
+    """Six training domains, two processes: at least 12 sequences per step."""
+    config = make_test_config(tmp_path, grid={"strategies": ["doge"]},
+                              training={"batch_size": 8, "micro_batch_size": 2, "processes": 2})
+    with pytest.raises(ConfigError, match=r"strategies.doge: the proxy samples each of its 6 training domains.*"
+                                          r"gives 4 sequences per process; use batch_size >= 12"):
+        cfg.validate(config)
+    config["strategies"] = {"doge": {"target": "qa"}}  # out-of-domain: five domains trained on
+    config["training"].update(batch_size=10, micro_batch_size=1)
+    cfg.validate(config)

@@ -17,10 +17,17 @@ def make(stage="proxy", upstream=None, **hparams):
     return get_strategy_class("doge")(context, **hparams)
 
 
+def gram_of(grads: dict[int, np.ndarray], target=None) -> dict:
+    """What the domain_gradients provider hands on: inner products of [g_a, g_b, g_c, g_tgt];
+    a domain without a gradient is a zero row."""
+    rows = [grads.get(i, np.zeros(3)) for i in range(3)] + ([target] if target is not None else [])
+    matrix = np.stack(rows)
+    return {"gram": matrix @ matrix.T, "norms": np.linalg.norm(matrix[:3], axis=1),
+            "present": np.array([i in grads for i in range(3)]), "target_index": 3 if target is not None else None}
+
+
 def step(strategy, grads, target=None, lr=0.1, n=1):
-    extra = {"domain_gradients": grads, "gradient_norms": None}
-    if target is not None:
-        extra["target_gradient"] = target
+    extra = {"domain_gradients": gram_of(grads, target)}
     strategy.update(StepStats(step=n, lr=lr, domain_loss=np.zeros(3), domain_tokens=np.ones(3), extra=extra))
 
 
@@ -39,9 +46,12 @@ def test_mix_target_one_step():
     alpha, _ = expected_alpha(np.log(np.full(3, 1 / 3)), w, norms, lr=0.1, mu=0.01)
     assert np.allclose(strategy.alpha(), alpha)
     assert np.allclose(strategy.loss_weights(), alpha)  # the gradient combination weights
-    assert strategy.target_batch()[0] == "val" and np.allclose(strategy.target_batch()[1], 1 / 3)
+    options = strategy.signal_options()
+    assert options["target_gradient"]["split"] == "val" and np.allclose(options["target_gradient"]["weights"], 1 / 3)
+    assert options["target_gradient"]["clip_norm"] == 5.0 and options["target_gradient"]["batch_fraction"] == 0.5
     assert strategy.required_signals() == {"domain_gradients", "target_gradient"}
-    assert strategy.domain_gradient_options() == {"clip_norm": 5.0, "score_params": ".*"}
+    assert options["domain_gradients"] == {"clip_norm": 5.0, "score_params": ".*"}
+    assert strategy.stratified_batches()
 
 
 def test_train_target_excludes_each_domains_own_term():
@@ -52,28 +62,57 @@ def test_train_target_excludes_each_domains_own_term():
     w = np.array([1.0, 5.0, 2.0])
     alpha, _ = expected_alpha(np.log(np.full(3, 1 / 3)), w, [np.sqrt(5), np.sqrt(10), np.sqrt(2)], 0.1, 0.01)
     assert np.allclose(strategy.alpha(), alpha)
-    assert strategy.required_signals() == {"domain_gradients"} and strategy.target_batch() is None
+    assert strategy.required_signals() == {"domain_gradients"} and "target_gradient" not in strategy.signal_options()
 
 
 def test_out_of_domain_target_is_never_trained_on():
     strategy = make(target="c")
     assert np.allclose(strategy.initial_weights(), [0.5, 0.5, 0.0])
-    split, weights = strategy.target_batch()
-    assert split == "train" and weights.tolist() == [0.0, 0.0, 1.0]
-    assert strategy.domain_gradient_options()["clip_norm"] == 1.0 and strategy.mu == 0.05
+    options = strategy.signal_options()["target_gradient"]
+    assert options["split"] == "train" and options["weights"].tolist() == [0.0, 0.0, 1.0]
+    assert options["clip_norm"] == 1.0 and strategy.mu == 0.05
+    assert strategy.signal_options()["domain_gradients"]["clip_norm"] == 1.0
     target = np.array([1.0, 1.0, 0.0])
     step(strategy, {0: G[0], 1: G[1]}, target, lr=0.2)
     alpha, _ = expected_alpha(np.log([0.5, 0.5]), np.array([1.0, 3.0]), [np.sqrt(5), np.sqrt(10)], 0.2, 0.05)
     assert np.allclose(strategy.alpha(), [*alpha, 0.0])
 
 
-def test_absent_domain_keeps_its_last_gradient_and_scores_are_clipped():
+def test_a_domain_not_seen_yet_scores_zero_and_counts_as_norm_zero():
+    """As in the original code: its gradient row is zero, so W = 0 and it lowers the mean norm."""
+    strategy = make()
+    target = np.array([0.5, 0.5, 0.5])
+    step(strategy, {0: G[0], 1: G[1]}, target)  # c has no gradient
+    # By hand: W = (1.5, 2.0, 0); mean norm = (√5 + √10 + 0) / 3 = 1.799435...
+    mean_norm = (np.sqrt(5) + np.sqrt(10)) / 3
+    scores = 0.1 * np.array([1.5, 2.0, 0.0]) / (mean_norm + 1e-6)
+    assert np.allclose(strategy.last_scores, [0.0833593, 0.1111457, 0.0], atol=1e-6)
+    assert np.allclose(strategy.last_scores, scores)
+    z = np.log(1 / 3) + scores / 0.01
+    assert np.allclose(strategy.alpha(), np.exp(z) / np.exp(z).sum())
+
+
+def test_a_clipped_target_changes_the_scores_by_the_clip_factor():
+    """The provider clips g_tgt like every g_i; hand-check what that does to one update."""
+    big_target = np.array([30.0, 40.0, 0.0])  # norm 50
+    clipped = big_target * 5.0 / (50.0 + 1e-6)  # clip_norm 5 (universal)
+    a, b = make(dw_max=1e9), make(dw_max=1e9)  # no upper clip: scores stay proportional
+    step(a, G, big_target)
+    step(b, G, clipped)
+    assert np.allclose(b.last_scores, a.last_scores * 5.0 / (50.0 + 1e-6))
+    w = np.array([30.0, 120.0, 10.0]) * 5.0 / (50.0 + 1e-6)  # <g_i, clipped target> by hand
+    expected, _ = expected_alpha(np.log(np.full(3, 1 / 3)), w, [np.sqrt(5), np.sqrt(10), np.sqrt(2)], 0.1, 0.01,
+                                 hi=1e9)
+    assert np.allclose(b.alpha(), expected)
+
+
+def test_scores_are_clipped_and_the_average_skips_alpha_zero():
     strategy = make()
     target = np.array([0.5, 0.5, 0.5])
     step(strategy, G, target, n=1)
     alpha1 = strategy.alpha()
     new_a = np.array([10.0, 10.0, 10.0])
-    step(strategy, {0: new_a}, target, n=2)  # b and c absent: their step-1 gradients are reused
+    step(strategy, {0: new_a, 1: G[1], 2: G[2]}, target, n=2)
     grads = [new_a, G[1], G[2]]
     w = np.array([g @ target for g in grads])
     alpha2, s = expected_alpha(np.log(alpha1), w, [np.linalg.norm(g) for g in grads], 0.1, 0.01)
@@ -92,16 +131,18 @@ def test_final_stage_and_state_round_trip():
     learned = {"proxy": np.array([0.2, 0.5, 0.3])}
     final = make("final", upstream=learned)
     assert np.allclose(final.initial_weights(), learned["proxy"]) and final.required_signals() == frozenset()
+    assert not final.stratified_batches() and final.signal_options() == {}
     a = make()
     step(a, G, np.ones(3))
     b = make()
     b.load_state_dict(a.state_dict())
     for s in (a, b):
         step(s, {1: G[0]}, np.ones(3), n=2)
-    assert np.allclose(a.alpha(), b.alpha()) and np.allclose(a.final_weights(), b.final_weights())
+    assert np.array_equal(a.alpha(), b.alpha()) and np.array_equal(a.final_weights(), b.final_weights())
 
 
-@pytest.mark.parametrize("bad", [{"target": "wiki"}, {"mu": -1.0}, {"dw_min": 2.0, "dw_max": 1.0}])
+@pytest.mark.parametrize("bad", [{"target": "wiki"}, {"mu": -1.0}, {"dw_min": 2.0, "dw_max": 1.0},
+                                 {"target_batch_fraction": 0.0}, {"target_batch_fraction": 1.5}])
 def test_bad_hyperparameters_are_refused(bad):
     from mixbench.errors import ConfigError
 

@@ -21,8 +21,8 @@ def make(stage="proxy", upstream=None, **hparams):
 def stats(step, token_loss, reference_loss, token_domains):
     token_loss, reference_loss = np.asarray(token_loss, float), np.asarray(reference_loss, float)
     return StepStats(step=step, lr=1e-3, domain_loss=np.full(3, np.nan), domain_tokens=np.zeros(3),
-                     extra={"token_loss": token_loss, "reference_token_loss": reference_loss,
-                            "token_domains": np.asarray(token_domains)})
+                     extra={"reference_token_loss": {"token_loss": token_loss, "reference_token_loss": reference_loss,
+                                                     "token_domains": np.asarray(token_domains)}})
 
 
 def softmax(x):
@@ -86,7 +86,7 @@ def test_stages_reference_weights_and_final_weights():
     assert np.allclose(make("reference-r2", upstream=learned, rounds=2).initial_weights(), learned["proxy"])
     assert np.allclose(make("final", upstream=learned, rounds=2).initial_weights(), learned["proxy-r2"])
     assert make("final", upstream=learned).update(stats(1, [[1.0]], [[0.0]], [0])) is None
-    assert make("proxy-r2", rounds=2).reference_stage() == "reference-r2"
+    assert make("proxy-r2", rounds=2).signal_options() == {"reference_token_loss": {"stage": "reference-r2"}}
     assert not make("reference").required_signals() and make("proxy").reweights_current_step()
 
 

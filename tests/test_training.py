@@ -76,7 +76,7 @@ def test_a_run_saves_a_loadable_model_log_weights_and_provenance(built_data, tmp
     assert info["seed"] == 0 and info["tokens"] == 30 * 8 * 32 and len(info["config_hash"]) == 12
     assert info["train_flops"] == 6 * info["parameters"] * info["tokens"]
     # A static mixture adds nothing: one forward and one backward pass per training token.
-    assert info["token_passes"] == {"forward": info["tokens"], "backward": info["tokens"], "reference_forward": 0}
+    assert info["token_passes"] == {"forward": info["tokens"], "backward": info["tokens"]}
     assert info["flops"] == info["train_flops"]
     assert not (out / "checkpoint.pt").exists()
 
@@ -237,7 +237,7 @@ def test_loss_weights_select_the_domains_the_gradient_comes_from(built_data, tmp
     torch.manual_seed(0)
     model = build_model(gpt2_config("test", store.vocab_size))
     loop = TrainingLoop(model, OneHotLossWeights(context), DomainSampler(store, 32, seed=4), settings,
-                        tmp_path / "log.csv", tmp_path / "ckpt.pt", "onehot")
+                        log_path=tmp_path / "log.csv", checkpoint_path=tmp_path / "ckpt.pt", strategy_name="onehot")
     captured = {}
     monkeypatch.setattr(loop.optimizer, "step", lambda: captured.update(
         {n: p.grad.clone() for n, p in model.named_parameters()}))

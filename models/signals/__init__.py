@@ -1,0 +1,56 @@
+"""Registry of signal providers: signal name -> provider class, imported only when asked for.
+
+A strategy declares the optional signals it needs (``Strategy.signals``); the training loop
+looks each one up here and lets its provider compute it. The loop never names a signal, so a
+new signal needs no change to the loop, the entry point, the benchmark or the figures.
+
+How to add a signal
+-------------------
+1. Write ``models/signals/<module>.py`` with a subclass of ``models.signals.base.SignalProvider``:
+   ``compute(step)`` returns what the strategy receives in ``stats.extra[<name>]`` (host
+   values: numpy arrays, floats; never tensors of the model's size). Count the token passes it
+   makes with ``handles.passes.count(kind, tokens)`` (register a new kind and its FLOPs per
+   token with ``handles.passes.register``), and return anything that must survive a resume
+   from ``state_dict``. Its options come from the strategy's ``signal_options()[<name>]``.
+2. Register it below: ``"<name>": "models.signals.<module>:<Class>"``.
+3. Declare it in a strategy's ``signals``; the config check refuses names not listed here.
+
+This module imports nothing heavy: the config check reads ``available()`` while the workflow
+is parsed.
+"""
+
+from __future__ import annotations
+
+from mixbench.registry import lazy_load
+
+REGISTRY: dict[str, str] = {
+    # per-token losses of a frozen reference model on the step's tokens (DoReMi)
+    "reference_token_loss": "models.signals.reference:ReferenceTokenLoss",
+    # gradient of a held-out target batch, kept on the device for the inner products (DoGE)
+    "target_gradient": "models.signals.target:TargetGradient",
+    # one gradient per domain; the strategy gets their inner products, the model Σ w_i g_i (DoGE)
+    "domain_gradients": "models.signals.domain_gradients:DomainGradients",
+    # sketched per-example gradients of probe batches (DoGraph)
+    "example_gradient_features": "models.signals.probe:ExampleGradientFeatures",
+}
+
+
+def available() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def provider_class(name: str):
+    """Import and return the provider registered for ``name``; KeyError lists the valid names."""
+    return lazy_load(REGISTRY, name, unknown="no provider computes signal", listing="signals with a provider")
+
+
+def computation_order(names) -> list[str]:
+    """Signal names ordered so that every provider runs after the signals it ``uses``."""
+    pending, ordered = sorted(names), []
+    while pending:
+        ready = [n for n in pending if not (set(provider_class(n).uses) & set(pending) - {n})]
+        if not ready:
+            raise ValueError(f"signals {pending} use each other in a cycle")
+        ordered += ready
+        pending = [n for n in pending if n not in ready]
+    return ordered

@@ -1,0 +1,86 @@
+"""``domain_gradients``: one gradient per domain, kept on the device; the model steps on Σ w_i g_i.
+
+Options: ``clip_norm`` (each g_i is clipped to this norm over every parameter, as DoGE's code
+clips each domain's gradient; None for no clipping) and ``score_params`` (a regex over the
+unwrapped parameter names: the inner products use only these).
+
+This provider computes the step's gradient itself. For each domain of the batch, g_i is the
+gradient of that domain's mean token loss over all of its rows on every rank (micro-batched),
+summed over ranks, then clipped. The strategy receives no vector, only what its update needs,
+as float64 numpy: ``gram``, the inner products over ``score_params`` of [g_1 … g_K] and, when
+``target_gradient`` is computed in the same step, the target gradient as row K
+(``target_index``); ``norms`` (each g_i's norm before clipping) and ``present``. A domain
+absent from the step has g_i = 0. After the strategy's update the model's gradient becomes
+Σ_i w_i g_i with the strategy's loss weights, and the buffers are freed: nothing of the model's
+size outlives the step (the buffers are scratch space, overwritten before they are read: see
+models/flat_params.py). Memory above a uniform run: K domain buffers and the target's; the
+combined gradient is formed in place in one of the domain buffers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.flat_params import FlatParams, gram_matrix
+from models.signals.base import SignalProvider, StepContext
+
+
+class DomainGradients(SignalProvider):
+    uses = frozenset({"target_gradient"})
+    computes_step_gradient = True
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.flat = FlatParams(self.handles.raw_model)
+        self.runs = self.flat.column_runs(self.options.get("score_params"))
+        self.grads: list[torch.Tensor | None] | None = None
+
+    def forward_backward(self, step: StepContext) -> tuple[np.ndarray, np.ndarray]:
+        passes, batch = self.handles.passes, step.batch
+        k = len(self.handles.domains)
+        counts = torch.bincount(batch.domains, minlength=k).double() * passes.seq_len
+        passes.all_reduce(counts)  # every rank must join the same sequence of all-reduces below
+        loss_sum = torch.zeros(k, dtype=torch.float64, device=passes.device)
+        self.grads = [None] * k
+        self.norms, self.present = np.zeros(k), counts.cpu().numpy() > 0
+        micro = max(1, batch.micro[0].stop - batch.micro[0].start)
+        clip = self.options.get("clip_norm")
+        for i in np.flatnonzero(self.present):
+            rows = torch.nonzero(batch.domains == i).flatten()
+            self.grads[i] = self.flat.buffer(i)
+            if len(rows) == 0:  # present on another rank only: this rank adds a zero gradient
+                self.grads[i].zero_()
+            for n, chunk in enumerate(rows.split(micro)):
+                token_loss = passes.token_loss(self.handles.model, batch.tokens[chunk])
+                loss_sum[i] += token_loss.detach().sum().double()
+                # the gradient of the domain's mean token loss
+                self.flat.write_grad(self.grads[i], token_loss.sum() / counts[i], accumulate=n > 0)
+                passes.count("backward", token_loss.numel())
+            passes.all_reduce(self.grads[i])
+            self.norms[i] = float(self.grads[i].norm())
+            if clip is not None and self.norms[i] > clip:
+                self.grads[i] *= clip / (self.norms[i] + 1e-6)
+        passes.all_reduce(loss_sum)
+        return loss_sum.cpu().numpy(), counts.cpu().numpy()
+
+    def compute(self, step: StepContext) -> dict[str, Any]:
+        absent = None if self.present.all() else self.flat.buffer(len(self.grads)).zero_()  # g_i = 0
+        vectors = [g if g is not None else absent for g in self.grads]
+        target = step.shared.get("target_gradient")
+        if target is not None:
+            vectors.append(target)
+        return {"gram": gram_matrix(vectors, self.runs), "norms": self.norms.copy(), "present": self.present.copy(),
+                "target_index": len(self.grads) if target is not None else None}
+
+    def apply_gradient(self, loss_weights: np.ndarray | None) -> None:
+        """Σ_i w_i g_i over the domains present, summed in place into the first one's buffer."""
+        weights = np.ones(len(self.grads)) if loss_weights is None else loss_weights
+        present = [int(i) for i in np.flatnonzero(self.present)]
+        combined = self.grads[present[0]].mul_(float(weights[present[0]]))
+        for i in present[1:]:
+            combined.add_(self.grads[i], alpha=float(weights[i]))
+        self.grads = None
+        self.flat.set_grad(combined)
