@@ -37,17 +37,21 @@ class DomainSampler:
 
     def stratified_domains(self, weights: np.ndarray, n: int) -> np.ndarray:
         """Domains of n rows with the expected counts n·w_i as nearly as possible: each domain
-        gets ⌊n·w_i⌋ rows, the r rows left over go to r distinct domains drawn with probability
-        ∝ the fractional parts (for uniform weights: an equal share each, the remainder to
-        random domains), and the rows are shuffled. Same expectation as i.i.d. draws, less
-        variance, and no domain of weight ≥ 1/n is ever absent."""
+        gets ⌊n·w_i⌋ rows and one more with probability equal to the fractional part of n·w_i
+        (systematic sampling over a random order of the domains: one uniform offset, points one
+        apart, so the r rows left over go to r distinct domains with exactly those marginals),
+        and the rows are shuffled. The same expected counts as i.i.d. draws, less variance, and
+        no domain of weight ≥ 1/n is ever absent. For uniform weights: an equal share each, the
+        remainder to random domains."""
         expected = n * np.asarray(weights, dtype=np.float64)
         counts = np.floor(expected + 1e-9).astype(np.int64)
         remainder = n - int(counts.sum())
         if remainder > 0:
-            fractions = np.clip(expected - counts, 0.0, None)
-            extra = self.rng.choice(len(counts), size=remainder, replace=False, p=fractions / fractions.sum())
-            counts[extra] += 1
+            order = self.rng.permutation(len(counts))
+            cumulative = np.cumsum(np.clip(expected - counts, 0.0, None)[order])
+            cumulative *= remainder / cumulative[-1]  # exactly r at the end, whatever the rounding
+            points = self.rng.random() + np.arange(remainder)
+            counts[order[np.searchsorted(cumulative, points, side="right")]] += 1
         return self.rng.permutation(np.repeat(np.arange(len(counts)), counts))
 
     def sample_stratified(self, weights: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

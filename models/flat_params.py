@@ -48,9 +48,6 @@ class FlatParams:
         self.device = self.params[0].device
         self._buffers: list[torch.Tensor] = []
 
-    def bytes_per_copy(self) -> int:
-        return self.size * self.params[0].element_size()
-
     def buffer(self, index: int) -> torch.Tensor:
         """Scratch vector ``index`` of the parameters' size; its content is whatever was left in it."""
         while len(self._buffers) <= index:

@@ -126,8 +126,9 @@ class Strategy(ABC):
         return True
 
     def stratified_batches(self) -> bool:
-        """True to draw each batch stratified (an equal share per domain of the sampling weights,
-        the remainder at random) instead of i.i.d.: same expectation, no absent domain."""
+        """True to draw each batch stratified (each domain ⌊n·w_i⌋ rows, the remainder at random
+        with the right marginals; for uniform weights an equal share) instead of i.i.d.: the same
+        expected counts, no absent domain."""
         return False
 
     def trace(self) -> dict[str, Any] | None:

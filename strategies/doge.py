@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from mixbench.errors import ConfigError
+from mixbench.errors import ConfigError, TrainingError
 from strategies.base import Strategy
 
 
@@ -141,6 +141,9 @@ class DoGE(Strategy):
         if self.context.stage != "proxy":
             return None
         signal = stats.extra["domain_gradients"]
+        if self.hparams["target"] != "train" and signal["target_index"] is None:
+            raise TrainingError(f"doge at step {stats.step}: target {self.hparams['target']!r} needs the target "
+                                "gradient, but the step's inner products have none")
         scores = doge_scores(signal["gram"], self.train_idx, signal["target_index"], stats.lr,
                              self.hparams["dw_min"], self.hparams["dw_max"])
         self.log_alpha = log_softmax(self.log_alpha + scores / self.mu)

@@ -124,6 +124,12 @@ def test_stratified_counts_have_the_iid_expectation_for_any_weights(store):
     assert draws[:, 0].max() == 0
     se = draws.std(axis=0) / np.sqrt(len(draws))
     assert np.all(np.abs(draws.mean(axis=0) - 10 * weights) <= 4 * se + 1e-12)
+    # Unequal fractional parts: n·w = (1.8, 1.6, 1.6) takes its two extra rows with probabilities
+    # 0.8, 0.6, 0.6 (drawing without replacement ∝ the fractions would give ≈ 0.74, 0.63, 0.63).
+    uneven = np.array([0.36, 0.32, 0.32, 0.0, 0.0, 0.0])[:k]
+    draws = np.stack([np.bincount(sampler.stratified_domains(uneven, 5), minlength=k) for _ in range(6000)])
+    extra = draws[:, :3].mean(axis=0) - 1
+    assert np.all(np.abs(extra - [0.8, 0.6, 0.6]) <= 4 * np.sqrt(np.array([0.16, 0.24, 0.24]) / len(draws)))
     # The rows are shuffled: the first row is not always the same domain.
     firsts = [sampler.stratified_domains(weights, 10)[0] for _ in range(200)]
     assert len(set(firsts)) > 2

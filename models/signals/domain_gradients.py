@@ -11,10 +11,11 @@ as float64 numpy: ``gram``, the inner products over ``score_params`` of [g_1 …
 ``target_gradient`` is computed in the same step, the target gradient as row K
 (``target_index``); ``norms`` (each g_i's norm before clipping) and ``present``. A domain
 absent from the step has g_i = 0. After the strategy's update the model's gradient becomes
-Σ_i w_i g_i with the strategy's loss weights, and the buffers are freed: nothing of the model's
-size outlives the step (the buffers are scratch space, overwritten before they are read: see
-models/flat_params.py). Memory above a uniform run: K domain buffers and the target's; the
-combined gradient is formed in place in one of the domain buffers.
+Σ_i w_i g_i with the strategy's loss weights. Nothing of the model's size carries from one step
+to the next: the buffers are scratch space, overwritten before they are read (see
+models/flat_params.py). Memory above a uniform run: one buffer per domain present in the step
+(an out-of-domain target's domain never is) and the target's; the combined gradient is formed
+in place in one of the domain buffers.
 """
 
 from __future__ import annotations
@@ -48,9 +49,9 @@ class DomainGradients(SignalProvider):
         self.norms, self.present = np.zeros(k), counts.cpu().numpy() > 0
         micro = max(1, batch.micro[0].stop - batch.micro[0].start)
         clip = self.options.get("clip_norm")
-        for i in np.flatnonzero(self.present):
+        for slot, i in enumerate(np.flatnonzero(self.present)):
             rows = torch.nonzero(batch.domains == i).flatten()
-            self.grads[i] = self.flat.buffer(i)
+            self.grads[i] = self.flat.buffer(slot)
             if len(rows) == 0:  # present on another rank only: this rank adds a zero gradient
                 self.grads[i].zero_()
             for n, chunk in enumerate(rows.split(micro)):
@@ -67,13 +68,17 @@ class DomainGradients(SignalProvider):
         return loss_sum.cpu().numpy(), counts.cpu().numpy()
 
     def compute(self, step: StepContext) -> dict[str, Any]:
-        absent = None if self.present.all() else self.flat.buffer(len(self.grads)).zero_()  # g_i = 0
-        vectors = [g if g is not None else absent for g in self.grads]
+        k = len(self.grads)
+        rows = [int(i) for i in np.flatnonzero(self.present)]
+        vectors = [self.grads[i] for i in rows]
         target = step.shared.get("target_gradient")
         if target is not None:
+            rows.append(k)
             vectors.append(target)
-        return {"gram": gram_matrix(vectors, self.runs), "norms": self.norms.copy(), "present": self.present.copy(),
-                "target_index": len(self.grads) if target is not None else None}
+        gram = np.zeros((k + 1, k + 1) if target is not None else (k, k))  # an absent domain's g_i is 0
+        gram[np.ix_(rows, rows)] = gram_matrix(vectors, self.runs)
+        return {"gram": gram, "norms": self.norms.copy(), "present": self.present.copy(),
+                "target_index": k if target is not None else None}
 
     def apply_gradient(self, loss_weights: np.ndarray | None) -> None:
         """Σ_i w_i g_i over the domains present, summed in place into the first one's buffer."""

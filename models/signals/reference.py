@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from mixbench.errors import ConfigError
+from mixbench.errors import ConfigError, TrainingError
 from models.gpt2 import count_parameters
 from models.signals.base import SignalProvider, StepContext
 
@@ -33,6 +33,9 @@ class ReferenceTokenLoss(SignalProvider):
 
     @torch.no_grad()
     def compute(self, step: StepContext) -> dict[str, Any]:
+        if step.token_loss is None:
+            raise TrainingError(f"signal {self.name!r} needs the per-token losses of the step's training forward, "
+                                "which a provider that computes the step's gradient itself does not give")
         passes, batch = self.handles.passes, step.batch
         reference = torch.cat([passes.token_loss(self.reference, batch.tokens[rows], kind="reference_forward")
                                for rows in batch.micro])
