@@ -117,9 +117,7 @@ class DoGE(Strategy):
         return weights
 
     def required_signals(self) -> frozenset[str]:
-        if self.context.stage != "proxy":
-            return frozenset()
-        return frozenset({"domain_gradients"} | ({"target_gradient"} if self.hparams["target"] != "train" else set()))
+        return frozenset(self.signal_options())  # the proxy's: domain gradients, and a target unless `train`
 
     def stratified_batches(self) -> bool:
         return self.context.stage == "proxy"
