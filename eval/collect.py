@@ -37,11 +37,13 @@ def strategy_class(config: dict, strategy: str):
     return get_strategy_class(strategy_class_name(config, strategy))
 
 
-def stages(config: dict, strategy: str) -> list[str]:
-    from mixbench.config import strategy_hparams
+def cell_stage_dirs(config: dict, size: str, strategy: str, seed: int) -> dict[str, Path]:
+    """{stage: folder} of every run one final model needs, in stage order. A reference or
+    proxy of fixed size lives under its own size and is shared by every final size."""
+    from mixbench.config import cell_runs, run_dir
 
-    cls = strategy_class(config, strategy)
-    return cls.stages_for({**cls.defaults, **strategy_hparams(config, strategy)})
+    return {stage: Path(run_dir(config, spec["size"], strategy, seed, stage))
+            for stage, spec in cell_runs(config, size, strategy).items()}
 
 
 def _read(path: Path) -> dict:
@@ -105,9 +107,9 @@ def trajectories(config: dict) -> pd.DataFrame:
     """Every traced weight vector (``alpha`` in a stage's trace.jsonl: DoReMi's proxy, ...)."""
     rows = []
     domains = config["corpus"]["domains"]
-    for size, strategy, seed, cell in grid_cells(config):
-        for stage in stages(config, strategy):
-            for record in trace(cell / stage):
+    for size, strategy, seed, _ in grid_cells(config):
+        for stage, folder in cell_stage_dirs(config, size, strategy, seed).items():
+            for record in trace(folder):
                 if "alpha" in record:
                     rows += [{"size": size, "strategy": strategy, "seed": seed, "stage": stage,
                               "step": record["step"], "domain": d, "weight": w}
@@ -119,12 +121,16 @@ def compute(config: dict) -> pd.DataFrame:
     """One row per stage of every cell: its size, parameters, tokens, FLOPs and wall time.
 
     ``flops`` counts every forward and backward pass the stage made, a strategy's own
-    overheads included; ``train_flops`` is 6·N·D for the training tokens alone."""
+    overheads included; ``train_flops`` is 6·N·D for the training tokens alone. A reference or
+    proxy shared by several final sizes appears in each of their rows (it is part of what each
+    final model cost); ``run`` names its folder, so the grid's total counts it once."""
     rows = []
-    for size, strategy, seed, cell in grid_cells(config):
-        for stage in stages(config, strategy):
-            run = _read(cell / stage / "run.json")
+    runs_dir = Path(config["runs_dir"])
+    for size, strategy, seed, _ in grid_cells(config):
+        for stage, folder in cell_stage_dirs(config, size, strategy, seed).items():
+            run = _read(folder / "run.json")
             rows.append({"size": size, "strategy": strategy, "seed": seed, "stage": stage,
+                         "run": folder.relative_to(runs_dir).as_posix(),
                          "stage_size": run["size"], "steps": run["steps"], "parameters": run["parameters"],
                          "tokens": run["tokens"], "train_flops": run["train_flops"],
                          # Runs written before overheads were counted have only 6·N·D.

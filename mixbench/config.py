@@ -101,15 +101,58 @@ def strategy_hparams(config: dict, name: str) -> dict:
 
 
 def stage_training(config: dict, name: str, stage: str, size: str) -> dict:
-    """Size and step count of one stage of one strategy (`final` always uses the grid's).
-    Iterated stages (``proxy-r2``) take the settings of their kind (``proxy``)."""
+    """Size and step count of one stage of one strategy when the run it feeds has ``size``
+    (`final` always uses the grid's size and ``training.steps``). A stage without a configured
+    size takes the size of the run it feeds. Iterated stages (``proxy-r2``) take the settings
+    of their kind (``proxy``)."""
     resolved = {"size": size, "steps": config["training"]["steps"]}
     if stage == "final":
         return resolved
-    kind = stage.split("-r")[0]
-    for layer in (config["stages"].get(kind, {}), strategy_entry(config, name).get("stages", {}).get(kind, {})):
-        resolved.update({k: v for k, v in layer.items() if v is not None})
+    for layer in stage_layers(config, name, stage):
+        resolved.update({k: layer[k] for k in ("size", "steps") if layer.get(k) is not None})
     return resolved
+
+
+def stage_layers(config: dict, name: str, stage: str) -> list[dict]:
+    """The config entries that set a stage: the global ``stages`` one, then the strategy's own."""
+    kind = stage.split("-r")[0]
+    return [config["stages"].get(kind, {}), strategy_entry(config, name).get("stages", {}).get(kind, {})]
+
+
+def strategy_stages(config: dict, name: str) -> tuple[str, ...]:
+    """The stages a configured strategy runs, from its class's declaration (torch-free)."""
+    from strategies import get_strategy_class
+
+    cls = get_strategy_class(strategy_class_name(config, name))
+    return tuple(cls.stages_for({**cls.defaults, **strategy_hparams(config, name)}))
+
+
+def resolve_stages(config: dict, name: str, stages: tuple[str, ...] | list[str], size: str) -> dict[str, dict]:
+    """{stage: {"size", "steps"}} for a chain of stages whose last one runs at ``size``.
+
+    Sizes resolve backwards: each stage without a configured size takes the size of the stage
+    it feeds. A reference or proxy is therefore identified by its own size and steps, not by
+    the final size it feeds: with a fixed proxy size, every final size reads the same run."""
+    resolved: dict[str, dict] = {}
+    feeding = size
+    for position, stage in enumerate(reversed(stages)):
+        spec = stage_training(config, name, stage, feeding)
+        if position == 0 and spec["size"] != size:
+            raise ConfigError(f"strategies.{name}: stage {stage!r} is configured at size {spec['size']!r}, "
+                              f"not {size!r}; its runs live under {spec['size']}/")
+        resolved[stage] = spec
+        feeding = spec["size"]
+    return dict(reversed(list(resolved.items())))
+
+
+def cell_runs(config: dict, size: str, name: str) -> dict[str, dict]:
+    """Every run a final model of the grid needs, {stage: {"size", "steps"}}, in stage order."""
+    return resolve_stages(config, name, strategy_stages(config, name), size)
+
+
+def run_dir(config: dict, size: str, name: str, seed: int | str, stage: str) -> str:
+    """The folder of one run; ``size`` is the run's own size (a proxy's, not its final's)."""
+    return f"{config['runs_dir']}/{size}/{name}/seed{seed}/{stage}"
 
 
 def check_semantics(config: dict) -> None:
@@ -118,7 +161,16 @@ def check_semantics(config: dict) -> None:
     from models.sizes import SIZES
     from strategies import get_strategy_class
 
+    if config["overlay_of"] is not None and config["overlay_of"] != config["name"]:
+        raise ConfigError(
+            f"this config is an overlay of the {config['overlay_of']!r} grid, which was not loaded (grid name: "
+            f"{config['name']!r}); pass both files to one flag, e.g. `snakemake --configfiles config/paper.yaml "
+            f"config/rehearsal.yaml` (a second --configfile flag replaces the first)")
     problems = []
+    unknown_sizes = [s for s in config["grid"]["sizes"] if s not in SIZES]
+    if unknown_sizes:
+        raise ConfigError(f"invalid configuration:\n  - grid.sizes: unknown size(s) {unknown_sizes}; "
+                          f"known sizes: {sorted(SIZES)}")
     # Entries outside the grid are checked too: a typo there should not wait until it is used.
     names = list(dict.fromkeys([*config["grid"]["strategies"], *config["strategies"]]))
     for name in names:
@@ -137,21 +189,7 @@ def check_semantics(config: dict) -> None:
         if missing_signals:
             problems.append(f"strategy {name!r} needs signals no provider computes: {missing_signals} "
                             f"(models/signals/__init__.py lists {', '.join(available_signals())})")
-        stages = cls.stages_for({**cls.defaults, **strategy_hparams(config, name)})
-        if "reference" in stages and "proxy" in stages:
-            sizes = {s: stage_training(config, name, s, config["grid"]["sizes"][0])["size"] for s in ("reference", "proxy")}
-            if sizes["reference"] != sizes["proxy"]:
-                problems.append(f"strategies.{name}: the proxy must be the size of its reference model, got {sizes}")
-        for stage in stages:
-            spec = stage_training(config, name, stage, config["grid"]["sizes"][0])
-            if spec["size"] not in SIZES:
-                problems.append(f"strategies.{name}: stage {stage!r} uses unknown size {spec['size']!r}")
-            if config["training"]["warmup_steps"] >= spec["steps"]:
-                problems.append(f"strategies.{name}: stage {stage!r} has {spec['steps']} steps, not more than "
-                                f"training.warmup_steps ({config['training']['warmup_steps']})")
-    unknown_sizes = [s for s in config["grid"]["sizes"] if s not in SIZES]
-    if unknown_sizes:
-        problems.append(f"grid.sizes: unknown size(s) {unknown_sizes}; known sizes: {sorted(SIZES)}")
+        problems += stage_problems(config, name)
     if config["corpus"]["source"] == "debian":
         from corpus.debian import DOMAINS
 
@@ -175,6 +213,34 @@ def check_semantics(config: dict) -> None:
         raise ConfigError("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
+def stage_problems(config: dict, name: str) -> list[str]:
+    """What is wrong with a strategy's stages at any final size of the grid."""
+    from models.sizes import SIZES, non_embedding_parameters
+
+    problems = []
+    for final_size in config["grid"]["sizes"]:
+        runs = cell_runs(config, final_size, name)
+        unknown = {stage: spec["size"] for stage, spec in runs.items() if spec["size"] not in SIZES}
+        if unknown:
+            return [f"strategies.{name}: stage(s) use unknown size(s) {unknown}; known sizes: {sorted(SIZES)}"]
+        if "reference" in runs and "proxy" in runs and runs["reference"]["size"] != runs["proxy"]["size"]:
+            problems.append(f"strategies.{name}: the proxy must be the size of its reference model, got "
+                            f"reference {runs['reference']['size']!r} and proxy {runs['proxy']['size']!r}")
+        final_params = non_embedding_parameters(SIZES[final_size])
+        for stage, spec in runs.items():
+            if config["training"]["warmup_steps"] >= spec["steps"]:
+                problems.append(f"strategies.{name}: stage {stage!r} has {spec['steps']} steps, not more than "
+                                f"training.warmup_steps ({config['training']['warmup_steps']})")
+            params = non_embedding_parameters(SIZES[spec["size"]])
+            allowed = any(layer.get("allow_larger_than_final") for layer in stage_layers(config, name, stage))
+            if stage != "final" and params > final_params and not allowed:
+                problems.append(
+                    f"strategies.{name}: stage {stage!r} uses size {spec['size']!r} ({params / 1e6:.1f}M non-embedding "
+                    f"parameters), larger than the final size {final_size!r} it feeds ({final_params / 1e6:.1f}M); "
+                    f"set `allow_larger_than_final: true` in that stage's config entry if this is intended")
+    return list(dict.fromkeys(problems))  # the same problem at several final sizes is said once
+
+
 def relevant_sections(config: dict, *sections: str) -> list:
     """The named config sections without their operational fields."""
     return [
@@ -190,10 +256,13 @@ def fingerprint(obj) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def run_fingerprint(config: dict, strategy: str) -> str:
-    """What a training run's result depends on (seed, size and stage come from its path)."""
-    return fingerprint([relevant_sections(config, "corpus", "tokenizer", "training", "stages"),
-                        strategy_entry(config, strategy)])
+def run_fingerprint(config: dict, strategy: str, spec: dict) -> str:
+    """What one training run's result depends on, given its resolved ``{"size", "steps"}``
+    (seed and stage come from its path; upstream runs are its inputs). A stage's own size and
+    steps stand in for the grid's, so changing the final models' length reruns no shared proxy."""
+    corpus, tokenizer, training = relevant_sections(config, "corpus", "tokenizer", "training")
+    entry = {k: v for k, v in strategy_entry(config, strategy).items() if k != "stages"}
+    return fingerprint([corpus, tokenizer, {**training, "steps": spec["steps"]}, spec["size"], entry])
 
 
 def config_hash(config: dict) -> str:

@@ -22,6 +22,12 @@ SIZES: dict[str, ModelSize] = {
     "tiny": ModelSize(n_layer=2, n_head=4, n_embd=128, n_positions=128),  # 1.46M with 8k vocab: CPU grid
     "mini": ModelSize(n_layer=4, n_head=4, n_embd=256, n_positions=256),  # 5.3M with 8k vocab: CPU proxy
     "proxy-82m": ModelSize(n_layer=6, n_head=12, n_embd=768, n_positions=1024),  # 81.9M with 50k vocab: DoGE's proxy
+    # The paper family at CPU scale (config/rehearsal.yaml): depth doubles and triples from small
+    # to medium to large, as for GPT-2, and the proxy has half of small's layers, as 82M has of 124M.
+    "rehearsal-proxy": ModelSize(n_layer=1, n_head=2, n_embd=64, n_positions=128),  # 0.19M with 2k vocab
+    "rehearsal-small": ModelSize(n_layer=2, n_head=2, n_embd=64, n_positions=128),  # 0.24M with 2k vocab
+    "rehearsal-medium": ModelSize(n_layer=4, n_head=4, n_embd=96, n_positions=128),  # 0.66M with 2k vocab
+    "rehearsal-large": ModelSize(n_layer=6, n_head=4, n_embd=128, n_positions=128),  # 1.47M with 2k vocab
     "small": ModelSize(n_layer=12, n_head=12, n_embd=768, n_positions=1024),  # 124.4M with 50,257 vocab
     "medium": ModelSize(n_layer=24, n_head=16, n_embd=1024, n_positions=1024),  # 354.8M
     "large": ModelSize(n_layer=36, n_head=20, n_embd=1280, n_positions=1024),  # 774.0M
@@ -30,6 +36,13 @@ SIZES: dict[str, ModelSize] = {
 
 def approx_parameters(size: ModelSize, vocab_size: int) -> int:
     """Closed-form GPT-2 parameter count (tied embeddings), for FLOP estimates without torch."""
+    # Each block: attention (4d² + 4d) + MLP (8d² + 5d) + two LayerNorms (4d); then the final LayerNorm.
     d = size.n_embd
-    per_block = 12 * d * d + 13 * d  # attention (4d² + 4d) + MLP (8d² + 5d) + two LayerNorms (4d)
-    return vocab_size * d + size.n_positions * d + size.n_layer * per_block + 2 * d
+    return vocab_size * d + size.n_positions * d + non_embedding_parameters(size) + 2 * d
+
+
+def non_embedding_parameters(size: ModelSize) -> int:
+    """Parameters of the transformer blocks alone: what makes one size larger than another
+    whatever the vocabulary (DoReMi's 280M model is GPT-2 small's blocks with a 256k vocabulary)."""
+    d = size.n_embd
+    return size.n_layer * (12 * d * d + 13 * d)

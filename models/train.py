@@ -3,6 +3,8 @@
     python -m models.train --config config/config.yaml --size tiny --strategy uniform \\
         --seed 0 --stage final --out runs/tiny/uniform/seed0/final [--upstream proxy=DIR]
 
+``--size`` is the run's own size: a proxy's, which may differ from the final size it feeds.
+
 Resumes from ``OUT/checkpoint.pt`` if present. On success writes ``OUT/model/`` (model and
 tokenizer via ``save_pretrained``), ``OUT/log.csv``, ``OUT/weights.json`` and, last,
 ``OUT/run.json`` (the marker the workflow waits for, with provenance). Under ``torchrun``
@@ -62,10 +64,11 @@ def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, ou
           upstream: dict[str, Path], stop_after: int | None = None) -> bool:
     training = config["training"]
     cls = get_strategy_class(cfg.strategy_class_name(config, strategy_name))
-    stages = cls.stages_for(cfg.strategy_hparams(config, strategy_name))
+    stages = cfg.strategy_stages(config, strategy_name)
     if stage not in stages:
         raise ConfigError(f"strategy {strategy_name!r} has no stage {stage!r}; its stages: {stages}")
-    stage_spec = cfg.stage_training(config, strategy_name, stage, size)
+    # --size is this run's own size; a stage of fixed size refuses any other.
+    stage_spec = cfg.resolve_stages(config, strategy_name, stages[: stages.index(stage) + 1], size)[stage]
     rank, world, device = init_distributed(training["device"])
     if training["batch_size"] % (world * training["micro_batch_size"]):
         raise ConfigError(f"batch_size {training['batch_size']} does not split into {world} ranks x micro-batches "
@@ -106,7 +109,7 @@ def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, ou
     )
     out.mkdir(parents=True, exist_ok=True)
     sampler = DomainSampler(store, training["seq_len"], seed, stream=rank)
-    fingerprint = cfg.fingerprint([cfg.run_fingerprint(config, strategy_name), size, seed, stage, world])
+    fingerprint = cfg.fingerprint([cfg.run_fingerprint(config, strategy_name, stage_spec), seed, stage, world])
     loop = TrainingLoop(model, strategy, sampler, settings, log_path=out / "log.csv",
                         checkpoint_path=out / CHECKPOINT_NAME, strategy_name=strategy_name, fingerprint=fingerprint,
                         sources=SignalSources(data_dir=data_dir, seed=seed, upstream=upstream, run_dir=out))

@@ -1,5 +1,6 @@
 # Validation of the config (before any job runs) and the helpers every rule file uses.
 import os
+import re
 import sys
 
 import yaml
@@ -46,12 +47,12 @@ def fingerprint(*sections):
 
 
 def stages_of(strategy):
-    cls = get_strategy_class(mbconfig.strategy_class_name(config, strategy))
-    return cls.stages_for(mbconfig.strategy_hparams(config, strategy))
+    return mbconfig.strategy_stages(config, strategy)
 
 
 def run_dir(size, strategy, seed, stage):
-    return f"{RUNS}/{size}/{strategy}/seed{seed}/{stage}"
+    """A run's folder; ``size`` is the run's own size (a shared proxy's, not its final's)."""
+    return mbconfig.run_dir(config, size, strategy, seed, stage)
 
 
 def final_runs():
@@ -59,8 +60,16 @@ def final_runs():
     return [(size, strat, seed) for size in GRID["sizes"] for strat in GRID["strategies"] for seed in GRID["seeds"]]
 
 
+def cell_run_dirs(size, strategy, seed):
+    """The folders of every run one final model needs, shared reference and proxy runs included."""
+    runs = mbconfig.cell_runs(config, size, strategy)
+    return [run_dir(spec["size"], strategy, seed, stage) for stage, spec in runs.items()]
+
+
+from models.sizes import SIZES
+
 wildcard_constraints:
     stage=r"(reference|proxy)(-r\d+)?|final",
     seed=r"\d+",
-    size="|".join(map(str, GRID["sizes"])),
-    strategy="|".join(GRID["strategies"]),
+    size="|".join(map(re.escape, SIZES)),
+    strategy="|".join(map(re.escape, GRID["strategies"])),

@@ -20,11 +20,9 @@ rule tables:
             for size, strat, seed in final_runs()
             for name in EVAL_FILES
         ],
-        runs=[
-            f"{run_dir(size, strat, seed, stage)}/run.json"
-            for size, strat, seed in final_runs()
-            for stage in stages_of(strat)
-        ],
+        runs=list(dict.fromkeys(  # shared reference and proxy runs once
+            f"{folder}/run.json" for size, strat, seed in final_runs() for folder in cell_run_dirs(size, strat, seed)
+        )),
         code=code("aggregate", "collect", "tables", "stats"),
     output:
         # The HTML versions go into `snakemake --report`, which cannot show Markdown.

@@ -1,25 +1,33 @@
 # One generic training rule for every stage of every strategy. A strategy's stages come from
-# its class (strategies/*.py): each stage waits for the stage before it and reads its outputs.
+# its class (strategies/*.py): each stage waits for the stages before it and reads their outputs.
+# A run's path holds its own size: a reference or proxy of fixed size is one run per seed that
+# every final size reads.
 
 
-def previous_stages(wildcards):
+def stage_chain(wildcards):
+    """{stage: {"size", "steps"}} of this run and of every run before it."""
     stages = stages_of(wildcards.strategy)
-    return stages[: stages.index(wildcards.stage)]
+    chain = stages[: stages.index(wildcards.stage) + 1]
+    return mbconfig.resolve_stages(config, wildcards.strategy, chain, wildcards.size)
+
+
+def upstream_dirs(wildcards):
+    chain = stage_chain(wildcards)
+    return {s: run_dir(spec["size"], wildcards.strategy, wildcards.seed, s) for s, spec in chain.items()
+            if s != wildcards.stage}
 
 
 def upstream_runs(wildcards):
-    return [
-        f"{run_dir(wildcards.size, wildcards.strategy, wildcards.seed, s)}/run.json" for s in previous_stages(wildcards)
-    ]
+    return [f"{d}/run.json" for d in upstream_dirs(wildcards).values()]
 
 
 def upstream_args(wildcards):
-    dirs = [f"{s}={run_dir(wildcards.size, wildcards.strategy, wildcards.seed, s)}" for s in previous_stages(wildcards)]
+    dirs = [f"{s}={d}" for s, d in upstream_dirs(wildcards).items()]
     return ("--upstream " + " ".join(dirs)) if dirs else ""
 
 
 def train_fingerprint(wildcards):
-    return mbconfig.run_fingerprint(config, wildcards.strategy)
+    return mbconfig.run_fingerprint(config, wildcards.strategy, stage_chain(wildcards)[wildcards.stage])
 
 
 def launcher():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.collect import stages
+from mixbench.config import cell_runs, run_dir
 from mixbench.io import write_json
 
 SHIFT = {"uniform": 0.0, "natural": -0.05, "doremi": -0.1, "dograph": 0.02}
@@ -31,8 +31,9 @@ def write_grid(config: dict) -> None:
             for seed in config["grid"]["seeds"]:
                 cell = Path(config["runs_dir"]) / size / strategy / f"seed{seed}"
                 weights = rng.dirichlet(np.ones(k)) if strategy != "uniform" else np.full(k, 1 / k)
-                for stage in stages(config, strategy):
-                    write_stage(cell / stage, strategy, stage, size, seed, domains, weights, rng)
+                for stage, spec in cell_runs(config, size, strategy).items():  # a shared proxy: written again
+                    write_stage(Path(run_dir(config, spec["size"], strategy, seed, stage)), strategy, stage,
+                                spec["size"], seed, domains, weights, rng)
                 bpb = {d: base[size, seed, d] + SHIFT[strategy] for d in domains}
                 write_json(cell / "final" / "eval" / "perplexity.json", {"tasks": {
                     d: {"bits_per_byte": v, "byte_perplexity": 2**v, "word_perplexity": 2 ** (5 * v), "documents": 4}

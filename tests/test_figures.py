@@ -55,10 +55,15 @@ def test_compute_counts_every_stage(results):
     compute = pd.read_csv(out / "tables" / "compute.csv")
     doremi = compute[(compute.strategy == "doremi") & (compute["size"] == "tiny") & (compute.seed == 0)]
     assert list(doremi.stage) == ["reference", "proxy", "final"]
+    # The test config fixes the stages' size at `test`: the tiny models read the test-size runs.
+    assert list(doremi.stage_size) == ["test", "test", "tiny"]
+    assert list(doremi.run) == ["test/doremi/seed0/reference", "test/doremi/seed0/proxy", "tiny/doremi/seed0/final"]
     rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in
             (out / "tables" / "compute.md").read_text().splitlines()[4:]}
-    # reference 1 + proxy 1.5 + final 1 = 3.5 times uniform's single stage.
-    assert "| 3.50 " in rows["tiny", "doremi"] and "| 1.00 " in rows["tiny", "natural"]
+    # Same size: reference 1 + proxy 1.5 + final 1 = 3.5 times uniform's single stage.
+    assert "| 3.50 " in rows["test", "doremi"] and "| 1.00 " in rows["tiny", "natural"]
+    # Tiny: the test-size stages add 2.5 × 30k / 1.46M parameters' worth of the same tokens.
+    assert "| 1.05 " in rows["tiny", "doremi"]
 
 
 def test_every_figure_is_written_as_png_and_pdf_with_a_report_caption(results):
