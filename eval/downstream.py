@@ -59,6 +59,12 @@ def evaluate_downstream(
     num_fewshot: int = 0,
 ) -> dict[str, Any]:
     """Run lm-eval on the named tasks and return one record per scored task."""
+    plan = downstream_plan(tasks, tasks_dir)  # before loading the model: a missing task fails fast
+    return score_downstream(model_dir, *make_lm(model_dir, device, batch_size), plan, limit, num_fewshot)
+
+
+def downstream_plan(tasks: Sequence[str], tasks_dir: str | Path | None) -> dict[str, Any]:
+    """Where each task comes from: the generated groups' folder and domains, or lm-eval's registry."""
     if not tasks:
         raise ConfigError("no downstream task given")
     generated = [t for t in tasks if t in GENERATED]
@@ -70,7 +76,13 @@ def evaluate_downstream(
         manifest = load_manifest(tasks_dir, SUBDIR, "eval.downstream_tasks")
         include_path = manifest["tasks_dir"]
         domain_of = {task: d for per_domain in manifest["groups"].values() for d, task in per_domain.items()}
-    lm, settings = make_lm(model_dir, device, batch_size)
+    return {"tasks": list(tasks), "generated": generated, "include_path": include_path, "domain_of": domain_of}
+
+
+def score_downstream(model_dir: str | Path, lm, settings: dict, plan: dict, limit: int | None,
+                     num_fewshot: int) -> dict[str, Any]:
+    """The downstream record of an already loaded model (``make_lm``)."""
+    tasks, generated, include_path, domain_of = plan["tasks"], plan["generated"], plan["include_path"], plan["domain_of"]
     log(f"tasks: {', '.join(tasks)}" + (f" (generated ones from {include_path})" if include_path else ""))
     # Standard errors of means are closed-form; bootstrap_iters > 0 only switches them on.
     output = run_tasks(lm, tasks, include_path, include_defaults=len(generated) < len(tasks), limit=limit,

@@ -66,8 +66,12 @@ def evaluate(
     limit: int | None = None,
 ) -> dict[str, Any]:
     """Run lm-eval on every domain task listed in the manifest and return the result record."""
-    manifest = load_manifest(tasks_dir)
-    lm, settings = make_lm(model_dir, device, batch_size)
+    manifest = load_manifest(tasks_dir)  # before loading the model: a missing task fails fast
+    return score_perplexity(model_dir, *make_lm(model_dir, device, batch_size), manifest, limit)
+
+
+def score_perplexity(model_dir: str | Path, lm, settings: dict, manifest: dict, limit: int | None) -> dict[str, Any]:
+    """The perplexity record of an already loaded model (``make_lm``) on a task manifest."""
     tasks = manifest["tasks"]
     log(f"tasks from {manifest['tasks_dir']}: " + ", ".join(
         f"{d} ({manifest['domains'][d]['documents']} docs)" for d in tasks))

@@ -1,4 +1,5 @@
-# lm-eval on every final model: per-domain loglikelihood_rolling tasks on the held-out test split.
+# lm-eval on every final model: per-domain loglikelihood_rolling tasks on the held-out test split,
+# and the downstream tasks.
 
 # A global, not a param: the batch size changes speed, not results, so it must not trigger reruns.
 EVAL_BATCH_SIZE = config["evaluation"]["batch_size"]
@@ -20,23 +21,6 @@ rule lm_eval_tasks:
         "{PY} -m eval.tasks --corpus-dir {DATA}/corpus --out {DATA}/lm_eval_tasks --domains {params.domains}"
         " --max-documents {params.max_documents} --max-chars {params.max_chars}"
         " > {log} 2>&1"
-
-
-rule evaluate_perplexity:
-    input:
-        run=f"{RUNS}/{{size}}/{{strategy}}/seed{{seed}}/final/run.json",
-        tasks=rules.lm_eval_tasks.output,
-    output:
-        f"{RUNS}/{{size}}/{{strategy}}/seed{{seed}}/final/eval/perplexity.json",
-    params:
-        model=lambda w: f"{run_dir(w.size, w.strategy, w.seed, 'final')}/model",
-        fingerprint=fingerprint("evaluation"),
-    threads: config["training"]["threads"]
-    log:
-        f"{LOGS}/eval/{{size}}-{{strategy}}-seed{{seed}}-perplexity.log",
-    shell:
-        "{PY} -m eval.run --model {params.model} --tasks-dir {DATA}/lm_eval_tasks --out {output}"
-        " --batch-size {EVAL_BATCH_SIZE} --threads {threads} > {log} 2>&1"
 
 
 # Downstream tasks: the offline groups generated from the test splits and/or lm-eval registry tasks.
@@ -62,21 +46,27 @@ rule downstream_tasks:
         " --choices {params.d[choices]} > {log} 2>&1"
 
 
-rule evaluate_downstream:
+# One job per final model: it loads the model once and scores the perplexity tasks, then the
+# downstream ones.
+rule evaluate:
     input:
         run=f"{RUNS}/{{size}}/{{strategy}}/seed{{seed}}/final/run.json",
-        tasks=rules.downstream_tasks.output if GENERATED_DOWNSTREAM else [],
+        tasks=[rules.lm_eval_tasks.output, *(rules.downstream_tasks.output if GENERATED_DOWNSTREAM else [])],
     output:
-        f"{RUNS}/{{size}}/{{strategy}}/seed{{seed}}/final/eval/downstream.json",
+        perplexity=f"{RUNS}/{{size}}/{{strategy}}/seed{{seed}}/final/eval/perplexity.json",
+        downstream=[f"{RUNS}/{{size}}/{{strategy}}/seed{{seed}}/final/eval/downstream.json"] if DOWNSTREAM["tasks"] else [],
     params:
         model=lambda w: f"{run_dir(w.size, w.strategy, w.seed, 'final')}/model",
-        fingerprint=fingerprint("downstream"),
-        tasks=" ".join(DOWNSTREAM["tasks"]),
-        limit=f"--limit {DOWNSTREAM['limit']}" if DOWNSTREAM["limit"] else "",
+        fingerprint=fingerprint("evaluation", "downstream"),
+        downstream=lambda w, output: (
+            f"--downstream {' '.join(DOWNSTREAM['tasks'])} --downstream-out {output.downstream[0]}"
+            f" --num-fewshot {DOWNSTREAM['num_fewshot']}"
+            + (f" --downstream-limit {DOWNSTREAM['limit']}" if DOWNSTREAM["limit"] else "")
+            if DOWNSTREAM["tasks"] else ""
+        ),
     threads: config["training"]["threads"]
     log:
-        f"{LOGS}/eval/{{size}}-{{strategy}}-seed{{seed}}-downstream.log",
+        f"{LOGS}/eval/{{size}}-{{strategy}}-seed{{seed}}.log",
     shell:
-        "{PY} -m eval.downstream --model {params.model} --tasks {params.tasks} --tasks-dir {DATA}/lm_eval_tasks"
-        " --out {output} --num-fewshot {DOWNSTREAM[num_fewshot]} --batch-size {EVAL_BATCH_SIZE} {params.limit}"
-        " --threads {threads} > {log} 2>&1"
+        "{PY} -m eval.evaluate --model {params.model} --tasks-dir {DATA}/lm_eval_tasks --out {output.perplexity}"
+        " {params.downstream} --batch-size {EVAL_BATCH_SIZE} --threads {threads} > {log} 2>&1"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +17,26 @@ from mixbench import config as cfg  # noqa: E402
 
 TEST_CONFIG = REPO / "tests" / "config" / "test.yaml"
 FIXTURE_CORPUS = REPO / "tests" / "fixtures" / "corpus.jsonl"
+
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(workdir: Path, config_files: Path | list[Path], *args: str, snakefile: Path = REPO / "Snakefile"):
+    """The real workflow in ``workdir`` with the given config file(s), merged in order."""
+    files = [config_files] if isinstance(config_files, Path) else config_files
+    # A PATH without the virtualenv: jobs must not depend on which `python` a shell finds.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PATH": "/usr/bin:/bin"}
+    return subprocess.run(
+        [*SNAKEMAKE, "--snakefile", str(snakefile), "--directory", str(workdir), "--configfiles", *map(str, files),
+         "--cores", "2", *args],
+        capture_output=True, text=True, env=env, timeout=900,
+    )
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 def make_test_config(root: Path, **overrides) -> dict:

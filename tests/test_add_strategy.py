@@ -15,9 +15,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from conftest import REPO, make_test_config
+from conftest import REPO, make_test_config, snakemake, write_config
 from mixbench.config import deep_merge
-from test_workflow import snakemake, write_config
 
 
 def readme_blocks() -> dict[str, str]:
