@@ -3,6 +3,7 @@
 # step checks what is already there and does only what is missing.
 #
 #   bash scripts/mixbench.sh benchmark [snakemake args...]   corpus packages + venv, then `snakemake --cores all`
+#   bash scripts/mixbench.sh rehearsal [snakemake args...]   the paper grid's DAG at CPU scale (config/rehearsal.yaml)
 #   bash scripts/mixbench.sh test [pytest args...]           venv, then the test suite
 #   bash scripts/mixbench.sh setup                            venv only
 set -euo pipefail
@@ -45,10 +46,14 @@ case "$command" in
         ensure_venv
         PYTHON="$venv/bin/python" bash scripts/install-debian-packages.sh data/debs
         exec "$venv/bin/snakemake" --cores all "$@" ;;
+    rehearsal)
+        ensure_venv
+        PYTHON="$venv/bin/python" bash scripts/install-debian-packages.sh data/debs
+        exec "$venv/bin/snakemake" --cores all --configfiles config/paper.yaml config/rehearsal.yaml "$@" ;;
     test)
         ensure_venv
         exec "$venv/bin/python" -m pytest tests "$@" ;;
     *)
-        echo "usage: bash scripts/mixbench.sh {benchmark|test|setup} [extra args]" >&2
+        echo "usage: bash scripts/mixbench.sh {benchmark|rehearsal|test|setup} [extra args]" >&2
         exit 2 ;;
 esac

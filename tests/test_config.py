@@ -107,8 +107,12 @@ def test_config_hash_is_stable_and_sensitive(tmp_path):
 def test_paper_config_is_valid_on_top_of_the_default():
     config = cfg.load(cfg.REPO_ROOT / "config" / "config.yaml", cfg.REPO_ROOT / "config" / "paper.yaml")
     assert config["grid"]["sizes"] == ["small", "medium", "large"]
-    assert "doge_published" in config["grid"]["strategies"]
-    assert sum(cfg.strategy_hparams(config, "doge_published")["weights"].values()) == pytest.approx(1.0)
+    assert config["grid"]["strategies"] == ["uniform", "natural", "doremi", "doge", "dograph", "doremi_published",
+                                            "doge_published"]
+    for published in ("doremi_published", "doge_published"):  # rounded as printed: sums within 1e-4 of 1
+        assert sum(cfg.strategy_hparams(config, published)["weights"]) == pytest.approx(1.0, abs=1e-4)
+    assert cfg.cell_runs(config, "large", "doge") == {"proxy": {"size": "proxy-82m", "steps": 10000},
+                                                      "final": {"size": "large", "steps": 20000}}
 
 
 def test_a_doge_batch_too_small_for_its_stratified_proxy_is_refused_before_any_job(tmp_path):
