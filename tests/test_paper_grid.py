@@ -1,0 +1,170 @@
+"""The paper grid's structure: reference and proxy runs shared across final sizes, the whole
+paper DAG offline, and its CPU rehearsal (config/rehearsal.yaml) end to end."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import FIXTURE_CORPUS, REPO, make_test_config, snakemake, write_config
+from mixbench import config as cfg
+from mixbench.errors import ConfigError
+
+PAPER, REHEARSAL, DEFAULT = REPO / "config" / "paper.yaml", REPO / "config" / "rehearsal.yaml", REPO / "config" / "config.yaml"
+
+
+def job_counts(output: str) -> dict[str, int]:
+    return {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", output, flags=re.M)}
+
+
+def planned_outputs(output: str) -> set[str]:
+    return set(re.findall(r"^\s+output: (\S+/run\.json)", output, flags=re.M))
+
+
+@pytest.mark.parametrize("stage_size, trains", [("test", 4 + 2 + 1), (None, 4 + 2 * 2 + 2 * 1)])
+def test_a_fixed_size_stage_is_trained_once_for_every_final_size(tmp_path, stage_size, trains):
+    # 2 final sizes × 2 strategies with stages, 1 seed: 4 final models, plus DoReMi's reference
+    # and proxy and DoGE's proxy, once if their size is fixed, once per final size otherwise.
+    stage = {"size": stage_size, "steps": 10}
+    config = make_test_config(tmp_path, grid={"sizes": ["test", "tiny"], "strategies": ["doremi", "doge"], "seeds": [0]},
+                              stages={"reference": stage, "proxy": stage}, training={"batch_size": 12, "micro_batch_size": 12})
+    result = snakemake(tmp_path, write_config(tmp_path / "config.yaml", config), "-n")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    jobs = job_counts(out)
+    assert jobs["train"] == trains and jobs["evaluate"] == 4, out[-2000:]
+    proxies = {p for p in planned_outputs(out) if "/proxy/" in p}
+    if stage_size:
+        assert proxies == {f"{tmp_path}/runs/test/{s}/seed0/proxy/run.json" for s in ("doremi", "doge")}
+    else:
+        assert {Path(p).parts[-5] for p in proxies} == {"test", "tiny"}  # under each final size
+
+
+def test_the_paper_grid_plans_every_strategy_offline(tmp_path):
+    result = snakemake(tmp_path, PAPER, "-n")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    jobs = job_counts(out)
+    # 7 strategies × 3 sizes × 3 seeds final models; per seed one DoReMi reference and proxy
+    # (GPT-2 small) and one DoGE proxy (82M), shared by the three final sizes.
+    assert jobs["train"] == 63 + 3 * 3 and jobs["evaluate"] == 63, out[-2000:]
+    stages = {p for p in planned_outputs(out) if "/final/" not in p}
+    assert {str(Path(p).relative_to("runs/paper").parent) for p in stages} == {  # relative to --directory
+        *(f"small/doremi/seed{s}/{stage}" for s in range(3) for stage in ("reference", "proxy")),
+        *(f"proxy-82m/doge/seed{s}/proxy" for s in range(3))}
+
+
+def test_a_stage_larger_than_its_final_model_is_refused_unless_allowed(tmp_path):
+    big = {"reference": {"size": "tiny", "steps": 10}, "proxy": {"size": "tiny", "steps": 10}}
+    config = make_test_config(tmp_path, grid={"sizes": ["test"], "strategies": ["doremi"]}, stages=big)
+    with pytest.raises(ConfigError, match=r"stage 'proxy' uses size 'tiny' \(0\.4M non-embedding parameters\), "
+                                          r"larger than the final size 'test' it feeds \(0\.0M\)"):
+        cfg.validate(config)
+    allowed = {kind: {**spec, "allow_larger_than_final": True} for kind, spec in big.items()}
+    cfg.validate(make_test_config(tmp_path, grid={"sizes": ["test"], "strategies": ["doremi"]}, stages=allowed))
+
+
+def test_a_run_of_a_fixed_size_stage_refuses_another_size(tmp_path):
+    config = cfg.validate(make_test_config(tmp_path, grid={"sizes": ["test", "tiny"], "strategies": ["doremi"]}))
+    chain = cfg.strategy_stages(config, "doremi")
+    assert cfg.cell_runs(config, "tiny", "doremi") == {
+        "reference": {"size": "test", "steps": 10}, "proxy": {"size": "test", "steps": 10}, "final": {"size": "tiny", "steps": 30}}
+    with pytest.raises(ConfigError, match="stage 'proxy' is configured at size 'test', not 'tiny'"):
+        cfg.resolve_stages(config, "doremi", chain[:2], "tiny")
+
+
+def test_the_rehearsal_is_refused_without_the_paper_grid_under_it():
+    with pytest.raises(ConfigError, match="overlay of the 'paper' grid, which was not loaded"):
+        cfg.load(DEFAULT, REHEARSAL)
+    config = cfg.load(DEFAULT, PAPER, REHEARSAL)
+    assert config["grid"]["strategies"] == yaml.safe_load(PAPER.read_text())["grid"]["strategies"]
+    assert config["grid"]["sizes"] == ["rehearsal-small", "rehearsal-medium", "rehearsal-large"]
+
+
+@pytest.fixture(scope="module")
+def rehearsal(tmp_path_factory):
+    """The rehearsal on the fixture corpus with one seed and shorter runs: paper grid, then
+    rehearsal overlay, then this one (paths, corpus, length)."""
+    root = tmp_path_factory.mktemp("rehearsal")
+    test = yaml.safe_load((REPO / "tests" / "config" / "test.yaml").read_text())
+    domains = test["corpus"]["domains"]  # six, where the paper has seven: fold the last two together
+    published = {name: entry["weights"][:5] + [round(sum(entry["weights"][5:]), 6)]
+                 for name, entry in yaml.safe_load(PAPER.read_text())["strategies"].items() if "weights" in entry}
+    overlay = {
+        "data_dir": str(root / "data"), "runs_dir": str(root / "runs"), "results_dir": str(root / "results"),
+        "corpus": {"source": "jsonl", "path": str(FIXTURE_CORPUS), "domains": domains, "max_bytes_per_domain": 100000,
+                   "val_fraction": 0.1, "test_fraction": 0.1, "min_split_documents": 3},
+        "tokenizer": {"vocab_size": 512},
+        "grid": {"seeds": [0]},
+        # DoGE's stratified proxy batch needs a sequence per domain in its target half.
+        "training": {"steps": 20, "batch_size": 12, "micro_batch_size": 12, "seq_len": 32, "warmup_steps": 2},
+        "stages": {"reference": {"steps": 10}, "proxy": {"steps": 10}},
+        "evaluation": test["evaluation"],
+        "downstream": {**test["downstream"], "tasks": ["mixbench_cloze", "mixbench_choice"]},
+        "strategies": {"doge": {"stages": {"proxy": {"steps": 10}}},
+                       "dograph": {**test["strategies"]["dograph"], "update_every": 5},
+                       **{name: {"weights": w} for name, w in published.items()}},
+    }
+    result = snakemake(root, [PAPER, REHEARSAL, write_config(root / "overlay.yaml", overlay)])
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return root, published
+
+
+SIZES = ["rehearsal-small", "rehearsal-medium", "rehearsal-large"]
+STRATEGIES = ["uniform", "natural", "doremi", "doge", "dograph", "doremi_published", "doge_published"]
+
+
+def test_the_rehearsal_trains_each_shared_stage_once_and_every_final_model(rehearsal):
+    root, _ = rehearsal
+    runs = sorted(str(p.parent.relative_to(root / "runs")) for p in (root / "runs").rglob("run.json"))
+    finals = [f"{size}/{s}/seed0/final" for size in SIZES for s in STRATEGIES]
+    stages = ["rehearsal-small/doremi/seed0/reference", "rehearsal-small/doremi/seed0/proxy",
+              "rehearsal-proxy/doge/seed0/proxy"]
+    assert runs == sorted(finals + stages)
+    compute = pd.read_csv(root / "results" / "tables" / "compute.csv")
+    proxies = compute[compute.stage == "proxy"].set_index(["strategy", "size"])["run"]
+    assert all(proxies["doremi", size] == "rehearsal-small/doremi/seed0/proxy" for size in SIZES)
+    assert all(proxies["doge", size] == "rehearsal-proxy/doge/seed0/proxy" for size in SIZES)
+
+
+def test_the_rehearsal_reaches_every_table_and_figure(rehearsal):
+    root, published = rehearsal
+    long = pd.read_csv(root / "results" / "tables" / "perplexity.csv")
+    assert list(dict.fromkeys(long["size"])) == SIZES and list(dict.fromkeys(long["strategy"])) == STRATEGIES
+    assert len(long) == len(SIZES) * len(STRATEGIES) * 6 and long["bits_per_byte"].between(0.5, 12).all()
+    figures = root / "results" / "figures"
+    for name in ("bpb_vs_size", "compute_vs_quality", "dograph_graph", "gradient_pca"):
+        assert (figures / f"{name}.png").stat().st_size > 0 and (figures / f"{name}.pdf").stat().st_size > 0
+    weights = pd.read_csv(root / "results" / "tables" / "weights.csv")
+    doge = weights[(weights.strategy == "doge_published") & (weights["size"] == SIZES[-1])]["weight"].to_numpy()
+    expected = published["doge_published"]
+    assert doge == pytest.approx([w / sum(expected) for w in expected])  # the list, in corpus order
+    trajectories = pd.read_csv(root / "results" / "tables" / "trajectories.csv")
+    online = trajectories[(trajectories.strategy == "dograph") & (trajectories.stage == "final")]
+    assert sorted(online.step.unique()) == [5, 10, 15]  # DoGraph's online schedule: after warmup, not the last step
+
+
+def test_the_cost_plan_counts_a_shared_stage_once_per_seed_and_matches_a_hand_estimate(tmp_path):
+    from eval.plan import measured_ratios, plan
+
+    config = cfg.validate(make_test_config(tmp_path, grid={"sizes": ["test", "tiny"], "strategies": ["uniform", "doremi"]}))
+    summary = plan(config, None, peak_tflops=100.0, mfu=0.5).set_index(["size", "strategy", "stage"])
+    proxy = summary.loc["test", "doremi", "proxy"]
+    assert proxy["runs"] == 2 and proxy["feeds"] == "test, tiny"  # two seeds, shared by both final sizes
+    assert summary.loc["tiny", "doremi", "final"]["runs"] == 2 and ("tiny", "doremi", "proxy") not in summary.index
+    # tiny (2 layers, 128 wide, 128 positions) with the test config's 512-token BPE, 30 steps of 8 × 32 tokens.
+    n = 512 * 128 + 128 * 128 + 2 * (12 * 128 * 128 + 13 * 128) + 2 * 128
+    per_run = (6 * n + 12 * 2 * 128 * 32) * (30 * 8 * 32) / (0.5 * 100e12) / 3600
+    assert summary.loc["tiny", "uniform", "final"]["hours"] == pytest.approx(2 * per_run, rel=1e-12)
+    # A measured compute table scales each stage by its FLOPs over its training FLOPs.
+    table = tmp_path / "compute.csv"
+    pd.DataFrame({"strategy": ["uniform", "doremi", "doremi", "doremi"], "stage": ["final", "reference", "proxy", "final"],
+                  "flops": [6.0, 6.0, 8.0, 6.0], "train_flops": [6.0, 6.0, 6.0, 6.0]}).to_csv(table, index=False)
+    ratios = measured_ratios(table)
+    assert ratios["doremi", "proxy"] == pytest.approx(8 / 6)
+    scaled = plan(config, ratios, peak_tflops=100.0, mfu=0.5).set_index(["size", "strategy", "stage"])
+    assert scaled.loc["test", "doremi", "proxy"]["hours"] == pytest.approx(proxy["hours"] * 8 / 6)
