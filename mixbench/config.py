@@ -54,10 +54,19 @@ def validate(config: dict) -> dict:
     config = copy.deepcopy(config)
     errors = sorted(_Validator(load_schema()).iter_errors(config), key=lambda e: list(e.path))
     if errors:
-        lines = [f"  - {_where(e)}: {e.message}" for e in errors]
+        lines = [f"  - {_where(e)}: {e.message}{_hint(e)}" for e in errors]
         raise ConfigError("invalid configuration:\n" + "\n".join(lines))
     check_semantics(config)
     return config
+
+
+def _hint(error: jsonschema.ValidationError) -> str:
+    """What usually causes an error, where it is not the error itself."""
+    expected = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+    if error.validator == "type" and isinstance(error.instance, str) and {"integer", "number"} & set(expected):
+        return (" (snakemake --config passes the values nested in a mapping as text, never as numbers: "
+                "set them in a config file given to --configfiles instead)")
+    return ""
 
 
 def _where(error: jsonschema.ValidationError) -> str:

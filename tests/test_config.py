@@ -125,3 +125,8 @@ def test_a_doge_batch_too_small_for_its_stratified_proxy_is_refused_before_any_j
     config["strategies"] = {"doge": {"target": "qa"}}  # out-of-domain: five domains trained on
     config["training"].update(batch_size=10, micro_batch_size=1)
     cfg.validate(config)
+
+
+def test_a_number_given_as_text_is_refused_with_where_it_usually_comes_from(tmp_path):
+    with pytest.raises(ConfigError, match=r"grid\.seeds\.0: '0' is not of type 'integer' \(snakemake --config passes"):
+        cfg.validate(make_test_config(tmp_path, grid={"seeds": ["0"]}))
