@@ -95,9 +95,12 @@ def aggregate(config: dict) -> None:
 
     compute = collect.compute(config)
     write_csv(compute, out / "compute.csv")
+    shared = compute.groupby("run")["size"].nunique()
+    shared_note = (f"; {len(shared[shared > 1])} reference/proxy runs are shared by several final sizes and counted in "
+                   "each of their rows (compute.csv names each row's run)" if (shared > 1).any() else "")
     write_sections(out, "compute", [(
         f"Compute per strategy, every stage included (mean over seeds; FLOPs = 2N per forward and 4N per backward "
-        f"token; × baseline = total relative to {base})", compute_table(compute, grid))])
+        f"token; × baseline = total relative to {base}{shared_note})", compute_table(compute, grid))])
 
     write_csv(collect.trajectories(config), out / "trajectories.csv")
     print(f"wrote {len(TABLE_NAMES) + len(CSV_ONLY)} tables ({len(ppl)} perplexity rows, {len(down)} downstream rows) "

@@ -64,6 +64,8 @@ def test_compute_counts_every_stage(results):
     assert "| 3.50 " in rows["test", "doremi"] and "| 1.00 " in rows["tiny", "natural"]
     # Tiny: the test-size stages add 2.5 × 30k / 1.46M parameters' worth of the same tokens.
     assert "| 1.05 " in rows["tiny", "doremi"]
+    # DoReMi's reference and proxy of each of 3 seeds feed both sizes; the table says so.
+    assert "6 reference/proxy runs are shared by several final sizes" in (out / "tables" / "compute.md").read_text()
 
 
 def test_every_figure_is_written_as_png_and_pdf_with_a_report_caption(results):
