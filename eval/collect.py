@@ -37,13 +37,19 @@ def strategy_class(config: dict, strategy: str):
     return get_strategy_class(strategy_class_name(config, strategy))
 
 
-def cell_stage_dirs(config: dict, size: str, strategy: str, seed: int) -> dict[str, Path]:
-    """{stage: folder} of every run one final model needs, in stage order. A reference or
-    proxy of fixed size lives under its own size and is shared by every final size."""
+def cell_stage_runs(config: dict, size: str, strategy: str, seed: int) -> dict[str, tuple[str, Path]]:
+    """{stage: (the run's own size, its folder)} of every run one final model needs, in stage
+    order. A reference or proxy of fixed size lives under its own size and is shared by every
+    final size."""
     from mixbench.config import cell_runs, run_dir
 
-    return {stage: Path(run_dir(config, spec["size"], strategy, seed, stage))
+    return {stage: (spec["size"], Path(run_dir(config, spec["size"], strategy, seed, stage)))
             for stage, spec in cell_runs(config, size, strategy).items()}
+
+
+def cell_stage_dirs(config: dict, size: str, strategy: str, seed: int) -> dict[str, Path]:
+    """{stage: folder} of every run one final model needs (``cell_stage_runs`` without sizes)."""
+    return {stage: folder for stage, (_, folder) in cell_stage_runs(config, size, strategy, seed).items()}
 
 
 def _read(path: Path) -> dict:
@@ -104,17 +110,18 @@ def weights(config: dict) -> pd.DataFrame:
 
 
 def trajectories(config: dict) -> pd.DataFrame:
-    """Every traced weight vector (``alpha`` in a stage's trace.jsonl: DoReMi's proxy, ...)."""
+    """Every traced weight vector (``alpha`` in a stage's trace.jsonl: DoReMi's proxy, ...);
+    ``size`` is the final size the run feeds, ``stage_size`` the run's own."""
     rows = []
     domains = config["corpus"]["domains"]
     for size, strategy, seed, _ in grid_cells(config):
-        for stage, folder in cell_stage_dirs(config, size, strategy, seed).items():
+        for stage, (stage_size, folder) in cell_stage_runs(config, size, strategy, seed).items():
             for record in trace(folder):
                 if "alpha" in record:
                     rows += [{"size": size, "strategy": strategy, "seed": seed, "stage": stage,
-                              "step": record["step"], "domain": d, "weight": w}
+                              "stage_size": stage_size, "step": record["step"], "domain": d, "weight": w}
                              for d, w in zip(domains, record["alpha"])]
-    return pd.DataFrame(rows, columns=["size", "strategy", "seed", "stage", "step", "domain", "weight"])
+    return pd.DataFrame(rows, columns=["size", "strategy", "seed", "stage", "stage_size", "step", "domain", "weight"])
 
 
 def compute(config: dict) -> pd.DataFrame:

@@ -141,7 +141,7 @@ class Figures:
                 ax.plot(mean.index, mean.values, color=self.domain_colour[d], label=d)
                 ax.fill_between(mean.index, by_step.min().values, by_step.max().values, color=self.domain_colour[d],
                                 alpha=0.2, linewidth=0)
-            ax.set_title(f"{strategy}: {stage} stage ({self.sizes[0]})", color=self.colour[strategy])
+            ax.set_title(f"{strategy}: {stage} stage ({rows['stage_size'].iloc[0]})", color=self.colour[strategy])
             ax.set_xlabel("training step")
             ax.set_ylabel("domain weight")
             ax.grid(alpha=0.3)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.collect import cell_stage_dirs, grid_cells, trace
+from eval.collect import cell_stage_runs, grid_cells, trace
 from eval.figures import note
 
 MAX_PANELS = 4
@@ -23,9 +23,9 @@ def evenly_spaced(items: list, k: int = MAX_PANELS) -> list:
 
 def first_probed_run(config: dict, wanted) -> tuple[str, str, int, Path] | None:
     for size, strategy, seed, _ in grid_cells(config):
-        for folder in cell_stage_dirs(config, size, strategy, seed).values():
+        for stage_size, folder in cell_stage_runs(config, size, strategy, seed).values():
             if wanted(folder):
-                return size, strategy, seed, folder
+                return stage_size, strategy, seed, folder  # the run's own size (a shared proxy's)
     return None
 
 

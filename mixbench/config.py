@@ -128,6 +128,20 @@ def stage_layers(config: dict, name: str, stage: str) -> list[dict]:
     return [config["stages"].get(kind, {}), strategy_entry(config, name).get("stages", {}).get(kind, {})]
 
 
+def stage_allows_larger(config: dict, name: str, stage: str) -> bool:
+    """``allow_larger_than_final`` as the last entry that sets it says (the strategy's over the global one)."""
+    settings = [layer["allow_larger_than_final"] for layer in stage_layers(config, name, stage)
+                if layer.get("allow_larger_than_final") is not None]
+    return bool(settings and settings[-1])
+
+
+def stage_key(config: dict, name: str, stage: str) -> str:
+    """The config entry that sets a stage's size: the strategy's own if it has one, else the global one."""
+    kind = stage.split("-r")[0]
+    own = strategy_entry(config, name).get("stages", {}).get(kind, {})
+    return f"strategies.{name}.stages.{kind}" if own.get("size") is not None else f"stages.{kind}"
+
+
 def strategy_stages(config: dict, name: str) -> tuple[str, ...]:
     """The stages a configured strategy runs, from its class's declaration (torch-free)."""
     from strategies import get_strategy_class
@@ -241,12 +255,12 @@ def stage_problems(config: dict, name: str) -> list[str]:
                 problems.append(f"strategies.{name}: stage {stage!r} has {spec['steps']} steps, not more than "
                                 f"training.warmup_steps ({config['training']['warmup_steps']})")
             params = non_embedding_parameters(SIZES[spec["size"]])
-            allowed = any(layer.get("allow_larger_than_final") for layer in stage_layers(config, name, stage))
+            allowed = stage_allows_larger(config, name, stage)
             if stage != "final" and params > final_params and not allowed:
                 problems.append(
-                    f"strategies.{name}: stage {stage!r} uses size {spec['size']!r} ({params / 1e6:.1f}M non-embedding "
-                    f"parameters), larger than the final size {final_size!r} it feeds ({final_params / 1e6:.1f}M); "
-                    f"set `allow_larger_than_final: true` in that stage's config entry if this is intended")
+                    f"strategies.{name}: stage {stage!r} uses size {spec['size']!r} ({params:,} non-embedding "
+                    f"parameters), larger than the final size {final_size!r} it feeds ({final_params:,}); if this "
+                    f"is intended, set `allow_larger_than_final: true` in {stage_key(config, name, stage)}")
     return list(dict.fromkeys(problems))  # the same problem at several final sizes is said once
 
 
@@ -265,13 +279,16 @@ def fingerprint(obj) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def run_fingerprint(config: dict, strategy: str, spec: dict) -> str:
-    """What one training run's result depends on, given its resolved ``{"size", "steps"}``
-    (seed and stage come from its path; upstream runs are its inputs). A stage's own size and
-    steps stand in for the grid's, so changing the final models' length reruns no shared proxy."""
+def run_fingerprint(config: dict, strategy: str, chain: dict[str, dict]) -> str:
+    """What one training run's result depends on, given its chain from ``resolve_stages``: the
+    resolved ``{"size", "steps"}`` of the run (last) and of every run it reads (seed and stage
+    come from its path). A stage's own size and steps stand in for the grid's, so changing the
+    final models' length reruns no shared proxy; a changed upstream run changes the fingerprint,
+    so no checkpoint made on the old one is resumed."""
     corpus, tokenizer, training = relevant_sections(config, "corpus", "tokenizer", "training")
     entry = {k: v for k, v in strategy_entry(config, strategy).items() if k != "stages"}
-    return fingerprint([corpus, tokenizer, {**training, "steps": spec["steps"]}, spec["size"], entry])
+    *_, own = chain.values()
+    return fingerprint([corpus, tokenizer, {**training, "steps": own["steps"]}, chain, entry])
 
 
 def config_hash(config: dict) -> str:

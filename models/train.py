@@ -68,7 +68,8 @@ def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, ou
     if stage not in stages:
         raise ConfigError(f"strategy {strategy_name!r} has no stage {stage!r}; its stages: {stages}")
     # --size is this run's own size; a stage of fixed size refuses any other.
-    stage_spec = cfg.resolve_stages(config, strategy_name, stages[: stages.index(stage) + 1], size)[stage]
+    chain = cfg.resolve_stages(config, strategy_name, stages[: stages.index(stage) + 1], size)
+    stage_spec = chain[stage]
     rank, world, device = init_distributed(training["device"])
     if training["batch_size"] % (world * training["micro_batch_size"]):
         raise ConfigError(f"batch_size {training['batch_size']} does not split into {world} ranks x micro-batches "
@@ -109,7 +110,7 @@ def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, ou
     )
     out.mkdir(parents=True, exist_ok=True)
     sampler = DomainSampler(store, training["seq_len"], seed, stream=rank)
-    fingerprint = cfg.fingerprint([cfg.run_fingerprint(config, strategy_name, stage_spec), seed, stage, world])
+    fingerprint = cfg.fingerprint([cfg.run_fingerprint(config, strategy_name, chain), seed, stage, world])
     loop = TrainingLoop(model, strategy, sampler, settings, log_path=out / "log.csv",
                         checkpoint_path=out / CHECKPOINT_NAME, strategy_name=strategy_name, fingerprint=fingerprint,
                         sources=SignalSources(data_dir=data_dir, seed=seed, upstream=upstream, run_dir=out))

@@ -27,7 +27,7 @@ def upstream_args(wildcards):
 
 
 def train_fingerprint(wildcards):
-    return mbconfig.run_fingerprint(config, wildcards.strategy, stage_chain(wildcards)[wildcards.stage])
+    return mbconfig.run_fingerprint(config, wildcards.strategy, stage_chain(wildcards))
 
 
 def launcher():

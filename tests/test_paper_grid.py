@@ -61,11 +61,35 @@ def test_the_paper_grid_plans_every_strategy_offline(tmp_path):
 def test_a_stage_larger_than_its_final_model_is_refused_unless_allowed(tmp_path):
     big = {"reference": {"size": "tiny", "steps": 10}, "proxy": {"size": "tiny", "steps": 10}}
     config = make_test_config(tmp_path, grid={"sizes": ["test"], "strategies": ["doremi"]}, stages=big)
-    with pytest.raises(ConfigError, match=r"stage 'proxy' uses size 'tiny' \(0\.4M non-embedding parameters\), "
-                                          r"larger than the final size 'test' it feeds \(0\.0M\)"):
+    with pytest.raises(ConfigError, match=r"stage 'proxy' uses size 'tiny' \(396,544 non-embedding parameters\), larger "
+                                          r"than the final size 'test' it feeds \(12,704\); if this is intended, set "
+                                          r"`allow_larger_than_final: true` in stages.proxy"):
         cfg.validate(config)
     allowed = {kind: {**spec, "allow_larger_than_final": True} for kind, spec in big.items()}
     cfg.validate(make_test_config(tmp_path, grid={"sizes": ["test"], "strategies": ["doremi"]}, stages=allowed))
+    # A strategy's own entry overrides the global one, both ways.
+    revoked = make_test_config(tmp_path, grid={"sizes": ["test"], "strategies": ["doge"]}, stages=allowed,
+                               strategies={"doge": {"stages": {"proxy": {"allow_larger_than_final": False}}}})
+    with pytest.raises(ConfigError, match="stage 'proxy' uses size 'tiny'"):
+        cfg.validate(revoked)
+    granted = make_test_config(tmp_path, grid={"sizes": ["test"], "strategies": ["doge"]},
+                               strategies={"doge": {"stages": {"proxy": {"size": "tiny", "allow_larger_than_final": True}}}})
+    cfg.validate(granted)
+
+
+def test_a_run_fingerprint_follows_its_upstream_runs_but_not_the_final_size_it_feeds(tmp_path):
+    def fingerprints(**stages):
+        config = cfg.validate(make_test_config(tmp_path, grid={"sizes": ["test", "tiny"], "strategies": ["doremi"]},
+                                               stages=stages))
+        chains = {size: cfg.cell_runs(config, size, "doremi") for size in ("test", "tiny")}
+        proxy = {size: cfg.run_fingerprint(config, "doremi", {s: c for s, c in chain.items() if s != "final"})
+                 for size, chain in chains.items()}
+        return proxy, {size: cfg.run_fingerprint(config, "doremi", chain) for size, chain in chains.items()}
+
+    proxy, final = fingerprints()
+    assert proxy["test"] == proxy["tiny"]  # one shared run
+    longer_reference, final_after = fingerprints(reference={"size": "test", "steps": 12})
+    assert longer_reference["test"] != proxy["test"] and final_after["tiny"] != final["tiny"]
 
 
 def test_a_run_of_a_fixed_size_stage_refuses_another_size(tmp_path):
@@ -168,3 +192,21 @@ def test_the_cost_plan_counts_a_shared_stage_once_per_seed_and_matches_a_hand_es
     assert ratios["doremi", "proxy"] == pytest.approx(8 / 6)
     scaled = plan(config, ratios, peak_tflops=100.0, mfu=0.5).set_index(["size", "strategy", "stage"])
     assert scaled.loc["test", "doremi", "proxy"]["hours"] == pytest.approx(proxy["hours"] * 8 / 6)
+
+
+def test_a_flop_ratio_given_by_hand_overrides_and_is_checked(tmp_path, capsys):
+    from eval.plan import main as plan_main, parse_ratio
+
+    assert parse_ratio("dograph:final=1.25") == (("dograph", "final"), 1.25)
+    for bad in ("dograph=1.2", "dograph:final=0.5", "dograph:final=x"):
+        with pytest.raises(ConfigError, match="expected STRATEGY:STAGE=X with X >= 1"):
+            parse_ratio(bad)
+    config_file = write_config(tmp_path / "c.yaml", make_test_config(tmp_path, grid={"strategies": ["uniform", "doremi"]}))
+    table = tmp_path / "compute.csv"
+    pd.DataFrame({"strategy": ["uniform"], "stage": ["final"], "flops": [6.0], "train_flops": [6.0]}).to_csv(table)
+    with pytest.raises(SystemExit):  # a measured table without DoReMi's runs cannot price them
+        plan_main(["--config", str(config_file), "--flop-ratios", str(table)])
+    assert "has no runs of [('doremi', 'final'), ('doremi', 'proxy'), ('doremi', 'reference')]" in capsys.readouterr().err
+    plan_main(["--config", str(config_file), "--flop-ratios", str(table), "--ratio", "doremi:final=1",
+               "--ratio", "doremi:proxy=1.5", "--ratio", "doremi:reference=1"])
+    assert "| test doremi proxy " in capsys.readouterr().out
