@@ -14,6 +14,7 @@ it trains with DDP (gloo on CPU, NCCL on GPU).
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import time
@@ -120,9 +121,19 @@ def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, ou
         save_outputs(loop, tokenizer, config, strategy_name, seed, stage, stage_spec, out, n_params,
                      time.time() - wall_start)
     if world > 1:
+        dist.barrier()  # rank 0 has written the outputs
+    return finished
+
+
+def close_distributed() -> None:
+    """Tear DDP down in order. Its reducer holds the process group: freed after
+    ``destroy_process_group`` (when ``train``'s frame goes), the group's destructor can wait
+    forever for a rank that has already exited. So the model goes first, while every rank is
+    still up, then the group."""
+    if dist.is_initialized():
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
-    return finished
 
 
 def save_outputs(loop: TrainingLoop, tokenizer, config, strategy_name, seed, stage, stage_spec, out: Path,
@@ -170,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     config = cfg.load(*args.config)
     finished = train(config, args.size, args.strategy, args.seed, args.stage, args.out,
                      read_upstream(args.upstream), args.stop_after)
+    close_distributed()
     if not finished:
         print(f"stopped at a checkpoint in {args.out}; run the same command again to resume", file=sys.stderr)
         sys.exit(3)
