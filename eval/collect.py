@@ -47,11 +47,6 @@ def cell_stage_runs(config: dict, size: str, strategy: str, seed: int) -> dict[s
             for stage, spec in cell_runs(config, size, strategy).items()}
 
 
-def cell_stage_dirs(config: dict, size: str, strategy: str, seed: int) -> dict[str, Path]:
-    """{stage: folder} of every run one final model needs (``cell_stage_runs`` without sizes)."""
-    return {stage: folder for stage, (_, folder) in cell_stage_runs(config, size, strategy, seed).items()}
-
-
 def _read(path: Path) -> dict:
     if not path.exists():
         raise DataError(f"{path} is missing: run `snakemake --cores all` to finish the grid first")
@@ -134,7 +129,7 @@ def compute(config: dict) -> pd.DataFrame:
     rows = []
     runs_dir = Path(config["runs_dir"])
     for size, strategy, seed, _ in grid_cells(config):
-        for stage, folder in cell_stage_dirs(config, size, strategy, seed).items():
+        for stage, (_, folder) in cell_stage_runs(config, size, strategy, seed).items():
             run = _read(folder / "run.json")
             rows.append({"size": size, "strategy": strategy, "seed": seed, "stage": stage,
                          "run": folder.relative_to(runs_dir).as_posix(),

@@ -60,12 +60,6 @@ def final_runs():
     return [(size, strat, seed) for size in GRID["sizes"] for strat in GRID["strategies"] for seed in GRID["seeds"]]
 
 
-def cell_run_dirs(size, strategy, seed):
-    """The folders of every run one final model needs, shared reference and proxy runs included."""
-    runs = mbconfig.cell_runs(config, size, strategy)
-    return [run_dir(spec["size"], strategy, seed, stage) for stage, spec in runs.items()]
-
-
 from models.sizes import SIZES
 
 wildcard_constraints:

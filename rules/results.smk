@@ -4,6 +4,7 @@
 from pathlib import Path
 
 from eval.aggregate import CSV_ONLY, TABLE_NAMES, table_files
+from eval.collect import cell_stage_runs
 
 TABLES = [f"{RESULTS}/tables/{f}" for name in (*TABLE_NAMES, *CSV_ONLY) for f in table_files(name)]
 EVAL_FILES = ["perplexity.json"] + (["downstream.json"] if config["downstream"]["tasks"] else [])
@@ -21,7 +22,8 @@ rule tables:
             for name in EVAL_FILES
         ],
         runs=list(dict.fromkeys(  # shared reference and proxy runs once
-            f"{folder}/run.json" for size, strat, seed in final_runs() for folder in cell_run_dirs(size, strat, seed)
+            f"{folder}/run.json" for size, strat, seed in final_runs()
+            for _, folder in cell_stage_runs(config, size, strat, seed).values()
         )),
         code=code("aggregate", "collect", "tables", "stats"),
     output:
