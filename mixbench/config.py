@@ -138,7 +138,7 @@ def stage_allows_larger(config: dict, name: str, stage: str) -> bool:
 def stage_key(config: dict, name: str, stage: str) -> str:
     """The config entry that sets a stage's size: the strategy's own if it has one, else the global one."""
     kind = stage.split("-r")[0]
-    own = strategy_entry(config, name).get("stages", {}).get(kind, {})
+    _, own = stage_layers(config, name, stage)
     return f"strategies.{name}.stages.{kind}" if own.get("size") is not None else f"stages.{kind}"
 
 
@@ -166,6 +166,14 @@ def resolve_stages(config: dict, name: str, stages: tuple[str, ...] | list[str],
         resolved[stage] = spec
         feeding = spec["size"]
     return dict(reversed(list(resolved.items())))
+
+
+def run_chain(config: dict, name: str, stage: str, size: str) -> dict[str, dict]:
+    """{stage: {"size", "steps"}} of one run at its own ``size`` and of every run it reads."""
+    stages = strategy_stages(config, name)
+    if stage not in stages:
+        raise ConfigError(f"strategy {name!r} has no stage {stage!r}; its stages: {stages}")
+    return resolve_stages(config, name, stages[: stages.index(stage) + 1], size)
 
 
 def cell_runs(config: dict, size: str, name: str) -> dict[str, dict]:

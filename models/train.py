@@ -65,11 +65,8 @@ def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, ou
           upstream: dict[str, Path], stop_after: int | None = None) -> bool:
     training = config["training"]
     cls = get_strategy_class(cfg.strategy_class_name(config, strategy_name))
-    stages = cfg.strategy_stages(config, strategy_name)
-    if stage not in stages:
-        raise ConfigError(f"strategy {strategy_name!r} has no stage {stage!r}; its stages: {stages}")
     # --size is this run's own size; a stage of fixed size refuses any other.
-    chain = cfg.resolve_stages(config, strategy_name, stages[: stages.index(stage) + 1], size)
+    chain = cfg.run_chain(config, strategy_name, stage, size)
     stage_spec = chain[stage]
     rank, world, device = init_distributed(training["device"])
     if training["batch_size"] % (world * training["micro_batch_size"]):

@@ -6,9 +6,7 @@
 
 def stage_chain(wildcards):
     """{stage: {"size", "steps"}} of this run and of every run before it."""
-    stages = stages_of(wildcards.strategy)
-    chain = stages[: stages.index(wildcards.stage) + 1]
-    return mbconfig.resolve_stages(config, wildcards.strategy, chain, wildcards.size)
+    return mbconfig.run_chain(config, wildcards.strategy, wildcards.stage, wildcards.size)
 
 
 def upstream_dirs(wildcards):

@@ -99,6 +99,11 @@ def test_a_run_of_a_fixed_size_stage_refuses_another_size(tmp_path):
         "reference": {"size": "test", "steps": 10}, "proxy": {"size": "test", "steps": 10}, "final": {"size": "tiny", "steps": 30}}
     with pytest.raises(ConfigError, match="stage 'proxy' is configured at size 'test', not 'tiny'"):
         cfg.resolve_stages(config, "doremi", chain[:2], "tiny")
+    with pytest.raises(ConfigError, match="stage 'proxy' is configured at size 'test', not 'tiny'"):
+        cfg.run_chain(config, "doremi", "proxy", "tiny")
+    assert list(cfg.run_chain(config, "doremi", "proxy", "test")) == ["reference", "proxy"]
+    with pytest.raises(ConfigError, match=r"strategy 'uniform' has no stage 'proxy'; its stages: \('final',\)"):
+        cfg.run_chain(config, "uniform", "proxy", "test")
 
 
 def test_the_rehearsal_is_refused_without_the_paper_grid_under_it():
