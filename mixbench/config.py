@@ -22,9 +22,15 @@ from mixbench.errors import ConfigError
 from mixbench import REPO_ROOT
 SCHEMA_PATH = REPO_ROOT / "rules" / "schemas" / "config.schema.yaml"
 RESERVED_STRATEGY_KEYS = ("strategy", "stages")
-# Fields that change how a job runs but not what it computes: changing them reruns nothing
-# and does not invalidate a checkpoint.
-OPERATIONAL_FIELDS = {"training": ("threads", "checkpoint_every", "reweighted_step"), "evaluation": ("batch_size",)}
+# Fields that change how a job runs but not what it computes, beyond the order of floating-point
+# operations: changing them reruns no finished job and does not invalidate a checkpoint. The
+# number of processes is one of them because every step's data is the same for any number
+# (corpus/sampler.py); the device because a model trained on a CPU is not retrained on a GPU.
+OPERATIONAL_FIELDS = {
+    "training": ("threads", "checkpoint_every", "reweighted_step", "processes", "nodes", "device", "compile",
+                 "micro_batch_size", "peak_tflops"),
+    "evaluation": ("batch_size",),
+}
 
 
 def _with_defaults(validator_class):
@@ -227,13 +233,9 @@ def check_semantics(config: dict) -> None:
         unknown = [d for d in config["corpus"]["domains"] if d not in DOMAINS]
         if unknown:
             problems.append(f"corpus.domains: {unknown} are not Debian corpus domains; valid: {', '.join(DOMAINS)}")
-    training = config["training"]
-    per_step = training["processes"] * training["micro_batch_size"]
-    if training["batch_size"] % per_step:
-        problems.append(
-            f"training: batch_size {training['batch_size']} is not a multiple of processes × micro_batch_size "
-            f"= {training['processes']} × {training['micro_batch_size']}"
-        )
+    unsized = sorted(set(micro_batch_sizes(config["training"])) - {"default"} - set(SIZES))
+    if unsized:
+        problems.append(f"training.micro_batch_size: unknown size(s) {unsized}; known sizes: {sorted(SIZES)}")
     downstream = config["downstream"]
     if any(t.startswith("mixbench_") for t in downstream["tasks"]):
         for size in config["grid"]["sizes"]:
@@ -242,6 +244,34 @@ def check_semantics(config: dict) -> None:
                                 f"size {size!r}'s context of {SIZES[size].n_positions} tokens")
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def micro_batch_sizes(training: dict) -> dict[str, int]:
+    """``training.micro_batch_size`` as a mapping {size or "default": micro-batch}."""
+    value = training["micro_batch_size"]
+    return dict(value) if isinstance(value, dict) else {"default": value}
+
+
+def micro_batch_size(training: dict, size: str) -> int:
+    """The micro-batch of a run of model size ``size``."""
+    sizes = micro_batch_sizes(training)
+    if size not in sizes and "default" not in sizes:
+        raise ConfigError(f"training.micro_batch_size names no micro-batch for size {size!r} and has no `default` "
+                          f"(it has {sizes})")
+    return sizes.get(size, sizes.get("default"))
+
+
+def batch_split_problem(training: dict, size: str) -> str | None:
+    """Why the global batch does not split into the micro-batches of every rank at ``size``, if it does not."""
+    try:
+        micro = micro_batch_size(training, size)
+    except ConfigError as exc:
+        return str(exc)
+    ranks = training["nodes"] * training["processes"]
+    if training["batch_size"] % (ranks * micro):
+        return (f"training: batch_size {training['batch_size']} is not a multiple of nodes × processes × "
+                f"micro_batch_size at size {size!r} = {training['nodes']} × {training['processes']} × {micro}")
+    return None
 
 
 def stage_problems(config: dict, name: str) -> list[str]:
@@ -259,6 +289,9 @@ def stage_problems(config: dict, name: str) -> list[str]:
                             f"reference {runs['reference']['size']!r} and proxy {runs['proxy']['size']!r}")
         final_params = non_embedding_parameters(SIZES[final_size])
         for stage, spec in runs.items():
+            split = batch_split_problem(config["training"], spec["size"])
+            if split:
+                problems.append(split)
             if config["training"]["warmup_steps"] >= spec["steps"]:
                 problems.append(f"strategies.{name}: stage {stage!r} has {spec['steps']} steps, not more than "
                                 f"training.warmup_steps ({config['training']['warmup_steps']})")

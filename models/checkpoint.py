@@ -1,7 +1,8 @@
 """Checkpoints holding everything needed to resume a run exactly.
 
-Model, optimizer, LR scheduler, strategy state, sampler state of every rank, torch RNG and
-the step. Written atomically: an interrupted save leaves the previous checkpoint intact.
+Model, optimizer, LR scheduler, strategy state, signal providers' state and torch RNG of every rank,
+and the step (training batches are keyed by step: no sampler state). Written atomically: an
+interrupted save leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations

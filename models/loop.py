@@ -26,16 +26,17 @@ from corpus.sampler import DomainSampler
 from mixbench.errors import ConfigError, TrainingError
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.flat_params import unwrap
-from models.gpt2 import count_parameters
+from models.gpt2 import count_parameters, unpadded_vocab_size
+from models.throughput import mfu, model_flops_per_token
 from models.optim import LoopSettings, lr_factor, make_optimizer  # noqa: F401 (LoopSettings: the public API)
 from models.runlog import StepLog, TraceLog
 from models.signals import computation_order, provider_class
 from models.signals.base import ProviderHandles, SignalSources, StepContext
-from models.step import Batch, StepPasses
+from models.step import Batch, StepPasses, to_device
 from strategies.base import StepStats, Strategy, validate_weights
 
 # Bumped when the checkpoint's layout changes: an older checkpoint is not resumed.
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3
 
 
 class StopRequested:
@@ -60,9 +61,13 @@ class TrainingLoop:
         self.k = len(self.domains)
         self.raw_model = unwrap(model)  # names, state dicts, functional calls
         forward_model = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+        self.num_parameters = count_parameters(self.raw_model)  # the vocabulary's padding excluded
         self.passes = StepPasses(model=model, seq_len=settings.seq_len, num_domains=self.k, device=settings.device,
                                  bf16=settings.bf16, world_size=settings.world_size,
-                                 num_parameters=count_parameters(self.raw_model))
+                                 num_parameters=self.num_parameters, vocab_size=unpadded_vocab_size(self.raw_model))
+        config = self.raw_model.config
+        self.flops_per_token = model_flops_per_token(self.num_parameters, config.n_layer, config.n_embd,
+                                                     settings.seq_len)
         self.weights = validate_weights(strategy.initial_weights(), self.k, strategy_name, 0)
         self._check_batch()
         # One provider per optional signal, in an order where each runs after those it uses.
@@ -83,13 +88,11 @@ class TrainingLoop:
         self.trace = TraceLog(Path(log_path).with_name("trace.jsonl"), self.step) if settings.rank == 0 else None
 
     def _check_batch(self) -> None:
-        """A stratified batch must hold every domain it samples from, on every rank."""
-        local = self.s.batch_size // self.s.world_size
+        """A stratified batch must hold every domain it samples from."""
         support = int((self.weights > 0).sum())
-        if self.strategy.stratified_batches() and local < support:
-            raise ConfigError(f"strategy {self.name!r} samples every domain at every step: each of the "
-                              f"{self.s.world_size} process(es) needs at least {support} sequences, but "
-                              f"batch_size {self.s.batch_size} gives {local}")
+        if self.strategy.stratified_batches() and self.s.batch_size < support:
+            raise ConfigError(f"strategy {self.name!r} samples every domain at every step: the batch needs at "
+                              f"least {support} sequences, but batch_size is {self.s.batch_size}")
 
     # -- checkpointing -------------------------------------------------------------------
     def _rng_state(self) -> dict:
@@ -102,10 +105,9 @@ class TrainingLoop:
             torch.cuda.set_rng_state(state["cuda_rng"], self.s.device)
 
     def _state(self) -> dict:
-        # Per rank: each rank has its own sampler streams and dropout RNG.
-        local = {"train": self.sampler.state_dict(),
-                 "providers": {p.name: p.state_dict() for p in self.providers},
-                 **self._rng_state()}
+        # Per rank: each rank has its own dropout RNG (training batches are keyed by step, and
+        # providers' streams are the same on every rank).
+        local = {"providers": {p.name: p.state_dict() for p in self.providers}, **self._rng_state()}
         samplers = [local]
         if self.s.world_size > 1:
             samplers = [None] * self.s.world_size
@@ -134,17 +136,19 @@ class TrainingLoop:
             print(f"warning: {self.checkpoint_path} was written under a different configuration or by an older "
                   "version of the loop; starting this run from scratch", file=sys.stderr)
             return
-        if len(state["samplers"]) != self.s.world_size:
-            raise TrainingError(
-                f"checkpoint {self.checkpoint_path} was written by {len(state['samplers'])} processes, "
-                f"this run has {self.s.world_size}; resume with the same number of processes"
-            )
+        saved_ranks = len(state["samplers"])
+        if saved_ranks != self.s.world_size:
+            # The data of every step is the same for any number of processes; only the dropout
+            # masks (per-rank RNG) cannot continue as they would have.
+            print(f"note: {self.checkpoint_path} was written by {saved_ranks} process(es), this run has "
+                  f"{self.s.world_size}; the batches continue unchanged, and each rank takes rank "
+                  f"{min(self.s.rank, saved_ranks - 1)}'s RNG state (dropout masks differ from an uninterrupted run "
+                  f"if dropout > 0)", file=sys.stderr)
         self.raw_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.strategy.load_state_dict(state["strategy"])
-        local = state["samplers"][self.s.rank]
-        self.sampler.load_state_dict(local["train"])
+        local = state["samplers"][min(self.s.rank, saved_ranks - 1)]
         for provider in self.providers:
             provider.load_state_dict(local["providers"][provider.name])
         self._set_rng_state(local)
@@ -161,16 +165,19 @@ class TrainingLoop:
         return validate_weights(weights, self.k, self.name, self.step + 1, what="loss weights", on_simplex=False)
 
     def _batch(self) -> Batch:
+        """This rank's rows of the next global step (the same draw on every rank: corpus/sampler.py)."""
         s = self.s
-        local_batch = s.batch_size // s.world_size
-        draw = self.sampler.sample_stratified if self.strategy.stratified_batches() else self.sampler.sample
-        tokens, domain_ids = draw(self.weights, local_batch)
+        rows = self.sampler.step_batch(self.weights, s.batch_size, self.step + 1,
+                                       stratified=self.strategy.stratified_batches(),
+                                       rank=s.rank, world_size=s.world_size)
+        local_batch = len(rows.domains)
         micro = [slice(i, i + s.micro_batch_size) for i in range(0, local_batch, s.micro_batch_size)]
-        return Batch(torch.from_numpy(tokens).to(s.device), torch.from_numpy(domain_ids).to(s.device), domain_ids, micro)
+        return Batch(to_device(rows.tokens, s.device), to_device(rows.domains, s.device), rows.domains, micro,
+                     global_domain_ids=rows.global_domains)
 
     def _row_weights(self, batch: Batch):
         row_w, denom = self.passes.row_weights(self._loss_weights(), batch)
-        if denom.item() <= 0:
+        if denom <= 0:
             raise TrainingError(f"strategy {self.name!r} at step {self.step + 1}: loss weights are zero on every "
                                 "domain of the batch")
         return row_w, denom
@@ -246,6 +253,10 @@ class TrainingLoop:
         self._update(stats)
         return stats
 
+    def mfu(self, tokens_per_s: float) -> float | None:
+        """Model FLOPs utilisation of every device of the run at this rate (models/throughput.py)."""
+        return mfu(tokens_per_s, self.flops_per_token, self.s.peak_tflops, self.s.world_size)
+
     def _agree(self, flag: bool) -> bool:
         """True on every rank if it is True on any: all ranks must checkpoint and stop together."""
         if self.s.world_size == 1:
@@ -273,8 +284,9 @@ class TrainingLoop:
             step_time = time.perf_counter() - started
             self.elapsed += step_time
             if self.s.rank == 0:
-                self.log.write(self.step, lr, loss, self.tokens_seen, self.elapsed, step_time,
-                               stats.domain_loss, stats.domain_tokens, used)
+                tokens_per_s = float(stats.domain_tokens.sum()) / step_time
+                self.log.write(self.step, lr, loss, self.tokens_seen, self.elapsed, step_time, tokens_per_s,
+                               self.mfu(tokens_per_s), stats.domain_loss, stats.domain_tokens, used)
                 self.trace.write(self.step, self.strategy.trace())
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}")

@@ -27,11 +27,13 @@ class LoopSettings:
     bf16: bool = False
     rank: int = 0
     world_size: int = 1
+    peak_tflops: float | None = None  # per device, for MFU (models/throughput.py); None: not logged
 
     @classmethod
     def from_config(cls, training: dict, steps: int, **runtime) -> "LoopSettings":
-        """Settings from the config's ``training`` section; ``runtime`` sets device, bf16, rank, world_size."""
-        runtime_fields = ("steps", "device", "bf16", "rank", "world_size")
+        """Settings from the config's ``training`` section; ``runtime`` sets device, bf16, rank,
+        world_size and the device's peak_tflops."""
+        runtime_fields = ("steps", "device", "bf16", "rank", "world_size", "peak_tflops")
         names = [f for f in cls.__dataclass_fields__ if f in training and f not in runtime_fields]
         return cls(steps=steps, **{name: training[name] for name in names}, **runtime)
 

@@ -24,6 +24,7 @@ from torch.func import functional_call, grad, vmap
 
 from mixbench.errors import ConfigError
 from models.flat_params import unwrap
+from models.gpt2 import unpadded_vocab_size
 
 
 def default_probe_params(model) -> str:
@@ -53,11 +54,12 @@ class GradientProbe:
     def per_example_gradients(self, tokens: torch.Tensor):
         """Flattened per-example gradients over S, one chunk of shape (≤ chunk, |S|) at a time."""
         params = {n: p.detach() for n, p in self.model.named_parameters()}
+        vocab = unpadded_vocab_size(self.model)
         selected = {n: params.pop(n) for n in self.names}
 
         def loss(chosen, x, y):
             logits = functional_call(self.model, {**params, **chosen}, args=(), kwargs={"input_ids": x[None]}).logits
-            return F.cross_entropy(logits[0].float(), y)
+            return F.cross_entropy(logits[0, :, :vocab].float(), y)  # the embedding's padding is never scored
 
         per_example = vmap(grad(loss), in_dims=(None, 0, 0))
         for chunk in tokens.split(self.chunk):

@@ -1,7 +1,8 @@
 """Per-step training log as CSV, one row per optimizer step, safe to resume.
 
-Columns: step, lr, loss, tokens (cumulative), elapsed_s, step_s, then per domain
-``loss/<d>``, ``tokens/<d>`` and ``weight/<d>`` (the sampling weights the step used).
+Columns: step, lr, loss, tokens (cumulative), elapsed_s, step_s, tokens_per_s, mfu (model FLOPs
+utilisation, empty without a known peak: models/throughput.py), then per domain ``loss/<d>``,
+``tokens/<d>`` and ``weight/<d>`` (the sampling weights the step used).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from mixbench.io import atomic_path
 class StepLog:
     def __init__(self, path: str | Path, domains: list[str], resume_step: int):
         self.path = Path(path)
-        self.columns = ["step", "lr", "loss", "tokens", "elapsed_s", "step_s"]
+        self.columns = ["step", "lr", "loss", "tokens", "elapsed_s", "step_s", "tokens_per_s", "mfu"]
         self.columns += [f"{kind}/{d}" for kind in ("loss", "tokens", "weight") for d in domains]
         self._truncate_after(resume_step)
         new = not self.path.exists()
@@ -42,8 +43,10 @@ class StepLog:
             csv.writer(f).writerows(keep)
 
     def write(self, step: int, lr: float, loss: float, tokens: int, elapsed: float, step_time: float,
+              tokens_per_s: float, mfu: float | None,
               domain_loss: np.ndarray, domain_tokens: np.ndarray, weights: np.ndarray) -> None:
-        row = [step, f"{lr:.6g}", f"{loss:.6f}", tokens, f"{elapsed:.3f}", f"{step_time:.4f}"]
+        row = [step, f"{lr:.6g}", f"{loss:.6f}", tokens, f"{elapsed:.3f}", f"{step_time:.4f}", f"{tokens_per_s:.1f}",
+               "" if mfu is None else f"{mfu:.4f}"]
         row += ["" if np.isnan(x) else f"{x:.6f}" for x in domain_loss]
         row += [int(x) for x in domain_tokens]
         row += [f"{x:.8f}" for x in weights]

@@ -29,12 +29,25 @@ class Batch:
     domains: torch.Tensor  # (B,) on the device
     domain_ids: np.ndarray  # (B,) on the host
     micro: list[slice]
+    global_domain_ids: np.ndarray | None = None  # every rank's rows of the step, on the host (None: this rank's)
+
+    def all_domain_ids(self) -> np.ndarray:
+        return self.domain_ids if self.global_domain_ids is None else self.global_domain_ids
+
+
+def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Host array to the device; on CUDA through pinned memory, without waiting for the copy."""
+    tensor = torch.from_numpy(array)
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 class StepPasses:
     def __init__(self, *, model, seq_len: int, num_domains: int, device: torch.device, bf16: bool, world_size: int,
-                 num_parameters: int):
+                 num_parameters: int, vocab_size: int | None = None):
         self.model, self.seq_len, self.k = model, seq_len, num_domains
+        self.vocab_size = vocab_size  # logits beyond it are the embedding's padding: never scored
         self.device, self.bf16, self.world_size = device, bf16, world_size
         # Tokens through each kind of pass on this rank, for the compute table, and the FLOPs
         # per token of each kind: a forward pass costs ~2N, a backward pass ~4N (Kaplan et al.
@@ -59,19 +72,19 @@ class StepPasses:
         x, y = tokens[:, :-1], tokens[:, 1:]
         self.count(kind, x.numel())
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            logits = model(input_ids=x).logits
+            logits = model(input_ids=x).logits[..., : self.vocab_size]
         return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none").view(x.shape)
 
-    def row_weights(self, loss_weights: np.ndarray | None, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def row_weights(self, loss_weights: np.ndarray | None, batch: Batch) -> tuple[torch.Tensor, float]:
         """Per-sequence weights and the normaliser: the loss is Σ w ℓ / Σ w over every token of
-        the step on every rank (per-token weights w_d of the sequence's domain)."""
-        rows = np.ones(len(batch.domain_ids)) if loss_weights is None else loss_weights[batch.domain_ids]
-        row_w = torch.as_tensor(rows, dtype=torch.float32, device=self.device)
-        denom = row_w.sum() * self.seq_len
-        self.all_reduce(denom)
+        the step on every rank (per-token weights w_d of the sequence's domain). Every rank knows
+        the domains of the whole step, so the normaliser needs no collective and no device sync."""
+        weights = np.ones(self.k) if loss_weights is None else np.asarray(loss_weights, dtype=np.float64)
+        row_w = torch.as_tensor(weights[batch.domain_ids], dtype=torch.float32).to(self.device)
+        denom = float(weights[batch.all_domain_ids()].sum()) * self.seq_len
         return row_w, denom
 
-    def train_micro(self, batch: Batch, i: int, row_w: torch.Tensor, denom: torch.Tensor,
+    def train_micro(self, batch: Batch, i: int, row_w: torch.Tensor, denom: float,
                     token_loss: torch.Tensor | None = None) -> torch.Tensor:
         """Forward (unless given a loss with its graph) and backward of micro-batch i."""
         rows = batch.micro[i]
@@ -100,7 +113,7 @@ class StepPasses:
         return losses
 
     def backward_kept(self, batch: Batch, graphs: list[torch.Tensor], row_w: torch.Tensor,
-                      denom: torch.Tensor) -> None:
+                      denom: float) -> None:
         """One backward through the kept graphs of every micro-batch with the given row weights."""
         total = sum((loss.sum(dim=1) * row_w[rows]).sum() for loss, rows in zip(graphs, batch.micro))
         (total * self.world_size / denom).backward()

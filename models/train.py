@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import sys
 import time
 from pathlib import Path
@@ -32,23 +31,16 @@ from mixbench.errors import ConfigError
 from mixbench.io import atomic_dir, read_json, write_json
 from mixbench.provenance import provenance
 from models.checkpoint import CHECKPOINT_NAME
-from models.gpt2 import build_model, count_parameters, gpt2_config
+from models.device import (configure, device_memory, device_name, init_distributed, peak_memory, uses_bf16,
+                           uses_compile)
+from models.gpt2 import build_model, count_parameters, gpt2_config, pad_vocabulary, unpadded_copy
+from models.memory import GIB, HEADROOM, describe, largest_fitting_micro_batch, training_memory
+from models.sizes import SIZES
+from models.throughput import peak_tflops
 from models.loop import LoopSettings, TrainingLoop
+from models.signals import parameter_copies
 from models.signals.base import SignalSources
 from strategies import StrategyContext, get_strategy_class
-
-
-def init_distributed(device_setting: str) -> tuple[int, int, torch.device]:
-    use_cuda = device_setting == "cuda" or (device_setting == "auto" and torch.cuda.is_available())
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if world > 1:
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    if use_cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        return rank, world, torch.device("cuda", local)
-    return rank, world, torch.device("cpu")
 
 
 def read_upstream(pairs: list[str]) -> dict[str, Path]:
@@ -63,7 +55,8 @@ def read_upstream(pairs: list[str]) -> dict[str, Path]:
 
 def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, out: Path,
           upstream: dict[str, Path], stop_after: int | None = None) -> bool:
-    training = config["training"]
+    # The micro-batch of this run's own size (a proxy's may differ from its final model's).
+    training = {**config["training"], "micro_batch_size": cfg.micro_batch_size(config["training"], size)}
     cls = get_strategy_class(cfg.strategy_class_name(config, strategy_name))
     # --size is this run's own size; a stage of fixed size refuses any other.
     chain = cfg.run_chain(config, strategy_name, stage, size)
@@ -71,11 +64,9 @@ def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, ou
     rank, world, device = init_distributed(training["device"])
     if training["batch_size"] % (world * training["micro_batch_size"]):
         raise ConfigError(f"batch_size {training['batch_size']} does not split into {world} ranks x micro-batches "
-                          f"of {training['micro_batch_size']}")
-    if device.type == "cpu":
-        torch.set_num_threads(training["threads"])
-    else:
-        torch.backends.cuda.matmul.allow_tf32 = True
+                          f"of {training['micro_batch_size']} (size {size!r})")
+    configure(device, training["threads"])
+    bf16 = uses_bf16(device, training["precision"])
     data_dir = Path(config["data_dir"])
     domains = config["corpus"]["domains"]
     store = TokenStore(data_dir / "tokens", "train", domains)
@@ -95,20 +86,23 @@ def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, ou
     if training["seq_len"] > model_config.n_positions:
         raise ConfigError(f"training.seq_len {training['seq_len']} exceeds size {stage_spec['size']!r}'s "
                           f"context of {model_config.n_positions}")
-    model = build_model(model_config).to(device)
+    model = pad_vocabulary(build_model(model_config)).to(device)
     n_params = count_parameters(model)
-    if training["compile"]:
+    memory = memory_estimate(stage_spec["size"], model.config.vocab_size, training, strategy, bf16=bf16, world=world,
+                             device=device, rank=rank)
+    if uses_compile(device, training["compile"]):
         model = torch.compile(model)
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     settings = LoopSettings.from_config(
-        training, stage_spec["steps"], device=device, rank=rank, world_size=world,
-        bf16=device.type == "cuda" and training["precision"] != "fp32",
+        training, stage_spec["steps"], device=device, rank=rank, world_size=world, bf16=bf16,
+        peak_tflops=peak_tflops(device_name(device), training["peak_tflops"]),
     )
     out.mkdir(parents=True, exist_ok=True)
-    sampler = DomainSampler(store, training["seq_len"], seed, stream=rank)
-    fingerprint = cfg.fingerprint([cfg.run_fingerprint(config, strategy_name, chain), seed, stage, world])
+    sampler = DomainSampler(store, training["seq_len"], seed)
+    # Not the number of processes: every step's data is the same for any number (corpus/sampler.py).
+    fingerprint = cfg.fingerprint([cfg.run_fingerprint(config, strategy_name, chain), seed, stage])
     loop = TrainingLoop(model, strategy, sampler, settings, log_path=out / "log.csv",
                         checkpoint_path=out / CHECKPOINT_NAME, strategy_name=strategy_name, fingerprint=fingerprint,
                         sources=SignalSources(data_dir=data_dir, seed=seed, upstream=upstream, run_dir=out))
@@ -116,10 +110,32 @@ def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, ou
     finished = loop.run(stop_after=stop_after)
     if finished and rank == 0:
         save_outputs(loop, tokenizer, config, strategy_name, seed, stage, stage_spec, out, n_params,
-                     time.time() - wall_start)
+                     time.time() - wall_start, memory)
     if world > 1:
         dist.barrier()  # rank 0 has written the outputs
     return finished
+
+
+def memory_estimate(size: str, vocab_size: int, training: dict, strategy, *, bf16: bool, world: int,
+                    device: torch.device, rank: int) -> float:
+    """Estimated peak bytes of this run (models/memory.py), said in the log and, on a GPU where it
+    would not fit, with the micro-batch that would."""
+    local_batch = training["batch_size"] // world
+    keeps_graphs = strategy.reweights_current_step() and training["reweighted_step"] == "one_forward"
+    shape = dict(vocab_size=vocab_size, seq_len=training["seq_len"], bf16=bf16, world_size=world,
+                 signal_copies=parameter_copies(strategy.required_signals(), len(strategy.context.domains)),
+                 kept_rows=local_batch if keeps_graphs else None)
+    parts = training_memory(SIZES[size], micro_batch=training["micro_batch_size"], **shape)
+    available = device_memory(device)
+    if rank == 0:
+        print(f"memory estimate at micro-batch {training['micro_batch_size']}: {describe(parts)}", file=sys.stderr)
+        if available is not None and parts["total"] > HEADROOM * available:
+            fits = largest_fitting_micro_batch(SIZES[size], device_bytes=available, local_batch=local_batch, **shape)
+            advice = (f"set training.micro_batch_size for {size!r} to {fits}" if fits else
+                      "no micro-batch fits: use more processes" + (" or reweighted_step: two_forwards" if keeps_graphs else ""))
+            print(f"warning: the estimate is more than {HEADROOM:.0%} of this device's {available / GIB:.0f} GiB; "
+                  f"{advice}", file=sys.stderr)
+    return parts["total"]
 
 
 def close_distributed() -> None:
@@ -134,9 +150,9 @@ def close_distributed() -> None:
 
 
 def save_outputs(loop: TrainingLoop, tokenizer, config, strategy_name, seed, stage, stage_spec, out: Path,
-                 n_params: int, wall_seconds: float) -> None:
+                 n_params: int, wall_seconds: float, memory_estimate: float) -> None:
     with atomic_dir(out / "model") as tmp:
-        loop.raw_model.save_pretrained(tmp)
+        unpadded_copy(loop.raw_model).save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     domains = list(loop.domains)
     write_json(out / "weights.json", {
@@ -157,9 +173,23 @@ def save_outputs(loop: TrainingLoop, tokenizer, config, strategy_name, seed, sta
         "token_passes": passes,
         "flops": loop.passes.flops(passes),
         "train_seconds": round(loop.elapsed, 2), "wall_seconds": round(wall_seconds, 2),
+        **throughput_summary(loop, memory_estimate),
         **provenance(cfg.config_hash(config), seed),
     })
     (out / CHECKPOINT_NAME).unlink(missing_ok=True)  # finished: the model above supersedes it
+
+
+def throughput_summary(loop: TrainingLoop, memory_estimate: float) -> dict:
+    """The run's speed over every step (resumed ones included) and its memory, for run.json."""
+    device = loop.s.device
+    tokens_per_second = loop.tokens_seen / loop.elapsed if loop.elapsed > 0 else 0.0
+    utilisation = loop.mfu(tokens_per_second)
+    return {
+        "device": device_name(device), "processes": loop.s.world_size, "micro_batch_size": loop.s.micro_batch_size,
+        "tokens_per_second": round(tokens_per_second, 1),
+        "mfu": None if utilisation is None else round(utilisation, 4), "peak_tflops": loop.s.peak_tflops,
+        "peak_memory_gib": round(peak_memory(device) / GIB, 3), "memory_estimate_gib": round(memory_estimate / GIB, 3),
+    }
 
 
 @main_guard

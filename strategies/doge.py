@@ -83,13 +83,12 @@ class DoGE(Strategy):
 
     @classmethod
     def check_training(cls, hparams: dict[str, Any], training: dict[str, Any], domains: list[str]) -> None:
-        """The proxy's stratified batches must hold every training domain on every process."""
+        """The proxy's stratified batches must hold every training domain (split over the ranks by
+        position, so a rank may hold none of a domain: corpus/sampler.py)."""
         trained = len(domains) - (hparams.get("target", "mix") in domains)
-        per_process = training["batch_size"] // training["processes"]
-        if per_process < trained:
+        if training["batch_size"] < trained:
             raise ConfigError(f"the proxy samples each of its {trained} training domains at every step, but "
-                              f"batch_size {training['batch_size']} over {training['processes']} process(es) gives "
-                              f"{per_process} sequences per process; use batch_size >= {trained * training['processes']}")
+                              f"batch_size is {training['batch_size']}; use batch_size >= {trained}")
 
     def __init__(self, context, **hparams):
         super().__init__(context, **hparams)

@@ -38,8 +38,13 @@ def test_default_config_file_is_valid():
         ({"strategies": {"uniform": {"temperature": 2.0}}}, "unknown hyperparameter(s) ['temperature']; valid: none"),
         ({"training": {"stpes": 10}}, "Additional properties are not allowed ('stpes' was unexpected)"),
         ({"training": {"steps": 0}}, "training.steps: 0 is less than the minimum of 1"),
-        ({"training": {"batch_size": 10, "micro_batch_size": 4}}, "batch_size 10 is not a multiple of processes × micro_batch_size = 1 × 4"),
-        ({"training": {"batch_size": 8, "micro_batch_size": 4, "processes": 3}}, "= 3 × 4"),
+        ({"training": {"batch_size": 10, "micro_batch_size": 4}},
+         "batch_size 10 is not a multiple of nodes × processes × micro_batch_size at size 'test' = 1 × 1 × 4"),
+        ({"training": {"batch_size": 8, "micro_batch_size": 4, "processes": 3}}, "= 1 × 3 × 4"),
+        ({"training": {"batch_size": 8, "micro_batch_size": {"test": 3}}}, "at size 'test' = 1 × 1 × 3"),
+        ({"training": {"micro_batch_size": {"small": 4}}}, "names no micro-batch for size 'test' and has no `default`"),
+        ({"training": {"micro_batch_size": {"huge": 4, "default": 2}}}, "micro_batch_size: unknown size(s) ['huge']"),
+        ({"training": {"micro_batch_size": "4"}}, "micro_batch_size"),
         ({"training": {"warmup_steps": 30}}, "stage 'final' has 30 steps, not more than training.warmup_steps (30)"),
         ({"grid": {"sizes": ["huge"]}}, "grid.sizes: unknown size(s) ['huge']"),
         ({"corpus": {"source": "web"}}, "corpus.source: 'web' is not one of"),
@@ -116,14 +121,18 @@ def test_paper_config_is_valid_on_top_of_the_default():
 
 
 def test_a_doge_batch_too_small_for_its_stratified_proxy_is_refused_before_any_job(tmp_path):
-    """Six training domains, two processes: at least 12 sequences per step."""
+    """Six training domains: at least 6 sequences per step, whatever the number of processes (the
+    stratified batch is drawn whole and split by position, so a rank may hold none of a domain)."""
     config = make_test_config(tmp_path, grid={"strategies": ["doge"]},
-                              training={"batch_size": 8, "micro_batch_size": 2, "processes": 2})
+                              training={"batch_size": 4, "micro_batch_size": 1, "processes": 2})
     with pytest.raises(ConfigError, match=r"strategies.doge: the proxy samples each of its 6 training domains.*"
-                                          r"gives 4 sequences per process; use batch_size >= 12"):
+                                          r"batch_size is 4; use batch_size >= 6"):
         cfg.validate(config)
     config["strategies"] = {"doge": {"target": "qa"}}  # out-of-domain: five domains trained on
-    config["training"].update(batch_size=10, micro_batch_size=1)
+    config["training"].update(batch_size=6, micro_batch_size=1)
+    cfg.validate(config)
+    config["strategies"] = {}
+    config["training"].update(batch_size=6, micro_batch_size=1, processes=3)  # 2 rows per rank: allowed
     cfg.validate(config)
 
 

@@ -54,10 +54,11 @@ def test_proxy_step_one_uses_the_reference_models_per_token_losses(doremi_config
     assert proxy(doremi_config, out, reference_run)
     records = trace(out)
     assert [r["step"] for r in records] == list(range(1, 13))
-    # Rebuild step 1 independently: same sampler stream, same initial proxy, the saved reference.
+    # Rebuild step 1 independently: the same rows of step 1, same initial proxy, the saved reference.
     store = TokenStore(Path(doremi_config["data_dir"]) / "tokens", "train")
     k = len(store.domains)
-    tokens, domains = DomainSampler(store, 32, seed=0).sample(np.full(k, 1 / k), 8)
+    rows = DomainSampler(store, 32, seed=0).step_batch(np.full(k, 1 / k), 8, 1)
+    tokens, domains = rows.tokens, rows.domains
     torch.manual_seed(0)
     initial_proxy = build_model(gpt2_config("test", store.vocab_size))
     reference = GPT2LMHeadModel.from_pretrained(reference_run / "model")
@@ -113,14 +114,16 @@ def test_one_forward_equals_the_two_forward_step(doremi_config, reference_run, t
     assert np.allclose(one, two, atol=1e-6, rtol=0) and np.abs(one - 1 / 6).max() > 1e-3
     a, b = (load_file(tmp_path / m / "model" / "model.safetensors") for m in ("one_forward", "two_forwards"))
     # GPT-2's attention key bias has an exactly-zero gradient (softmax ignores a constant per
-    # query): AdamW turns its rounding noise into full-size steps. Every other value agrees.
+    # query): AdamW turns its rounding noise into full-size steps. Every other value agrees to
+    # within 1e-5: the two orders sum the micro-batches differently, and AdamW's normalised steps
+    # (3e-3 each) carry that rounding into components whose gradient is near zero.
     width = a["transformer.h.0.attn.c_attn.bias"].numel() // 3  # [query | key | value]
     key_bias = slice(width, 2 * width)
     for name in a:
         x, y = a[name].clone(), b[name].clone()
         if name.endswith("attn.c_attn.bias"):
             x[key_bias] = y[key_bias] = 0
-        assert torch.allclose(x, y, atol=1e-6, rtol=0), name
+        assert torch.allclose(x, y, atol=1e-5, rtol=0), (name, float((x - y).abs().max()))
     tokens = runs["one_forward"]["tokens"]
     assert runs["one_forward"]["token_passes"]["forward"] == tokens
     assert runs["two_forwards"]["token_passes"]["forward"] == 2 * tokens
@@ -165,7 +168,8 @@ def test_the_steps_gradient_uses_the_just_updated_alpha(doremi_config, reference
     alpha_t = strategy.alpha
     assert np.abs(alpha_t - 1 / k).max() > 0.01
 
-    tokens, domains = DomainSampler(store, 32, seed=6).sample(np.full(k, 1 / k), 16)
+    rows = DomainSampler(store, 32, seed=6).step_batch(np.full(k, 1 / k), 16, 1)  # the rows of step 1
+    tokens, domains = rows.tokens, rows.domains
     x, y = torch.from_numpy(tokens[:, :-1]), torch.from_numpy(tokens[:, 1:])
     model.zero_grad()
     token_loss = F.cross_entropy(model(input_ids=x).logits.flatten(0, 1), y.flatten(), reduction="none").view(x.shape)

@@ -79,6 +79,25 @@ def test_a_run_saves_a_loadable_model_log_weights_and_provenance(built_data, tmp
     assert info["token_passes"] == {"forward": info["tokens"], "backward": info["tokens"]}
     assert info["flops"] == info["train_flops"]
     assert not (out / "checkpoint.pt").exists()
+    # Speed and memory: on a CPU there is no peak FLOP/s to measure MFU against.
+    assert all(float(r["tokens_per_s"]) > 0 and r["mfu"] == "" for r in rows)
+    assert info["device"] == "cpu" and info["processes"] == 1 and info["micro_batch_size"] == 4
+    assert info["tokens_per_second"] == pytest.approx(info["tokens"] / info["train_seconds"], rel=0.01)
+    assert info["mfu"] is None and info["peak_tflops"] is None
+    assert 0 < info["memory_estimate_gib"] < info["peak_memory_gib"]  # the whole process's RSS on a CPU
+
+
+def test_mfu_is_the_model_flops_rate_over_the_given_peak(built_data, tmp_path):
+    from models.throughput import model_flops_per_token
+
+    config = cfg.validate(dict(built_data, training=dict(built_data["training"], steps=5, peak_tflops=0.001)))
+    assert train(config, "test", "uniform", 0, "final", tmp_path / "run", {})
+    info = read_json(tmp_path / "run" / "run.json")
+    per_token = model_flops_per_token(info["parameters"], 1, 32, 32)  # the test size: 1 layer, 32 wide
+    assert info["mfu"] == pytest.approx(info["tokens_per_second"] * per_token / 1e9, rel=0.01)
+    rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
+    for row in rows:
+        assert float(row["mfu"]) == pytest.approx(float(row["tokens_per_s"]) * per_token / 1e9, rel=0.01, abs=1e-4)
 
 
 @pytest.mark.parametrize("dropout", [0.0, 0.1])  # with dropout the RNG state must come back too
@@ -91,7 +110,7 @@ def test_resumed_run_ends_with_the_same_weights_and_log(built_data, tmp_path, dr
     assert run(config, split, seed=3)
     a, b = final_state(whole), final_state(split)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    drop_time = lambda path: [r[:4] + r[6:] for r in csv.reader(open(path))]  # wall times differ
+    drop_time = lambda path: [r[:4] + r[8:] for r in csv.reader(open(path))]  # wall times and speeds differ
     assert drop_time(whole / "log.csv") == drop_time(split / "log.csv")
 
 
@@ -174,14 +193,16 @@ def test_log_resume_drops_rows_after_the_checkpoint_and_half_written_rows(tmp_pa
 
     log = StepLog(tmp_path / "log.csv", ["a", "b"], resume_step=0)
     for step in range(1, 6):
-        log.write(step, 0.1, 1.0, step * 10, 0.5, 0.1, np.array([1.0, np.nan]), np.array([10, 0]), np.array([1.0, 0.0]))
+        log.write(step, 0.1, 1.0, step * 10, 0.5, 0.1, 100.0, None if step % 2 else 0.25, np.array([1.0, np.nan]),
+                  np.array([10, 0]), np.array([1.0, 0.0]))
     log.close()
     with open(tmp_path / "log.csv", "a") as f:
         f.write("6,0.1,1.0")  # killed mid-row
     StepLog(tmp_path / "log.csv", ["a", "b"], resume_step=3).close()
     rows = list(csv.reader(open(tmp_path / "log.csv")))
     assert [r[0] for r in rows] == ["step", "1", "2", "3"]
-    assert rows[1][6:] == ["1.000000", "", "10", "0", "1.00000000", "0.00000000"]
+    assert rows[1][6:] == ["100.0", "", "1.000000", "", "10", "0", "1.00000000", "0.00000000"]  # no MFU: empty
+    assert rows[2][6:8] == ["100.0", "0.2500"]
 
 
 def test_a_checkpoint_of_another_configuration_is_not_resumed(built_data, tmp_path, capsys):
@@ -243,8 +264,8 @@ def test_loss_weights_select_the_domains_the_gradient_comes_from(built_data, tmp
         {n: p.grad.clone() for n, p in model.named_parameters()}))
     loop.train_step(lr=1e-3)
 
-    tokens, domains = DomainSampler(store, 32, seed=4).sample(np.full(len(store.domains), 1 / len(store.domains)), 16)
-    rows = torch.from_numpy(tokens[domains == 0])
+    step_rows = DomainSampler(store, 32, seed=4).step_batch(np.full(len(store.domains), 1 / len(store.domains)), 16, 1)
+    rows = torch.from_numpy(step_rows.tokens[step_rows.domains == 0])
     assert 0 < len(rows) < 16
     model.zero_grad()
     logits = model(input_ids=rows[:, :-1]).logits

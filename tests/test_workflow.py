@@ -77,7 +77,11 @@ def test_a_finished_workflow_has_nothing_left_to_do(finished_workflow):
 def test_only_result_relevant_changes_rerun_jobs(finished_workflow, tmp_path):
     root, config_file = finished_workflow
     config = yaml.safe_load(config_file.read_text())
-    operational = cfg_with(config, training={"threads": 2, "checkpoint_every": 7}, evaluation={"batch_size": 3})
+    # How the jobs run, not what they compute: threads, checkpoints, processes (the same data for
+    # any number: tests/test_ddp.py), the device, compilation, the micro-batch.
+    operational = cfg_with(config, training={"threads": 2, "checkpoint_every": 7, "processes": 2, "nodes": 2,
+                                             "device": "cpu", "compile": True, "micro_batch_size": {"test": 2}},
+                           evaluation={"batch_size": 3})
     result = snakemake(root, write_config(tmp_path / "ops.yaml", operational), "-n")
     assert "Nothing to be done" in result.stdout + result.stderr, result.stdout[-2000:]
     relevant = cfg_with(config, training={"lr": 1e-3})

@@ -11,7 +11,9 @@ How to add a signal
    values: numpy arrays, floats; never tensors of the model's size). Count the token passes it
    makes with ``handles.passes.count(kind, tokens)`` (register a new kind and its FLOPs per
    token with ``handles.passes.register``), and return anything that must survive a resume
-   from ``state_dict``. Its options come from the strategy's ``signal_options()[<name>]``.
+   from ``state_dict``. Its options come from the strategy's ``signal_options()[<name>]``. If it
+   holds buffers of the model's size, say how many in ``parameter_copies`` (the memory estimate
+   of models/memory.py adds them).
 2. Register it below: ``"<name>": "models.signals.<module>:<Class>"``.
 3. Declare it in a strategy's ``signals``; the config check refuses names not listed here.
 
@@ -42,6 +44,11 @@ def available() -> list[str]:
 def provider_class(name: str):
     """Import and return the provider registered for ``name``; KeyError lists the valid names."""
     return lazy_load(REGISTRY, name, unknown="no provider computes signal", listing="signals with a provider")
+
+
+def parameter_copies(names, num_domains: int) -> float:
+    """The device memory the providers of ``names`` hold, in fp32 copies of the parameters."""
+    return float(sum(provider_class(n).parameter_copies(num_domains) for n in names))
 
 
 def computation_order(names) -> list[str]:

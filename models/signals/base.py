@@ -78,6 +78,12 @@ class SignalProvider(ABC):
     def compute(self, step: StepContext) -> Any:
         """The signal's value for ``stats.extra[name]``; host data only."""
 
+    @classmethod
+    def parameter_copies(cls, num_domains: int) -> float:
+        """Device memory this provider holds, in fp32 copies of the model's parameters (buffers
+        of the model's size, another model): what models/memory.py adds to a run's estimate."""
+        return 0.0
+
     def state_dict(self) -> dict[str, Any]:
         """This rank's state (sampler streams and the like) for exact resumption."""
         return {}

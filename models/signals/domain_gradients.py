@@ -39,14 +39,18 @@ class DomainGradients(SignalProvider):
         self.runs = self.flat.column_runs(self.options.get("score_params"))
         self.grads: list[torch.Tensor | None] | None = None
 
+    @classmethod
+    def parameter_copies(cls, num_domains: int) -> float:
+        return num_domains  # one flat gradient per domain present in the step
+
     def forward_backward(self, step: StepContext) -> tuple[np.ndarray, np.ndarray]:
         passes, batch = self.handles.passes, step.batch
         k = len(self.handles.domains)
-        counts = torch.bincount(batch.domains, minlength=k).double() * passes.seq_len
-        passes.all_reduce(counts)  # every rank must join the same sequence of all-reduces below
+        # Every rank knows the domains of the whole step: all join the same all-reduces below.
+        counts = np.bincount(batch.all_domain_ids(), minlength=k).astype(np.float64) * passes.seq_len
         loss_sum = torch.zeros(k, dtype=torch.float64, device=passes.device)
         self.grads = [None] * k
-        self.norms, self.present = np.zeros(k), counts.cpu().numpy() > 0
+        self.norms, self.present = np.zeros(k), counts > 0
         micro = max(1, batch.micro[0].stop - batch.micro[0].start)
         clip = self.options.get("clip_norm")
         for slot, i in enumerate(np.flatnonzero(self.present)):
@@ -54,18 +58,19 @@ class DomainGradients(SignalProvider):
             self.grads[i] = self.flat.buffer(slot)
             if len(rows) == 0:  # present on another rank only: this rank adds a zero gradient
                 self.grads[i].zero_()
-            for n, chunk in enumerate(rows.split(micro)):
+            # (an empty tensor splits into one empty chunk: no pass at all then)
+            for n, chunk in enumerate(rows.split(micro) if len(rows) else ()):
                 token_loss = passes.token_loss(self.handles.model, batch.tokens[chunk])
                 loss_sum[i] += token_loss.detach().sum().double()
                 # the gradient of the domain's mean token loss
-                self.flat.write_grad(self.grads[i], token_loss.sum() / counts[i], accumulate=n > 0)
+                self.flat.write_grad(self.grads[i], token_loss.sum() / float(counts[i]), accumulate=n > 0)
                 passes.count("backward", token_loss.numel())
             passes.all_reduce(self.grads[i])
             self.norms[i] = float(self.grads[i].norm())
             if clip is not None and self.norms[i] > clip:
                 self.grads[i] *= clip / (self.norms[i] + 1e-6)
         passes.all_reduce(loss_sum)
-        return loss_sum.cpu().numpy(), counts.cpu().numpy()
+        return loss_sum.cpu().numpy(), counts
 
     def compute(self, step: StepContext) -> dict[str, Any]:
         k = len(self.grads)

@@ -31,6 +31,10 @@ class ReferenceTokenLoss(SignalProvider):
         self.reference.requires_grad_(False)
         self.handles.passes.register("reference_forward", 2 * count_parameters(self.reference))
 
+    @classmethod
+    def parameter_copies(cls, num_domains: int) -> float:
+        return 1.0  # the frozen reference model (its forwards keep no graph)
+
     @torch.no_grad()
     def compute(self, step: StepContext) -> dict[str, Any]:
         if step.token_loss is None:
