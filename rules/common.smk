@@ -1,6 +1,7 @@
 # Validation of the config (before any job runs) and the helpers every rule file uses.
 import os
 import re
+import shlex
 import sys
 
 import yaml

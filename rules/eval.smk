@@ -3,6 +3,9 @@
 
 # A global, not a param: the batch size changes speed, not results, so it must not trigger reruns.
 EVAL_BATCH_SIZE = config["evaluation"]["batch_size"]
+# One GPU of its own per evaluation (mixbench.gpus; see rules/train.smk), none on device cpu.
+EVAL_GPUS = 0 if config["training"]["device"] == "cpu" else 1
+EVAL_LAUNCH = shlex.join([PY, "-m", "mixbench.gpus", "run", "--gpus", str(EVAL_GPUS), "--", PY])
 
 
 rule lm_eval_tasks:
@@ -65,8 +68,10 @@ rule evaluate:
             if DOWNSTREAM["tasks"] else ""
         ),
     threads: config["training"]["threads"]
+    resources:
+        gpu=EVAL_GPUS,
     log:
         f"{LOGS}/eval/{{size}}-{{strategy}}-seed{{seed}}.log",
     shell:
-        "{PY} -m eval.evaluate --model {params.model} --tasks-dir {DATA}/lm_eval_tasks --out {output.perplexity}"
-        " {params.downstream} --batch-size {EVAL_BATCH_SIZE} --threads {threads} > {log} 2>&1"
+        "{EVAL_LAUNCH} -m eval.evaluate --model {params.model} --tasks-dir {DATA}/lm_eval_tasks"
+        " --out {output.perplexity} {params.downstream} --batch-size {EVAL_BATCH_SIZE} --threads {threads} > {log} 2>&1"

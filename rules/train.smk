@@ -28,10 +28,34 @@ def train_fingerprint(wildcards):
     return mbconfig.run_fingerprint(config, wildcards.strategy, stage_chain(wildcards))
 
 
-def launcher():
-    """Plain python for one process; torchrun (DDP) for several."""
-    n = config["training"]["processes"]
-    return PY if n == 1 else f"{PY} -m torch.distributed.run --standalone --nproc_per_node {n}"
+TRAINING = config["training"]
+# GPUs per node of one run: one per DDP process, none when the config keeps training on the CPU.
+TRAIN_GPUS = 0 if TRAINING["device"] == "cpu" else TRAINING["processes"]
+TRAIN_THREADS = TRAINING["threads"] * TRAINING["processes"]
+
+# How a run starts (a global, not a param: it changes where a run computes, not what, so it must
+# not trigger reruns): mixbench.gpus gives the job GPUs of its own among the machine's (or its SLURM
+# allocation's), then mixbench.launch starts python, torchrun, or srun + torchrun on every node.
+TRAIN_LAUNCH = shlex.join([
+    PY, "-m", "mixbench.gpus", "run", "--gpus", str(TRAIN_GPUS), "--",
+    PY, "-m", "mixbench.launch", "--nodes", str(TRAINING["nodes"]), "--processes", str(TRAINING["processes"]),
+    "--cpus", str(TRAIN_THREADS), "--gpus", str(TRAIN_GPUS), "--",
+])
+
+
+def train_resources():
+    """What a run asks the scheduler for: `gpu` for the local scheduler (profiles/gpu) and the SLURM
+    executor plugin (--gpus, the job's total) on one node; on several nodes (SLURM only) the
+    plugin's per-node `gres`, and one task per node for srun."""
+    nodes = TRAINING["nodes"]
+    if nodes == 1:
+        return {"gpu": TRAIN_GPUS}
+    # `mpi` keeps the jobstep plugin from wrapping the job in an `srun -n1` step (the launcher runs
+    # srun itself); tasks_per_gpu=0 keeps the plugin from turning `tasks` into --ntasks-per-gpu.
+    resources = {"nodes": nodes, "tasks": nodes, "tasks_per_gpu": 0, "mpi": "srun"}
+    if TRAIN_GPUS:
+        resources["gres"] = f"gpu:{TRAIN_GPUS}"
+    return resources
 
 
 rule train:
@@ -44,10 +68,11 @@ rule train:
         out=lambda w: run_dir(w.size, w.strategy, w.seed, w.stage),
         upstream=upstream_args,
         fingerprint=train_fingerprint,
-        launcher=launcher(),
-    threads: config["training"]["threads"] * config["training"]["processes"]
+    threads: TRAIN_THREADS
+    resources:
+        **train_resources(),
     log:
         f"{LOGS}/train/{{size}}-{{strategy}}-seed{{seed}}-{{stage}}.log",
     shell:
-        "{params.launcher} -m models.train --config {CONFIG_FILE} --size {wildcards.size} --strategy {wildcards.strategy}"
+        "{TRAIN_LAUNCH} -m models.train --config {CONFIG_FILE} --size {wildcards.size} --strategy {wildcards.strategy}"
         " --seed {wildcards.seed} --stage {wildcards.stage} --out {params.out} {params.upstream} > {log} 2>&1"

@@ -22,11 +22,13 @@ FIXTURE_CORPUS = REPO / "tests" / "fixtures" / "corpus.jsonl"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
-def snakemake(workdir: Path, config_files: Path | list[Path], *args: str, snakefile: Path = REPO / "Snakefile"):
-    """The real workflow in ``workdir`` with the given config file(s), merged in order."""
+def snakemake(workdir: Path, config_files: Path | list[Path], *args: str, snakefile: Path = REPO / "Snakefile",
+              env: dict[str, str] | None = None):
+    """The real workflow in ``workdir`` with the given config file(s), merged in order; ``env``
+    adds to (or replaces) the environment's variables."""
     files = [config_files] if isinstance(config_files, Path) else config_files
     # A PATH without the virtualenv: jobs must not depend on which `python` a shell finds.
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PATH": "/usr/bin:/bin"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PATH": "/usr/bin:/bin", **(env or {})}
     return subprocess.run(
         [*SNAKEMAKE, "--snakefile", str(snakefile), "--directory", str(workdir), "--configfiles", *map(str, files),
          "--cores", "2", *args],
