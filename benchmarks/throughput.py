@@ -1,41 +1,50 @@
-"""Step time and peak memory of each strategy against uniform, loop overhead, sampler speed.
+"""Each strategy's step time, tokens/s, MFU and peak memory against uniform, and the loop's overhead.
 
     python -m benchmarks.throughput --config config/config.yaml [--strategies uniform doremi doge]
-                                    [--size small] [--steps 5] [--batch-size 12 --seq-len 64]
+        [--size small] [--steps 5] [--batch-size 12 --seq-len 64] [--compile auto|true|false] [--vocab-size N]
 
 Needs the token files of the config (run the workflow's data steps first). Each strategy runs
-the stage where it does its work (DoReMi's and DoGE's proxy, the final run otherwise), with the
-same model size and batch shape for every strategy. Stages before it (a reference model) are
-stand-ins: a randomly initialised model of the stage's size, which costs the same to run.
+the stage where it does its work (DoReMi's and DoGE's proxy, the final run otherwise), at the
+same model size and batch shape; earlier stages (a reference model) are stand-ins, random models
+of the same size, which cost the same to run. Every model is built as models/train.py builds a
+run's: vocabulary padded to a multiple of 64, the size's micro-batch, bf16 autocast and
+``torch.compile`` per ``training.precision`` / ``training.compile`` (by default both on CUDA
+only). ``--vocab-size`` gives the models a larger vocabulary than the tokenizer's: the ids still
+come from the token files, and a step costs the same whichever ids occur.
 
-Time: every strategy's loop is built in one process and the steps are interleaved, round by
-round (uniform, the minimal step, then each strategy), so that machine noise hits all of them
-alike; ``step_s`` is a median over ``--steps`` rounds. A signal that is not due at every step
-(DoGraph's probes) is amortised explicitly: the steps of the configured run are grouped by which
-signals are due, a step of each group is timed in every round (the loop is set to that step),
+The reference is ``minimal_step``, the same computation written out by hand, on a model built
+the same way, with the same fused AdamW, micro-batches, autocast and clipping, and nothing else.
+
+Time: the minimal step and every strategy's loop live in one process and their steps are
+interleaved round by round (each round starting one later in the order), so that machine noise
+hits all alike; CUDA is synchronised before each timer starts and before it stops; ``step_s`` is
+a median over ``--steps`` rounds. Periodic
+signals (DoGraph's probes) are amortised explicitly: the steps of the configured run are grouped
+by the signals due, a step of each group is timed in every round (the loop is set to that step),
 and ``step_s`` is the mean over the run weighted by each group's share of its steps.
 
-Memory: each strategy again in a fresh process, so that its peak is its own: CUDA's max
-allocated on a GPU, the process's peak RSS (VmHWM) on a CPU, over a few steps that include a
-step of every group. ``extra_memory_copies`` is a strategy's peak above uniform's in units of
-the model's parameter bytes.
+Memory: each strategy's peak above what the process held before its loop was built, over a step
+of each group after a warm-up one (compilation, the optimizer's lazy state), before the next
+loop exists: CUDA's max allocated, or on a CPU peak RSS (Linux's VmHWM). ``extra_memory_copies``
+is the peak above uniform's in fp32 copies of the model's parameters.
 
-The uniform row also has the minimal hand-written PyTorch step on the same model and batch
-(``loop_overhead_ratio``) and how many sequences per second the sampler draws. Results are
-ratios measured in one run, written to ``{results_dir}/benchmarks/throughput.json``; nothing
-asserts.
+Reported per strategy: ``step_s``, ``tokens_per_s``, ``mfu`` (against the device's peak bf16
+FLOP/s from models/throughput.py or ``training.peak_tflops``; null where neither is known, as on
+a CPU), ``peak_memory_bytes`` and their ratios to uniform; the uniform row adds
+``loop_overhead_ratio`` (its step time over the minimal step's; target: at most
+``OVERHEAD_TARGET``) and the sampler's sequences per second. Written to
+``{results_dir}/benchmarks/throughput.json``; nothing asserts.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import ctypes
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,51 +55,147 @@ from corpus.sampler import DomainSampler
 from corpus.tokens import TokenStore, uncapped_train_tokens
 from mixbench import config as cfg
 from mixbench.cli import add_config_argument, main_guard
+from mixbench.errors import ConfigError
 from mixbench.io import write_json
 from mixbench.provenance import package_versions
-from models.gpt2 import build_model, count_parameters, gpt2_config
+from models.device import configure, device_name, init_distributed, uses_bf16, uses_compile
+from models.flat_params import unwrap
+from models.gpt2 import build_model, count_parameters, gpt2_config, pad_vocabulary, unpadded_vocab_size
 from models.loop import LoopSettings, TrainingLoop
+from models.optim import make_optimizer
 from models.signals.base import SignalSources
+from models.step import to_device
+from models.throughput import mfu, model_flops_per_token, peak_tflops
 from strategies import StrategyContext, get_strategy_class
 
+OVERHEAD_TARGET = 1.05  # the loop may take at most 5% longer than the minimal step
 
-def minimal_step(model, optimizer, batch: torch.Tensor) -> None:
-    """The reference: forward, mean cross-entropy, backward, clip, AdamW step."""
-    logits = model(input_ids=batch[:, :-1]).logits
-    F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten()).backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+
+def minimal_step(model, optimizer, micro_batches: list[torch.Tensor], vocab_size: int, bf16: bool,
+                 grad_clip: float) -> None:
+    """The loop's computation and nothing else: per micro-batch a forward (bf16 autocast when the
+    loop uses it), the mean cross-entropy over the real vocabulary in fp32 (the padding sliced
+    off, as the loop does), a backward accumulating the gradient; then clipping and the optimizer
+    step. No per-domain statistics, no host synchronisation. (No learning-rate schedule either:
+    setting a float is host work of microseconds.)"""
+    for tokens in micro_batches:
+        with torch.autocast(tokens.device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(input_ids=tokens[:, :-1]).logits[..., :vocab_size]
+        loss = F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten())
+        (loss / len(micro_batches)).backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
 
-def timed(fn) -> float:
+def timed(fn, device: torch.device) -> float:
+    """Seconds of ``fn`` with the device work it queues: CUDA runs asynchronously, so wait for
+    earlier work before the clock starts and for this work before it stops."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
     start = time.perf_counter()
     fn()
+    sync()
     return time.perf_counter() - start
 
 
-def peak_memory_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return -1
+class PeakMemory:
+    """Peak bytes of what ``peak_of`` runs above what the process held at ``mark()``: CUDA's
+    allocator counters, or on a CPU Linux's VmRSS and VmHWM (peak RSS, reset through clear_refs)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.cuda = device, device.type == "cuda"
+        if not self.cuda:
+            if not Path("/proc/self/clear_refs").exists():
+                raise RuntimeError("on a CPU the benchmark reads peak memory from Linux's /proc/self")
+            # glibc raises its mmap threshold (up to 32 MiB) whenever a large block is freed; freed
+            # tensors then stay in its heap, and a model reusing that heap would look smaller than
+            # it is. A fixed threshold sends every block of 128 KiB or more to mmap, back to the OS
+            # when freed. ``timing()`` then sets glibc's largest mmap threshold (32 MiB) and keeps
+            # the heap untrimmed: a timed step does not fault in again the pages that the step
+            # before it, another model's, gave back.
+            self._malloc_thresholds(mmap=128 * 1024, trim=128 * 1024)
+
+    @staticmethod
+    def _malloc_thresholds(mmap: int, trim: int) -> None:
+        libc = ctypes.CDLL(None)
+        if libc.mallopt(-3, mmap) != 1 or libc.mallopt(-1, trim) != 1:  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+            raise RuntimeError("glibc's mallopt refused to set its thresholds")
+
+    def _read(self, peak: bool) -> int:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            return (torch.cuda.max_memory_allocated if peak else torch.cuda.memory_allocated)(self.device)
+        key = "VmHWM:" if peak else "VmRSS:"
+        return next(int(line.split()[1]) * 1024 for line in Path("/proc/self/status").read_text().splitlines()
+                    if line.startswith(key))
+
+    def mark(self) -> None:
+        self.base = self._read(peak=False)
+
+    def peak_of(self, fn) -> int:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
+        fn()
+        return self._read(peak=True) - self.base
+
+    def timing(self) -> None:
+        if not self.cuda:
+            self._malloc_thresholds(mmap=32 * 2**20, trim=2**31 - 1)
 
 
-def working_stage(cls, hparams: dict) -> str:
-    """The stage where the strategy computes its signals (its proxy), else final."""
-    stages = cls.stages_for({**cls.defaults, **hparams})
-    return "proxy" if "proxy" in stages else "final"
+@dataclass
+class Setup:
+    """What every model of the benchmark shares, decided as models/train.py decides it."""
+    training: dict  # the config's, with this size's micro-batch
+    size: str
+    vocab_size: int  # before padding
+    device: torch.device
+    bf16: bool
+    compiled: bool
+    peak_tflops: float | None
+
+    @classmethod
+    def of(cls, config: dict, size: str, vocab_size: int) -> "Setup":
+        training = {**config["training"], "micro_batch_size": cfg.micro_batch_size(config["training"], size)}
+        if training["batch_size"] % training["micro_batch_size"]:
+            raise ConfigError(f"batch_size {training['batch_size']} does not split into micro-batches of "
+                              f"{training['micro_batch_size']} (size {size!r})")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ConfigError("the benchmark runs in one process: start it without torchrun")
+        _, _, device = init_distributed(training["device"])
+        configure(device, training["threads"])
+        context = gpt2_config(size, vocab_size).n_positions
+        if training["seq_len"] > context:
+            raise ConfigError(f"seq_len {training['seq_len']} exceeds size {size!r}'s context of {context}")
+        return cls(training, size, vocab_size, device, uses_bf16(device, training["precision"]),
+                   uses_compile(device, training["compile"]),
+                   peak_tflops(device_name(device), training["peak_tflops"]))
+
+    def model(self):
+        torch.manual_seed(0)  # the same initial model for the minimal step and every loop
+        model = pad_vocabulary(build_model(self.model_config())).to(self.device)
+        return torch.compile(model) if self.compiled else model
+
+    def model_config(self):
+        """A new one each time: the model holds it, and padding the vocabulary changes it."""
+        return gpt2_config(self.size, self.vocab_size, self.training["dropout"])
+
+    def settings(self, steps: int) -> LoopSettings:
+        return LoopSettings.from_config(self.training, steps, device=self.device, bf16=self.bf16,
+                                        peak_tflops=self.peak_tflops)
 
 
 def stand_in_upstream(stages: tuple[str, ...], stage: str, model_config, scratch: Path) -> dict[str, Path]:
     """Every stage before ``stage`` as a finished-looking run: a random model, uniform weights."""
     upstream = {}
     for earlier in stages[: stages.index(stage)]:
-        folder = scratch / earlier
-        build_model(model_config).save_pretrained(folder / "model")
-        upstream[earlier] = folder
+        build_model(model_config).save_pretrained(scratch / earlier / "model")
+        upstream[earlier] = scratch / earlier
     return upstream
 
 
@@ -106,126 +211,133 @@ def due_groups(strategy, total_steps: int) -> dict[frozenset, list[int]]:
 class Subject:
     """One strategy's loop on its working stage, and its steps grouped by the signals due."""
 
-    def __init__(self, config: dict, strategy_name: str, size: str, scratch: Path):
-        training = config["training"]
-        self.device = torch.device("cuda" if torch.cuda.is_available() and training["device"] != "cpu" else "cpu")
-        data_dir = Path(config["data_dir"])
-        domains = config["corpus"]["domains"]
-        self.store = TokenStore(data_dir / "tokens", "train", domains)
+    def __init__(self, config: dict, strategy_name: str, size: str, setup: Setup, store: TokenStore, scratch: Path):
+        data_dir, domains = Path(config["data_dir"]), config["corpus"]["domains"]
         cls = get_strategy_class(cfg.strategy_class_name(config, strategy_name))
         hparams = cfg.strategy_hparams(config, strategy_name)
         stages = cls.stages_for({**cls.defaults, **hparams})
-        self.stage = working_stage(cls, hparams)
+        self.stage = "proxy" if "proxy" in stages else "final"  # where a strategy computes its signals
         self.run_steps = cfg.stage_training(config, strategy_name, self.stage, size)["steps"]
+        scratch = scratch / strategy_name
+        scratch.mkdir(parents=True)
+        upstream = stand_in_upstream(stages, self.stage, setup.model_config(), scratch)
         k = len(domains)
-        self.model_config = gpt2_config(size, self.store.vocab_size)
-        torch.manual_seed(0)
-        upstream = stand_in_upstream(stages, self.stage, self.model_config, scratch)
         context = StrategyContext(name=strategy_name, domains=tuple(domains), stage=self.stage,
-                                  total_steps=self.run_steps, seed=0, vocab_size=self.store.vocab_size,
+                                  total_steps=self.run_steps, seed=0, vocab_size=setup.vocab_size,
                                   train_tokens=uncapped_train_tokens(data_dir, domains),
-                                  warmup_steps=training["warmup_steps"],
+                                  warmup_steps=setup.training["warmup_steps"],
                                   upstream_weights={s: np.full(k, 1 / k) for s in upstream})
         strategy = cls(context, **hparams)
-        model = build_model(self.model_config).to(self.device)
-        self.parameter_bytes = count_parameters(model) * 4
-        settings = LoopSettings.from_config(training, steps=self.run_steps, device=self.device,
-                                            bf16=self.device.type == "cuda" and training["precision"] != "fp32")
-        (scratch / strategy_name).mkdir(parents=True, exist_ok=True)
-        self.loop = TrainingLoop(model, strategy, DomainSampler(self.store, training["seq_len"], seed=0), settings,
-                                 log_path=scratch / strategy_name / "log.csv",
-                                 checkpoint_path=scratch / strategy_name / "checkpoint.pt", strategy_name=strategy_name,
-                                 sources=SignalSources(data_dir=data_dir, seed=0, upstream=upstream,
-                                                       run_dir=scratch / strategy_name))
+        self.loop = TrainingLoop(setup.model(), strategy, DomainSampler(store, setup.training["seq_len"], seed=0),
+                                 setup.settings(self.run_steps), log_path=scratch / "log.csv",
+                                 checkpoint_path=scratch / "checkpoint.pt", strategy_name=strategy_name,
+                                 sources=SignalSources(data_dir=data_dir, seed=0, upstream=upstream, run_dir=scratch))
         self.groups = due_groups(strategy, self.run_steps)
-        self.lr = training["lr"]
+        self.lr, self.device = setup.training["lr"], setup.device
 
     def timed_at(self, step: int) -> float:
         self.loop.step = step - 1  # the strategy decides what is due from the step number
-        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
-        return timed(lambda: (self.loop.train_step(self.lr), sync()))
+        return timed(lambda: self.loop.train_step(self.lr), self.device)
 
     def one_of_each_group(self) -> dict[frozenset, float]:
         return {due: self.timed_at(members[0]) for due, members in self.groups.items()}
 
 
-def measure_memory(config: dict, strategy_name: str, size: str, scratch: Path) -> dict:
-    subject = Subject(config, strategy_name, size, scratch)
-    for _ in range(2):
-        subject.one_of_each_group()
-    return {"peak_memory_bytes": peak_memory_bytes(subject.device), "parameter_bytes": subject.parameter_bytes}
+def measure(config: dict, names: list[str], size: str, rounds: int, vocab_size: int | None = None) -> dict:
+    """The benchmark's report (see the module's docstring); ``names`` must include uniform."""
+    training, domains = config["training"], config["corpus"]["domains"]
+    store = TokenStore(Path(config["data_dir"]) / "tokens", "train", domains)
+    if vocab_size is not None and vocab_size < store.vocab_size:
+        raise ConfigError(f"--vocab-size {vocab_size} is smaller than the tokenizer's {store.vocab_size}")
+    setup = Setup.of(config, size, vocab_size or store.vocab_size)
+    device, batch, seq_len = setup.device, training["batch_size"], training["seq_len"]
+    meter = PeakMemory(device)
+    uniform = np.full(len(domains), 1 / len(domains))
 
+    reference = setup.model()
+    optimizer = make_optimizer(unwrap(reference), setup.settings(steps=1))
+    rows = DomainSampler(store, seq_len, seed=1).step_batch(uniform, batch, step=1)
+    micro = list(to_device(rows.tokens, device).split(setup.training["micro_batch_size"]))
+    vocab = unpadded_vocab_size(unwrap(reference))
+    minimal = lambda: timed(lambda: minimal_step(reference, optimizer, micro, vocab, setup.bf16,
+                                                 training["grad_clip"]), device)
+    minimal()  # warm-up: compilation, the optimizer's state, and torch's lazy initialisation (before any mark)
+    with tempfile.TemporaryDirectory() as scratch:
+        subjects, peaks = {}, {}
+        for name in names:  # each measured before the next exists: its peak is its own
+            meter.mark()
+            subjects[name] = Subject(config, name, size, setup, store, Path(scratch))
+            subjects[name].one_of_each_group()
+            peaks[name] = meter.peak_of(subjects[name].one_of_each_group)
+        meter.timing()
+        samples = {name: [] for name in [None, *names]}  # None: the minimal step
+        turns = [(None, minimal), *((name, subject.one_of_each_group) for name, subject in subjects.items())]
+        for r in range(rounds):  # each round starts one later: no one always follows a probe step
+            for name, step in turns[r % len(turns):] + turns[: r % len(turns)]:
+                samples[name].append(step())
 
-def measure_times(config: dict, names: list[str], size: str, rounds: int, scratch: Path) -> dict:
-    training = config["training"]
-    subjects = {name: Subject(config, name, size, scratch) for name in names}
-    base = subjects["uniform"]
-    torch.manual_seed(0)
-    minimal_model = build_model(base.model_config).to(base.device)
-    optimizer = torch.optim.AdamW(minimal_model.parameters(), lr=training["lr"])
-    k = len(base.store.domains)
-    batch = torch.from_numpy(DomainSampler(base.store, training["seq_len"], seed=1).sample(
-        np.full(k, 1 / k), training["batch_size"])[0]).to(base.device)
-    sync = torch.cuda.synchronize if base.device.type == "cuda" else (lambda: None)
-    minimal = lambda: timed(lambda: (minimal_step(minimal_model, optimizer, batch), sync()))
-    for subject in subjects.values():  # warm-up: allocations, lazy initialisation, compilation
-        subject.one_of_each_group()
-    minimal()
-    samples = {name: [] for name in subjects}
-    minimal_times = []
-    for _ in range(rounds):
-        minimal_times.append(minimal())
-        for name, subject in subjects.items():
-            samples[name].append(subject.one_of_each_group())
-    results = {}
+    raw = unwrap(reference)
+    parameters = count_parameters(raw)
+    flops_per_token = model_flops_per_token(parameters, raw.config.n_layer, raw.config.n_embd, seq_len)
+
+    def speed(step_s: float) -> dict:
+        tokens_per_s = batch * seq_len / step_s
+        return {"step_s": step_s, "tokens_per_s": tokens_per_s,
+                "mfu": mfu(tokens_per_s, flops_per_token, setup.peak_tflops, devices=1)}
+
+    strategies = {}
     for name, subject in subjects.items():
         per_group = {due: statistics.median(s[due] for s in samples[name]) for due in subject.groups}
         mean_step = sum(len(subject.groups[g]) * t for g, t in per_group.items()) / subject.run_steps
-        results[name] = {
-            "strategy": name, "stage": subject.stage, "device": str(subject.device), "run_steps": subject.run_steps,
-            "step_s": mean_step,  # over the configured run: periodic work belongs in the cost of a step
+        strategies[name] = {
+            "strategy": name, "stage": subject.stage, "run_steps": subject.run_steps,
+            **speed(mean_step),  # over the configured run: periodic work belongs in the cost of a step
             "step_groups": [{"signals": sorted(g), "steps_in_run": len(subject.groups[g]), "median_step_s": t}
                             for g, t in per_group.items()],
-            "tokens_per_step": training["batch_size"] * training["seq_len"]}
-    sampler = DomainSampler(base.store, training["seq_len"], seed=2)
-    sample = [timed(lambda: sampler.sample(np.full(k, 1 / k), training["batch_size"])) for _ in range(200)]
-    results["uniform"].update(minimal_step_s=statistics.median(minimal_times),
-                              loop_overhead_ratio=results["uniform"]["step_s"] / statistics.median(minimal_times),
-                              sampler_sequences_per_s=training["batch_size"] / statistics.median(sample))
-    return results
+            "peak_memory_bytes": peaks[name]}
+    base = strategies["uniform"]
+    for r in strategies.values():
+        r.update(step_time_vs_uniform=r["step_s"] / base["step_s"],
+                 peak_memory_vs_uniform=r["peak_memory_bytes"] / base["peak_memory_bytes"],
+                 extra_memory_copies=(r["peak_memory_bytes"] - base["peak_memory_bytes"]) / (4 * parameters))
+    minimal_row = speed(statistics.median(samples[None]))
+    sampler = DomainSampler(store, seq_len, seed=2)
+    draw = [timed(lambda: sampler.step_batch(uniform, batch, step), torch.device("cpu")) for step in range(1, 201)]
+    ratio = base["step_s"] / minimal_row["step_s"]
+    base.update(loop_overhead_ratio=ratio, loop_overhead_target=OVERHEAD_TARGET,
+                loop_overhead_met=ratio <= OVERHEAD_TARGET, sampler_sequences_per_s=batch / statistics.median(draw))
+    return {"size": size, "rounds": rounds, "device": device_name(device), "cpus": os.cpu_count(),
+            "peak_tflops": setup.peak_tflops, "bf16": setup.bf16, "compiled": setup.compiled,
+            "batch_size": batch, "micro_batch_size": setup.training["micro_batch_size"], "seq_len": seq_len,
+            "parameters": parameters, "vocab_size": vocab, "padded_vocab_size": raw.config.vocab_size,
+            "flops_per_token": flops_per_token, "minimal_step": minimal_row, "strategies": strategies,
+            "versions": package_versions()}
+
+
+def print_report(report: dict) -> None:
+    def speed(r: dict) -> str:
+        utilisation = "n/a (no peak FLOP/s known)" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
+        return f"{r['step_s']:.3f} s/step, {r['tokens_per_s']:,.0f} tokens/s, MFU {utilisation}"
+
+    r = report
+    print(f"{r['device']}: size {r['size']} ({r['parameters'] / 1e6:.1f}M parameters, vocabulary {r['vocab_size']} "
+          f"padded to {r['padded_vocab_size']}), batch {r['batch_size']} x {r['seq_len']} in micro-batches of "
+          f"{r['micro_batch_size']}, {'bf16' if r['bf16'] else 'fp32'}, compiled: {r['compiled']}")
+    for name, r in report["strategies"].items():
+        print(f"{name:>10} ({r['stage']}): {speed(r)}, peak memory {r['peak_memory_bytes'] / 2**30:.2f} GiB; "
+              f"{r['step_time_vs_uniform']:.2f}x uniform's step time, {r['peak_memory_vs_uniform']:.2f}x its "
+              f"memory (+{r['extra_memory_copies']:.2f} parameter copies)")
+        for group in r["step_groups"] if len(r["step_groups"]) > 1 else []:
+            print(f"{'':>12}{group['steps_in_run']} of {r['run_steps']} steps with signals {group['signals']}: "
+                  f"{group['median_step_s']:.3f} s/step")
+    uniform = report["strategies"]["uniform"]
+    print(f"{'minimal':>10} (step): {speed(report['minimal_step'])}\nloop vs minimal step: "
+          f"{uniform['loop_overhead_ratio']:.3f}x (target <= {OVERHEAD_TARGET}: "
+          f"{'met' if uniform['loop_overhead_met'] else 'NOT met'}); sampler "
+          f"{uniform['sampler_sequences_per_s']:,.0f} sequences/s")
 
 
 SHAPE_OPTIONS = ("batch_size", "micro_batch_size", "seq_len", "threads")
-
-
-def run_all(config_files: list[str], config: dict, strategies: list[str], size: str, rounds: int, out_dir: Path,
-            shape: dict[str, int]) -> dict:
-    shape_args = [arg for key, value in shape.items() for arg in (f"--{key.replace('_', '-')}", str(value))]
-    memory = {}
-    for name in strategies:  # a fresh process each: peak memory must be the strategy's own
-        with tempfile.TemporaryDirectory() as tmp:
-            cmd = [sys.executable, "-m", "benchmarks.throughput", "--config", *config_files, "--size", size,
-                   *shape_args, "--memory-of", name, "--scratch", tmp]
-            print(f"peak memory of {name} ...", file=sys.stderr, flush=True)
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            if done.returncode:
-                raise RuntimeError(f"measuring {name} failed:\n{done.stderr[-3000:]}")
-            memory[name] = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"step times, {rounds} interleaved rounds ...", file=sys.stderr, flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        times = measure_times(config, strategies, size, rounds, Path(tmp))
-    results = {name: {**times[name], **memory[name]} for name in strategies}
-    base = results["uniform"]
-    summary = {name: {"step_time_vs_uniform": r["step_s"] / base["step_s"],
-                      "peak_memory_vs_uniform": r["peak_memory_bytes"] / base["peak_memory_bytes"],
-                      "extra_memory_copies":
-                          (r["peak_memory_bytes"] - base["peak_memory_bytes"]) / r["parameter_bytes"],
-                      "tokens_per_s": r["tokens_per_step"] / r["step_s"], **r}
-               for name, r in results.items()}
-    report = {"size": size, "rounds": rounds, "shape": shape, "cpus": os.cpu_count(),
-              "strategies": summary, "versions": package_versions()}
-    write_json(out_dir / "throughput.json", report)
-    return report
 
 
 @main_guard
@@ -237,29 +349,18 @@ def main(argv=None):
     parser.add_argument("--strategies", nargs="+", default=None, help="default: uniform plus the grid's strategies")
     for key in SHAPE_OPTIONS:
         parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=None, help=f"override training.{key}")
-    parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # internal: one strategy's peak memory, as JSON
-    parser.add_argument("--scratch", help=argparse.SUPPRESS)
+    parser.add_argument("--compile", choices=["auto", "true", "false"], default=None, help="override training.compile")
+    parser.add_argument("--vocab-size", type=int, default=None, help="the models' vocabulary (default: the tokenizer's)")
     args = parser.parse_args(argv)
-    shape = {key: getattr(args, key) for key in SHAPE_OPTIONS if getattr(args, key) is not None}
-    config = cfg.load(*args.config, overrides={"training": shape})
+    training = {key: getattr(args, key) for key in SHAPE_OPTIONS if getattr(args, key) is not None}
+    if args.compile is not None:
+        training["compile"] = {"auto": "auto", "true": True, "false": False}[args.compile]
+    config = cfg.load(*args.config, overrides={"training": training})
     size = args.size or config["grid"]["sizes"][0]
-    if config["training"]["device"] != "cuda":
-        torch.set_num_threads(config["training"]["threads"])
-    if args.memory_of:
-        print(json.dumps(measure_memory(config, args.memory_of, size, Path(args.scratch))))
-        return
     names = list(dict.fromkeys(["uniform", *(args.strategies or config["grid"]["strategies"])]))
-    report = run_all(args.config, config, names, size, args.steps, Path(config["results_dir"]) / "benchmarks", shape)
-    for name, r in report["strategies"].items():
-        print(f"{name:>10} ({r['stage']}): {r['step_s']:.3f} s/step = {r['step_time_vs_uniform']:.2f}x uniform, "
-              f"peak memory {r['peak_memory_bytes'] / 2**20:.0f} MiB = {r['peak_memory_vs_uniform']:.2f}x "
-              f"(+{r['extra_memory_copies']:.2f} parameter copies)")
-        for group in r["step_groups"] if len(r["step_groups"]) > 1 else []:
-            print(f"{'':>12}{group['steps_in_run']} of {r['run_steps']} steps with signals {group['signals']}: "
-                  f"{group['median_step_s']:.3f} s/step")
-    uniform = report["strategies"]["uniform"]
-    print(f"loop vs minimal PyTorch step: {uniform['loop_overhead_ratio']:.3f}x; "
-          f"sampler {uniform['sampler_sequences_per_s']:.0f} sequences/s")
+    report = measure(config, names, size, args.steps, args.vocab_size)
+    write_json(Path(config["results_dir"]) / "benchmarks" / "throughput.json", {**report, "overrides": training})
+    print_report(report)
 
 
 if __name__ == "__main__":

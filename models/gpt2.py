@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -26,7 +28,9 @@ def gpt2_config(size: str, vocab_size: int, dropout: float = 0.0, bos_id: int = 
 
 
 def build_model(config: GPT2Config, device: str | torch.device = "cpu") -> GPT2LMHeadModel:
-    """GPT-2 with SDPA attention; on the meta device nothing is allocated (for counting)."""
+    """GPT-2 with SDPA attention; on the meta device nothing is allocated (for counting). The
+    model gets its own copy of ``config``: padding its vocabulary never changes the caller's."""
+    config = copy.deepcopy(config)
     with torch.device(device):
         model = GPT2LMHeadModel(config)
     # transformers picks SDPA by default when available; say so explicitly for the GPU path.

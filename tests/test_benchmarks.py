@@ -1,14 +1,52 @@
-"""The throughput benchmark runs and writes its ratios (it measures; it never asserts a speed)."""
+"""The throughput benchmark: its reference step is the loop's computation, and it runs and writes
+its measurements (it measures; it never asserts a speed)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
+import torch
 import yaml
 
 from conftest import REPO
 from mixbench.io import read_json
+
+
+def test_minimal_step_trains_exactly_as_the_loop_does(built_data, tmp_path):
+    """One minimal step and one uniform loop step from the same model on the same batch (two
+    micro-batches, clipping, AdamW) give the same weights: the reference is the same computation."""
+    from benchmarks.throughput import Setup, Subject, minimal_step
+    from corpus.sampler import DomainSampler
+    from corpus.tokens import TokenStore
+    from models.flat_params import unwrap
+    from models.optim import make_optimizer
+
+    store = TokenStore(Path(built_data["data_dir"]) / "tokens", "train", built_data["corpus"]["domains"])
+    # 600 ids, padded to 640 (the token files' ids are below 512): the padding's logits must not be scored.
+    setup = Setup.of(built_data, "test", vocab_size=600)
+    assert setup.training["batch_size"] == 2 * setup.training["micro_batch_size"]
+    subject = Subject(built_data, "uniform", "test", setup, store, tmp_path)
+    reference = setup.model()
+    assert reference.config.vocab_size == 640
+    initial = {name: p.detach().clone() for name, p in reference.named_parameters()}
+    optimizer = make_optimizer(unwrap(reference), setup.settings(steps=1))
+    for group in optimizer.param_groups:  # the loop's scheduler starts in warmup: the same learning rate
+        group["lr"] = subject.loop.scheduler.get_last_lr()[0]
+    k = len(store.domains)
+    # What the loop's sampler (seed 0) draws for step 1 with the uniform strategy's weights.
+    rows = DomainSampler(store, setup.training["seq_len"], seed=0).step_batch(np.full(k, 1 / k),
+                                                                               setup.training["batch_size"], step=1)
+    micro = list(torch.from_numpy(rows.tokens).split(setup.training["micro_batch_size"]))
+    minimal_step(reference, optimizer, micro, 600, bf16=False, grad_clip=setup.training["grad_clip"])
+    subject.timed_at(1)
+    loops = dict(subject.loop.raw_model.named_parameters())
+    for name, mine in reference.named_parameters():
+        torch.testing.assert_close(mine, loops[name], rtol=1e-5, atol=1e-7, msg=name)
+    assert not torch.equal(initial["transformer.h.0.mlp.c_fc.weight"], loops["transformer.h.0.mlp.c_fc.weight"])
 
 
 def test_throughput_benchmark_writes_ratios_for_each_strategy(built_data, tmp_path):
@@ -28,7 +66,41 @@ def test_throughput_benchmark_writes_ratios_for_each_strategy(built_data, tmp_pa
     assert groups[()]["steps_in_run"] == 28 and groups[("example_gradient_features",)]["steps_in_run"] == 2
     expected = (28 * groups[()]["median_step_s"] + 2 * groups[("example_gradient_features",)]["median_step_s"]) / 30
     assert abs(dograph["step_s"] - expected) < 1e-9
-    assert report["strategies"]["uniform"]["step_time_vs_uniform"] == 1.0
-    for key in ("loop_overhead_ratio", "sampler_sequences_per_s", "minimal_step_s"):
-        assert report["strategies"]["uniform"][key] > 0
-    assert "x uniform" in done.stdout
+    uniform = report["strategies"]["uniform"]
+    assert uniform["step_time_vs_uniform"] == 1.0
+    assert uniform["tokens_per_s"] == report["batch_size"] * report["seq_len"] / uniform["step_s"]
+    assert uniform["mfu"] is None and report["peak_tflops"] is None  # no peak FLOP/s is known for a CPU
+    assert uniform["loop_overhead_ratio"] == uniform["step_s"] / report["minimal_step"]["step_s"]
+    assert uniform["loop_overhead_target"] == 1.05
+    assert uniform["loop_overhead_met"] == (uniform["loop_overhead_ratio"] <= 1.05)
+    assert uniform["sampler_sequences_per_s"] > 0
+    assert all(r["peak_memory_bytes"] > 0 for r in report["strategies"].values())
+    assert not report["compiled"] and not report["bf16"]  # compile and bf16 are `auto`: CUDA only
+    assert "x uniform's step time" in done.stdout and "target <= 1.05" in done.stdout
+
+
+def test_gpu_check_measures_every_strategys_working_stage_on_a_cpu(built_data, tmp_path):
+    """gpu_check's throughput part, which a GPU machine runs at GPT-2 small and sequence 1024,
+    at the test size on the CPU: the code path, and the fields of its report."""
+    out = tmp_path / "gpu-check"
+    out.mkdir()
+    (out / "data").symlink_to(built_data["data_dir"])  # the same corpus and tokenizer: not rebuilt
+    done = subprocess.run([sys.executable, "scripts/gpu_check.py", "--device", "cpu", "--out", str(out),
+                           "--no-agreement", "--throughput", "--throughput-size", "test", "--throughput-compile", "off",
+                           "--seq-len", "32", "--batch-size", "8", "--micro-batch-size", "4", "--rounds", "1",
+                           "--peak-tflops", "0.5"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((out / "gpu_check.json").read_text())
+    assert report["runs"] == {}  # --no-agreement
+    bench = report["throughput"]["compile-off"]
+    assert not bench["compiled"] and bench["seq_len"] == 32 and bench["micro_batch_size"] == 4
+    assert bench["vocab_size"] == 50257 and bench["padded_vocab_size"] == 50304  # GPT-2's vocabulary, padded
+    stages = {name: r["stage"] for name, r in bench["strategies"].items()}
+    assert stages == {"uniform": "final", "doremi": "proxy", "doge": "proxy", "dograph": "final"}
+    for r in bench["strategies"].values():
+        assert r["tokens_per_s"] > 0 and r["peak_memory_bytes"] > 0 and r["step_time_vs_uniform"] > 0
+        assert abs(r["mfu"] - r["tokens_per_s"] * bench["flops_per_token"] / 0.5e12) < 1e-12
+    assert bench["strategies"]["uniform"]["loop_overhead_ratio"] > 0
+    assert "goal" not in report["throughput"]  # the H200 goal is for GPT-2 small at 1024 only
+    assert "loop vs minimal step" in done.stdout and "MFU" in done.stdout
