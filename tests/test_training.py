@@ -150,35 +150,6 @@ def test_nan_loss_names_the_step_and_domains(built_data, tmp_path, monkeypatch):
     assert not (tmp_path / "run" / "run.json").exists()
 
 
-def test_ddp_with_two_gloo_processes_trains_and_resumes_exactly(built_data, tmp_path):
-    """torchrun with 2 CPU processes: the global batch is split over ranks and resume is exact."""
-    import subprocess
-    import sys
-
-    import yaml
-
-    from conftest import REPO
-
-    config_file = tmp_path / "config.yaml"
-    config_file.write_text(yaml.safe_dump(built_data))
-
-    def torchrun(out, *extra):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "models.train", "--config", str(config_file), "--size", "test", "--strategy", "uniform",
-               "--seed", "0", "--out", str(out), *extra]
-        return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
-
-    whole = torchrun(tmp_path / "whole")
-    assert whole.returncode == 0, whole.stderr[-2000:]
-    assert torchrun(tmp_path / "split", "--stop-after", "15").returncode != 0  # torchrun reports the stop as a failure
-    assert (tmp_path / "split" / "checkpoint.pt").exists() and not (tmp_path / "split" / "run.json").exists()
-    resumed = torchrun(tmp_path / "split")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert read_json(tmp_path / "whole" / "run.json")["tokens"] == 30 * 8 * 32  # global, not per rank
-    a, b = final_state(tmp_path / "whole"), final_state(tmp_path / "split")
-    assert all(torch.equal(a[k], b[k]) for k in a)
-
-
 def test_lr_schedule_warms_up_linearly_then_decays_to_the_floor():
     from models.loop import lr_factor
 
