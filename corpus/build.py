@@ -1,110 +1,152 @@
-"""Build the corpus: per-domain train/val/test splits and a manifest.
+"""Build the corpus: per-domain train/val/test splits and a manifest, streamed in bounded memory.
 
     python -m corpus.build --config config/config.yaml
 
-Writes ``{data_dir}/corpus/{domain}/{split}.jsonl`` (one ``{"id", "text"}`` per line) and
-``{data_dir}/corpus/manifest.json`` with bytes, documents and sha256 per domain and split.
-Splits are made once, at document level, from a hash of each document's id, so they are
-the same on every machine and for every strategy. Exact duplicate texts are dropped first.
-``available_bytes`` records each domain's size before the cap (for streamed hub data: the
-bytes of that domain seen in the stream until every cap was reached), which is what
-``natural`` sampling is proportional to.
+Writes ``{data_dir}/corpus/{domain}/{split}.jsonl`` (one ``{"id", "text"}`` per line, in id
+order) and ``{data_dir}/corpus/manifest.json``. Records are read one at a time
+(``corpus.sources``), each document goes to its domain's spool on disk (``corpus.spool``), and
+the read stops as soon as every domain has its cap (stream selection) or the read budget
+``corpus.max_read_bytes`` is spent. A document's id is a hash of its domain and text, and the
+splits are made from the ids, so they are the same on every machine, for every strategy, and for
+the same data in any file format, file names or order (when no cap cuts a domain short; with
+stream selection, a capped domain keeps the first documents read). Exact duplicate texts are
+dropped. Bad records stop the build with their file and line, or, with ``corpus.bad_records:
+skip``, are skipped and counted per file in the manifest. Everything is written to a temporary
+folder that replaces ``{data_dir}/corpus`` only when the whole build succeeded.
+
+``available_bytes`` of a domain is the size of its documents read (duplicates found removed):
+the whole domain when the source was read to its end, else what the read saw before it stopped
+(for a shuffled stream, proportional to the domains' sizes). ``natural`` sampling is
+proportional to it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
+import time
+from collections import Counter, defaultdict
 from pathlib import Path
 
+from corpus.records import BadRecord
+from corpus.sources import check_source, describe, records
+from corpus.spool import SPLITS, DomainSpool
+from mixbench import config as cfg
 from mixbench.cli import config_command
 from mixbench.errors import DataError
-from mixbench.io import atomic_path, sha256_file, write_json
-from corpus.sources import Document, check_source, documents_by_domain
+from mixbench.io import atomic_dir, write_json
 
-SPLITS = ("train", "val", "test")
-
-
-def hash_order(docs: list[Document]) -> list[Document]:
-    """A pseudo-random but machine-independent order: by sha256 of the document id."""
-    return sorted(docs, key=lambda doc: hashlib.sha256(doc[0].encode("utf-8")).hexdigest())
+PROGRESS_EVERY_S = 30.0
+MAX_DOMAIN_NAMES_SEEN = 1000  # names of unwanted domains remembered for the "not in the data" error
 
 
-def cap_bytes(docs: list[Document], max_bytes: int) -> list[Document]:
-    """Keep documents (in the given order) until ``max_bytes`` of UTF-8 text is reached."""
-    kept, total = [], 0
-    for doc in docs:
-        if total >= max_bytes:
-            break
-        kept.append(doc)
-        total += len(doc[1].encode("utf-8"))
-    return kept
+def selection_of(corpus: dict) -> str:
+    """Debian domains are package files in package order, so a cap takes a hash sample; the
+    other sources take the first documents read unless ``corpus.selection`` says otherwise."""
+    return corpus["selection"] or ("hash" if corpus["source"] == "debian" else "stream")
 
 
-def deduplicate(docs: list[Document]) -> list[Document]:
-    """Drop exact repeats of a text (fortunes recur across files): a text in both train and
-    test would inflate every test score. Keeps the first in the given order."""
-    seen: set[bytes] = set()
-    unique = []
-    for doc in docs:
-        key = hashlib.sha256(doc[1].encode("utf-8")).digest()
-        if key not in seen:
-            seen.add(key)
-            unique.append(doc)
-    return unique
+class ReadLog:
+    """What the read saw: record counts, bytes, skipped and empty records per file, and progress."""
+
+    def __init__(self, bad_records: str):
+        self.bad_records = bad_records
+        self.records = 0
+        self.bytes = 0
+        self.skipped: dict[str, Counter] = defaultdict(Counter)
+        self.empty: Counter = Counter()
+        self.other_domains: Counter = Counter()
+        self.started = self.last_report = time.monotonic()
+
+    def bad(self, record: BadRecord) -> None:
+        if self.bad_records == "error":
+            raise DataError(f"{record.where}: {record.problem}. Nothing was written. Fix the record, or set "
+                            f"corpus.bad_records: skip to skip such records (they are counted in the manifest)")
+        self.skipped[record.origin][record.kind] += 1
+
+    def progress(self, spools: dict[str, DomainSpool], force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last_report >= PROGRESS_EVERY_S:
+            self.last_report = now
+            full = [d for d, s in spools.items() if s.at_cap]
+            rate = self.bytes / max(now - self.started, 1e-9) / 1e6
+            print(f"read {self.records:,} records, {self.bytes / 1e6:,.1f} MB ({rate:.1f} MB/s); "
+                  f"{len(full)}/{len(spools)} domains at their cap", file=sys.stderr, flush=True)
+
+    def summary(self) -> dict:
+        return {
+            "records": self.records,
+            "bytes": self.bytes,
+            "skipped": {origin: dict(kinds) for origin, kinds in sorted(self.skipped.items())},
+            "empty_texts": dict(sorted(self.empty.items())),
+            "other_domain_records": sum(self.other_domains.values()),
+        }
 
 
-def text_bytes(docs: list[Document]) -> int:
-    return sum(len(text.encode("utf-8")) for _, text in docs)
-
-
-def split_documents(
-    docs: list[Document], val_fraction: float, test_fraction: float, min_docs: int
-) -> dict[str, list[Document]]:
-    """test = the first n_test documents in hash order, val = the next n_val, train = the rest."""
-    docs = hash_order(docs)
-    n = len(docs)
-    n_test = max(min_docs, round(test_fraction * n))
-    n_val = max(min_docs, round(val_fraction * n))
-    if n - n_test - n_val < min_docs:
-        raise DataError(
-            f"only {n} documents: too few for {n_test} test, {n_val} val and at least {min_docs} train documents"
-        )
-    return {"test": docs[:n_test], "val": docs[n_test : n_test + n_val], "train": docs[n_test + n_val :]}
-
-
-def write_split(path: Path, docs: list[Document]) -> dict:
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for doc_id, text in docs:
-            f.write(json.dumps({"id": doc_id, "text": text}, ensure_ascii=False) + "\n")
-    return {
-        "documents": len(docs),
-        "bytes": text_bytes(docs),
-        "sha256": sha256_file(path),
-    }
+def read_into(spools: dict[str, DomainSpool], corpus: dict, log: ReadLog) -> str | None:
+    """Stream the source into the spools; return why the read stopped early, or None at its end."""
+    budget = corpus["max_read_bytes"]
+    for record in records(corpus):
+        if isinstance(record, BadRecord):
+            log.bad(record)
+            continue
+        log.records += 1
+        data = record.text.encode("utf-8")
+        log.bytes += len(data)
+        spool = spools.get(record.domain)
+        if spool is None:
+            if len(log.other_domains) < MAX_DOMAIN_NAMES_SEEN or record.domain in log.other_domains:
+                log.other_domains[record.domain] += 1
+        elif not record.text.strip():
+            log.empty[record.origin] += 1
+        else:
+            spool.offer(data)
+        log.progress(spools)
+        if all(s.full for s in spools.values()):
+            return "every domain reached its cap"
+        if budget is not None and log.bytes >= budget:
+            short = [f"{d} ({s.kept_bytes:,} of {s.cap:,} bytes)" for d, s in spools.items() if not s.full]
+            print(f"warning: the read budget corpus.max_read_bytes = {budget:,} is spent; domains below their "
+                  f"cap: {', '.join(short)}", file=sys.stderr)
+            return f"corpus.max_read_bytes ({budget:,}) spent"
+    return None
 
 
 def build(config: dict) -> dict:
     corpus = config["corpus"]
-    check_source(corpus)  # before any reading: a missing package fails here
-    out_dir = Path(config["data_dir"]) / "corpus"
-    all_docs, origin = documents_by_domain(corpus)
-    manifest = {"source": corpus["source"], "domains": {}}
-    for domain in corpus["domains"]:
-        docs = deduplicate(hash_order([d for d in all_docs[domain] if d[1].strip()]))
-        # Bytes of the whole domain, before the cap: natural sampling is proportional to these.
-        available = origin[domain].pop("stream_bytes", None) or text_bytes(docs)
-        docs = cap_bytes(docs, corpus["max_bytes_per_domain"])
-        try:
-            splits = split_documents(docs, corpus["val_fraction"], corpus["test_fraction"], corpus["min_split_documents"])
-        except DataError as exc:
-            raise DataError(f"domain {domain!r}: {exc}") from None
-        stats = {split: write_split(out_dir / domain / f"{split}.jsonl", splits[split]) for split in SPLITS}
-        manifest["domains"][domain] = {**origin[domain], "available_bytes": available, "splits": stats}
-        print(f"{domain:>14}: " + ", ".join(f"{s} {stats[s]['documents']} docs / {stats[s]['bytes']:,} B" for s in SPLITS),
-              file=sys.stderr)
-    write_json(out_dir / "manifest.json", manifest)
+    check_source(corpus)  # before any reading: missing packages, files or network fail here
+    selection = selection_of(corpus)
+    log = ReadLog(corpus["bad_records"])
+    out = Path(config["data_dir"]) / "corpus"
+    with atomic_dir(out) as tmp:
+        spools = {
+            domain: DomainSpool(domain=domain, path=tmp / f".{domain}.spool", cap=cfg.domain_cap(corpus, domain),
+                                selection=selection)
+            for domain in corpus["domains"]
+        }
+        stopped = read_into(spools, corpus, log)
+        log.progress(spools, force=True)
+        missing = [d for d, s in spools.items() if s.documents_read == 0]
+        if missing:
+            raise DataError(f"no documents for domain(s) {missing}; domains present in the data: "
+                            f"{sorted(set(log.other_domains) | set(spools) - set(missing))}")
+        manifest = {
+            "source": corpus["source"],
+            **describe(corpus),
+            "selection": selection,
+            "bad_records": corpus["bad_records"],
+            "read": {**log.summary(), "complete": stopped is None, "stopped_because": stopped},
+            "domains": {},
+        }
+        for domain, spool in spools.items():
+            entry = spool.write_splits(tmp / domain, val_fraction=corpus["val_fraction"],
+                                       test_fraction=corpus["test_fraction"], min_docs=corpus["min_split_documents"])
+            manifest["domains"][domain] = entry
+            print(f"{domain:>14}: " + ", ".join(
+                f"{s} {entry['splits'][s]['documents']:,} docs / {entry['splits'][s]['bytes']:,} B" for s in SPLITS)
+                + f"; {entry['available_bytes']:,} B available", file=sys.stderr)
+        for origin, kinds in manifest["read"]["skipped"].items():
+            print(f"skipped in {origin}: " + ", ".join(f"{n} {kind}" for kind, n in kinds.items()), file=sys.stderr)
+        write_json(tmp / "manifest.json", manifest)
     return manifest
 
 

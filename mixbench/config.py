@@ -30,6 +30,7 @@ OPERATIONAL_FIELDS = {
     "training": ("threads", "checkpoint_every", "reweighted_step", "processes", "nodes", "device", "compile",
                  "micro_batch_size", "peak_tflops"),
     "evaluation": ("batch_size",),
+    "tokenizer": ("workers",),
 }
 
 
@@ -233,6 +234,7 @@ def check_semantics(config: dict) -> None:
         unknown = [d for d in config["corpus"]["domains"] if d not in DOMAINS]
         if unknown:
             problems.append(f"corpus.domains: {unknown} are not Debian corpus domains; valid: {', '.join(DOMAINS)}")
+    problems += corpus_problems(config["corpus"])
     unsized = sorted(set(micro_batch_sizes(config["training"])) - {"default"} - set(SIZES))
     if unsized:
         problems.append(f"training.micro_batch_size: unknown size(s) {unsized}; known sizes: {sorted(SIZES)}")
@@ -246,19 +248,45 @@ def check_semantics(config: dict) -> None:
         raise ConfigError("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
+def keyed_values(value) -> dict:
+    """A setting given as one value for all, or as {name: value, default: value}, as a mapping."""
+    return dict(value) if isinstance(value, dict) else {"default": value}
+
+
+def keyed_value(value, name: str, setting: str, what: str):
+    """The value of a one-or-per-name setting for ``name``: its own entry, else ``default``.
+    ``what`` says what is missing, e.g. "micro-batch for size"."""
+    values = keyed_values(value)
+    if name not in values and "default" not in values:
+        raise ConfigError(f"{setting} names no {what} {name!r} and has no `default` (it has {values})")
+    return values.get(name, values.get("default"))
+
+
 def micro_batch_sizes(training: dict) -> dict[str, int]:
     """``training.micro_batch_size`` as a mapping {size or "default": micro-batch}."""
-    value = training["micro_batch_size"]
-    return dict(value) if isinstance(value, dict) else {"default": value}
+    return keyed_values(training["micro_batch_size"])
 
 
 def micro_batch_size(training: dict, size: str) -> int:
     """The micro-batch of a run of model size ``size``."""
-    sizes = micro_batch_sizes(training)
-    if size not in sizes and "default" not in sizes:
-        raise ConfigError(f"training.micro_batch_size names no micro-batch for size {size!r} and has no `default` "
-                          f"(it has {sizes})")
-    return sizes.get(size, sizes.get("default"))
+    return keyed_value(training["micro_batch_size"], size, "training.micro_batch_size", "micro-batch for size")
+
+
+def domain_cap(corpus: dict, domain: str) -> int:
+    """The byte cap of one domain (``corpus.max_bytes_per_domain``: one number or one per domain)."""
+    return keyed_value(corpus["max_bytes_per_domain"], domain, "corpus.max_bytes_per_domain", "cap for domain")
+
+
+def corpus_problems(corpus: dict) -> list[str]:
+    """Per-domain caps that name no configured domain, or leave one without a cap."""
+    caps = keyed_values(corpus["max_bytes_per_domain"])
+    problems = [f"corpus.max_bytes_per_domain names {name!r}, which is not in corpus.domains {corpus['domains']}"
+                for name in caps if name != "default" and name not in corpus["domains"]]
+    if "default" not in caps:
+        uncapped = [d for d in corpus["domains"] if d not in caps]
+        if uncapped:
+            problems.append(f"corpus.max_bytes_per_domain has no cap for {uncapped} and no `default`")
+    return problems
 
 
 def batch_split_problem(training: dict, size: str) -> str | None:

@@ -16,7 +16,7 @@ PY = sys.executable
 from mixbench import config as mbconfig
 from mixbench.errors import ConfigError
 from strategies import get_strategy_class
-from corpus.build import SPLITS
+from corpus.spool import SPLITS
 
 from eval.task_index import GENERATED as GENERATED_TASKS, check_task_names
 
@@ -29,6 +29,24 @@ except ConfigError as exc:
 
 DATA = config["data_dir"]
 RUNS = config["runs_dir"]
+
+
+onstart:
+    # Before the first job, not on a dry run (a dry run of the paper grid must work offline): the
+    # corpus and tokenizer sources still to be read can be read (files, packages, the hub).
+    from corpus.sources import check_source
+    from corpus.tokenizer import check_tokenizer_source
+    from mixbench.errors import MixbenchError
+
+    try:
+        if not os.path.exists(f"{DATA}/corpus/manifest.json"):
+            check_source(config["corpus"])
+        if not os.path.exists(f"{DATA}/tokenizer/tokenizer.json"):
+            check_tokenizer_source(config["tokenizer"])
+    except MixbenchError as exc:
+        sys.exit(f"mixbench: {exc}")
+
+
 RESULTS = config["results_dir"]
 LOGS = f"{RUNS}/logs"
 DOMAINS = config["corpus"]["domains"]

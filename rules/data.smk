@@ -34,7 +34,9 @@ rule tokenize_corpus:
         f"{DATA}/tokens/meta.json",
     params:
         fingerprint=fingerprint("corpus", "tokenizer"),
+    # One encoding process per thread; Snakemake lowers it to --cores. The output does not depend on it.
+    threads: config["tokenizer"]["workers"]
     log:
         f"{LOGS}/tokenize_corpus.log",
     shell:
-        "{PY} -m corpus.tokens --config {CONFIG_FILE} > {log} 2>&1"
+        "{PY} -m corpus.tokens --config {CONFIG_FILE} --workers {threads} > {log} 2>&1"

@@ -21,7 +21,7 @@ def test_defaults_are_filled_in(tmp_path):
     config = cfg.validate({"grid": {"strategies": ["uniform"]}})
     assert config["training"]["steps"] == 400  # the schema default, not config.yaml
     assert config["grid"]["seeds"] == [0, 1, 2]
-    assert config["tokenizer"] == {"kind": "bpe", "vocab_size": 8192, "path": None}
+    assert config["tokenizer"] == {"kind": "bpe", "vocab_size": 8192, "path": None, "workers": 8}
     assert config["stages"] == {}
 
 

@@ -10,37 +10,63 @@ import pytest
 
 from conftest import make_test_config
 from corpus import build
+from corpus.spool import SPLITS, DomainSpool, content_key, document_id, split_sizes
 from corpus.tokens import TokenStore
 from mixbench import config as cfg
 from mixbench.errors import DataError
 from mixbench.io import read_json, sha256_file
 
 
-def docs(n: int, size: int = 10) -> list[tuple[str, str]]:
-    return [(f"doc-{i}", "x" * size) for i in range(n)]
+def spool_of(tmp_path: Path, texts: list[str], cap: int = 10**9, selection: str = "stream") -> DomainSpool:
+    spool = DomainSpool(domain="code", path=tmp_path / f"spool-{selection}-{len(texts)}", cap=cap, selection=selection)
+    for text in texts:
+        spool.offer(text.encode())
+    return spool
 
 
-def test_split_is_deterministic_disjoint_and_independent_of_input_order():
-    documents = docs(100)
-    a = build.split_documents(documents, 0.1, 0.05, min_docs=2)
-    b = build.split_documents(list(reversed(documents)), 0.1, 0.05, min_docs=2)
-    assert a == b
-    assert [len(a[s]) for s in ("train", "val", "test")] == [85, 10, 5]
-    ids = [d[0] for s in a.values() for d in s]
-    assert len(ids) == len(set(ids)) == 100
+def split_texts(out: Path) -> dict[str, list[str]]:
+    return {s: [json.loads(line)["text"] for line in (out / f"{s}.jsonl").read_text().splitlines()] for s in SPLITS}
+
+
+def test_split_is_deterministic_disjoint_and_independent_of_input_order(tmp_path):
+    texts = [f"document {i}" for i in range(100)]
+    entries = []
+    for name, order in (("a", texts), ("b", list(reversed(texts)))):
+        spool = spool_of(tmp_path, order)
+        entries.append(spool.write_splits(tmp_path / name, val_fraction=0.1, test_fraction=0.05, min_docs=2))
+    assert entries[0] == entries[1]
+    assert (tmp_path / "a" / "train.jsonl").read_bytes() == (tmp_path / "b" / "train.jsonl").read_bytes()
+    assert [entries[0]["splits"][s]["documents"] for s in SPLITS] == [85, 10, 5]
+    kept = [t for split in split_texts(tmp_path / "a").values() for t in split]
+    assert sorted(kept) == sorted(texts)
+    # Ids are the content keys; each split is in id order.
+    for split in SPLITS:
+        ids = [json.loads(line)["id"] for line in (tmp_path / "a" / f"{split}.jsonl").read_text().splitlines()]
+        assert ids == sorted(ids)
+        assert all(i == document_id(content_key("code", t.encode())) for i, t in zip(ids, split_texts(tmp_path / "a")[split]))
 
 
 def test_small_domains_still_get_the_minimum_split_sizes_or_a_clear_error():
-    split = build.split_documents(docs(10), 0.01, 0.01, min_docs=3)
-    assert [len(split[s]) for s in ("train", "val", "test")] == [4, 3, 3]
+    assert split_sizes(10, 0.01, 0.01, min_docs=3) == (3, 3)
     with pytest.raises(DataError, match="only 8 documents"):
-        build.split_documents(docs(8), 0.01, 0.01, min_docs=3)
+        split_sizes(8, 0.01, 0.01, min_docs=3)
 
 
-def test_byte_cap_keeps_a_prefix_of_the_hash_order():
-    ordered = build.hash_order(docs(50, size=100))
-    kept = build.cap_bytes(ordered, 1000)
-    assert kept == ordered[:10]
+def test_hash_selection_keeps_the_lowest_keys_whatever_the_order(tmp_path):
+    texts = [f"{i:03d}" + "x" * 97 for i in range(50)]  # 100 bytes each
+    lowest = sorted(texts, key=lambda t: content_key("code", t.encode()))[:10]
+    for order in (texts, list(reversed(texts))):
+        spool = spool_of(tmp_path, order, cap=1000, selection="hash")
+        entry = spool.write_splits(tmp_path / "out", val_fraction=0.1, test_fraction=0.1, min_docs=1)
+        assert sorted(t for split in split_texts(tmp_path / "out").values() for t in split) == sorted(lowest)
+        assert entry["cap_reached"] and entry["available_bytes"] == 5000
+
+
+def test_exact_duplicate_texts_are_dropped_before_splitting(tmp_path):
+    spool = spool_of(tmp_path, ["same text"] * 3 + [f"other {i}" for i in range(6)])
+    entry = spool.write_splits(tmp_path / "out", val_fraction=0.1, test_fraction=0.1, min_docs=1)
+    assert entry["duplicates_dropped"] == 2 and entry["available_bytes"] == 9 + 6 * 7
+    assert sum(t == "same text" for split in split_texts(tmp_path / "out").values() for t in split) == 1
 
 
 def test_manifest_records_counts_and_checksums_of_every_split(built_data):
@@ -129,7 +155,7 @@ def test_hub_source_streams_a_local_dataset_with_a_nested_domain_field(tmp_path)
     assert list(manifest["domains"]) == ["RedPajamaGithub", "RedPajamaArXiv"]
     for domain, entry in manifest["domains"].items():
         total = sum(s["bytes"] for s in entry["splits"].values())
-        assert 1000 <= total < 1200  # streaming stops a domain once its cap is reached
+        assert 900 < total <= 1000  # the cap is hard: the document that crosses it is cut
         rows = (tmp_path / "data" / "corpus" / domain / "train.jsonl").read_text().splitlines()
         assert all(json.loads(r)["text"].startswith(domain) for r in rows)
 
@@ -146,11 +172,6 @@ def test_local_parquet_files_work_like_jsonl(tmp_path):
         "RedPajamaBook": 30, "RedPajamaArXiv": 30}
 
 
-def test_exact_duplicate_texts_are_dropped_before_splitting():
-    documents = [("a", "same text"), ("b", "other"), ("c", "same text")]
-    assert build.deduplicate(documents) == [("a", "same text"), ("b", "other")]
-
-
 def test_capped_domains_keep_their_natural_size_for_natural_sampling(tmp_path):
     from corpus import tokenizer, tokens
 
@@ -161,7 +182,7 @@ def test_capped_domains_keep_their_natural_size_for_natural_sampling(tmp_path):
         kept = sum(s["bytes"] for s in entry["splits"].values())
         full = sum(len(r["text"].encode()) for r in fixture if r["domain"] == domain)
         assert entry["available_bytes"] == full  # the fixture has no duplicate texts
-        assert kept <= full and (full <= 20000 or kept >= 20000)
+        assert kept == min(full, kept) and kept <= 20000 and (full <= 20000 or kept > 19000)
     tokenizer.build(config)
     tokens.build(config)
     meta = read_json(tmp_path / "data" / "tokens" / "meta.json")["domains"]

@@ -161,5 +161,6 @@ def test_a_missing_corpus_source_fails_with_its_name(tmp_path):
     config = make_test_config(tmp_path, corpus={"path": str(tmp_path / "nowhere.jsonl")})
     result = snakemake(tmp_path, write_config(tmp_path / "config.yaml", config))
     assert result.returncode != 0
-    log = (tmp_path / "runs" / "logs" / "build_corpus.log").read_text()
-    assert "nowhere.jsonl' matches no file" in log
+    # Checked before the first job (rules/common.smk, onstart): no job ran.
+    assert "mixbench: corpus.path '" in result.stderr and "nowhere.jsonl' matches no file" in result.stderr
+    assert not (tmp_path / "runs" / "logs").exists()

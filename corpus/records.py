@@ -1,0 +1,153 @@
+"""Records of local jsonl/parquet files and hub streams, read in chunks and checked one by one.
+
+Every reader yields ``Record``s in the order the source holds them, or a ``BadRecord`` for a record
+that cannot be a document (invalid UTF-8 or JSON, not an object, a missing or non-string field):
+the builder decides whether that is an error or a skip (``corpus.bad_records``). A record's
+``where`` names its file and line (jsonl) or row (parquet, hub), so an error can say exactly what
+to fix. Nothing here holds more than one chunk of a file in memory.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator, Union
+
+from mixbench.errors import DataError
+
+PARQUET_BATCH_ROWS = 1024
+
+
+@dataclass(frozen=True)
+class Record:
+    origin: str  # the file (or dataset) it came from: the key of the manifest's per-file counts
+    where: str  # "file:line" or "file: row N", for messages
+    domain: str
+    text: str
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    origin: str
+    where: str
+    kind: str  # invalid_utf8 | invalid_json | not_an_object | missing_field | text_not_string | domain_not_string
+    problem: str
+
+
+Read = Union[Record, BadRecord]
+
+
+class FieldProblem(Exception):
+    def __init__(self, kind: str, problem: str):
+        super().__init__(problem)
+        self.kind, self.problem = kind, problem
+
+
+def field(record: dict, dotted: str):
+    """``meta.redpajama_set_name`` -> record['meta']['redpajama_set_name']."""
+    value = record
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            present = sorted(record) if isinstance(record, dict) else []
+            raise FieldProblem("missing_field", f"no field {dotted!r} (its fields: {present})")
+        value = value[part]
+    return value
+
+
+def document_of(record, text_field: str, domain_field: str) -> tuple[str, str]:
+    """(domain, text) of one decoded record; a FieldProblem says why it is not a document.
+
+    A text that is null or a number is refused rather than turned into the string "None" or
+    "12345": such a record is a broken row, not a document.
+    """
+    if not isinstance(record, dict):
+        raise FieldProblem("not_an_object", f"a JSON {type(record).__name__}, not an object")
+    domain = field(record, domain_field)
+    text = field(record, text_field)
+    if not isinstance(domain, str):
+        raise FieldProblem("domain_not_string", f"field {domain_field!r} is {_describe(domain)}, not a string")
+    if not isinstance(text, str):
+        raise FieldProblem("text_not_string", f"field {text_field!r} is {_describe(text)}, not a string")
+    return domain, text
+
+
+def _describe(value) -> str:
+    if value is None:
+        return "null"
+    shown = repr(value)
+    return f"{type(value).__name__} {shown[:40] + '…' if len(shown) > 40 else shown}"
+
+
+def open_binary(path: str) -> BinaryIO:
+    """A file's decompressed bytes as a stream: plain, .gz or .zst."""
+    if path.endswith(".gz"):
+        return gzip.open(path, "rb")
+    if path.endswith(".zst"):
+        import zstandard
+
+        raw = open(path, "rb")
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
+    return open(path, "rb")
+
+
+def is_parquet(path: str) -> bool:
+    return path.endswith(".parquet")
+
+
+def read_jsonl(path: str, text_field: str, domain_field: str) -> Iterator[Read]:
+    """One record per non-blank line, decoded as strict UTF-8 (a stray byte is reported, not replaced)."""
+    with open_binary(path) as f:
+        for number, line in enumerate(f, 1):
+            where = f"{path}:{number}"
+            try:
+                decoded = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield BadRecord(path, where, "invalid_utf8", f"invalid UTF-8 (byte {exc.start} of the line: "
+                                f"{line[exc.start:exc.start + 4]!r})")
+                continue
+            if not decoded.strip():
+                continue
+            try:
+                record = json.loads(decoded.rstrip("\r\n"))
+            except json.JSONDecodeError as exc:
+                yield BadRecord(path, where, "invalid_json", f"invalid JSON ({exc.msg}, column {exc.colno})")
+                continue
+            yield _checked(record, path, where, text_field, domain_field)
+
+
+def read_parquet(path: str, text_field: str, domain_field: str) -> Iterator[Read]:
+    """Rows in batches of ``PARQUET_BATCH_ROWS``, reading only the two columns needed."""
+    import pyarrow.parquet as pq
+
+    table = pq.ParquetFile(path)
+    columns = list(dict.fromkeys(name.split(".")[0] for name in (text_field, domain_field)))
+    missing = [c for c in columns if c not in table.schema_arrow.names]
+    if missing:
+        raise DataError(f"{path}: no column {missing[0]!r} (its columns: {table.schema_arrow.names}); "
+                        f"set corpus.text_field / corpus.domain_field")
+    row = 0
+    for batch in table.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
+        for record in batch.to_pylist():
+            row += 1
+            yield _checked(record, path, f"{path}: row {row}", text_field, domain_field)
+
+
+def read_local(path: str, text_field: str, domain_field: str) -> Iterator[Read]:
+    reader = read_parquet if is_parquet(path) else read_jsonl
+    return reader(path, text_field, domain_field)
+
+
+def read_stream(records, name: str, text_field: str, domain_field: str) -> Iterator[Read]:
+    """Records of a hub stream (``datasets`` IterableDataset), numbered from 1."""
+    for number, record in enumerate(records, 1):
+        yield _checked(record, name, f"{name}: record {number}", text_field, domain_field)
+
+
+def _checked(record, origin: str, where: str, text_field: str, domain_field: str) -> Read:
+    try:
+        domain, text = document_of(record, text_field, domain_field)
+    except FieldProblem as problem:
+        return BadRecord(origin, where, problem.kind, problem.problem)
+    return Record(origin, where, domain, text)
