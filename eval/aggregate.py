@@ -12,7 +12,8 @@ Writes to ``{results_dir}/tables/`` (every ``.md`` also as ``.tex`` and ``.html`
 - ``comparison.csv``/``.md``: every strategy against the baseline (uniform) on the same seeds:
   the mean difference, its paired bootstrap 95% interval, and wins over domains or subtasks;
 - ``weights.csv``/``.md``: the mixture each final model trained on;
-- ``compute.csv``/``.md``: FLOPs per stage (reference and proxy runs included), tokens, wall time;
+- ``compute.csv``/``.md``: FLOPs per stage (reference and proxy runs included), tokens, wall time,
+  and the data budget: tokens trained and epochs per domain of every run (``epochs/<domain>``);
 - ``trajectories.csv``: every traced weight vector of every stage (e.g. DoReMi's proxy α per step).
 
 Bits per byte is the tokenizer-independent number to compare; word perplexities of a small
@@ -26,8 +27,8 @@ from pathlib import Path
 import pandas as pd
 
 from eval import collect
-from eval.tables import (baseline_of, comparison_markdown, comparison_rows, compute_table, downstream_summary,
-                         mean_std_cells, per_seed, spread_label, write_sections)
+from eval.tables import (MISSING, baseline_of, comparison_markdown, comparison_rows, compute_table, downstream_sections,
+                         downstream_summary, epochs_table, mean_std_cells, per_seed, spread_label, write_sections)
 from mixbench.cli import config_command
 from mixbench.io import atomic_path
 
@@ -61,16 +62,16 @@ def aggregate(config: dict) -> None:
     comparisons = comparison_rows(bpb, grid, "bits per byte", domains, higher_is_better=False)
     sections = []
     if len(down):
-        summary, pairs = downstream_summary(down)
-        wide = summary.pivot_table(index=["size", "strategy", "seed"], columns="column", values="value", sort=False)
-        sections.append((f"Downstream, macro average over each task's subtasks ({spread}; higher is better)",
-                         mean_std_cells(wide[list(dict.fromkeys(summary["column"]))], grid, ".4f")))
+        _, pairs = downstream_summary(down)
+        # The summary ('—' where a task failed) and, if any task failed, a table of the failures.
+        sections += downstream_sections(down, grid, spread)
         for task, metric in pairs:
             rows = down[(down.task == task) & (down.metric == metric)]
             by_item = per_seed(rows.assign(item=rows["domain"].fillna(rows["subtask"])), "value", "item",
                                summaries=True, higher_is_better=True)
             if rows["subtask"].nunique() > 1:
-                sections.append((f"{task} {metric} per subtask ({spread})", mean_std_cells(by_item, grid, ".4f")))
+                sections.append((f"{task} {metric} per subtask ({spread})",
+                                 mean_std_cells(by_item, grid, ".4f").fillna(MISSING)))  # — : the task failed
             items = [c for c in by_item.columns if c not in ("macro avg", "worst")]
             comparisons += comparison_rows(by_item, grid, f"{task} {metric}", items, higher_is_better=True,
                                            summaries=("macro avg",))
@@ -98,9 +99,15 @@ def aggregate(config: dict) -> None:
     shared = compute.groupby("run")["size"].nunique()
     shared_note = (f"; {len(shared[shared > 1])} reference/proxy runs are shared by several final sizes and counted in "
                    "each of their rows (compute.csv names each row's run)" if (shared > 1).any() else "")
+    epochs = epochs_table(compute)
     write_sections(out, "compute", [(
         f"Compute per strategy, every stage included (mean over seeds; FLOPs = 2N per forward and 4N per backward "
-        f"token; × baseline = total relative to {base}{shared_note})", compute_table(compute, grid))])
+        f"token; × baseline = total relative to {base}{shared_note}; max epochs = the most any run of the cell "
+        "went over one domain's train split, above 1 it repeated data)", compute_table(compute, grid)),
+        ("Epochs per domain of every run: tokens it trained on the domain / the domain's train tokens (above 1 the "
+         "run repeated that domain's data; training windows are drawn at random, so these are expected passes)",
+         epochs if epochs is not None else pd.DataFrame({"note": [
+             "unknown: the runs have no log.csv or the data no tokens/meta.json"]}))])
 
     write_csv(collect.trajectories(config), out / "trajectories.csv")
     print(f"wrote {len(TABLE_NAMES) + len(CSV_ONLY)} tables ({len(ppl)} perplexity rows, {len(down)} downstream rows) "

@@ -11,8 +11,10 @@ import json
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pandas as pd
 
+from corpus import budget
 from mixbench.errors import DataError
 from mixbench.io import read_json
 
@@ -75,23 +77,49 @@ def perplexity(config: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+DOWNSTREAM_COLUMNS = ["size", "strategy", "seed", "task", "subtask", "domain", "metric", "value", "stderr", "examples",
+                      "error"]
+
+
 def downstream(config: dict) -> pd.DataFrame:
-    """size, strategy, seed, task (as configured), subtask, domain, metric, value, stderr, examples."""
-    columns = ["size", "strategy", "seed", "task", "subtask", "domain", "metric", "value", "stderr", "examples"]
+    """size, strategy, seed, task (as configured), subtask, domain, metric, value, stderr, examples,
+    error, provenance; tasks in config order.
+
+    A task that failed in a run (``failed`` in its downstream.json: it could not load its
+    dataset, or failed while scoring) has one row with its ``error`` ("Exception: message")
+    and no metric or value, so the tables show a missing cell for it rather than a number."""
     rows = []
     if not config["downstream"]["tasks"]:
-        return pd.DataFrame(columns=columns)
+        return pd.DataFrame(columns=DOWNSTREAM_COLUMNS)
     for size, strategy, seed, cell in grid_cells(config):
-        run, results = _read(cell / "final" / "run.json"), _read(cell / "final" / "eval" / "downstream.json")
+        path = cell / "final" / "eval" / "downstream.json"
+        run, results = _read(cell / "final" / "run.json"), _read(path)
+        failed = results.get("failed", {})  # absent from files written before tasks could fail alone
+        by_task: dict[str, list[dict]] = {}
         for subtask, record in results["tasks"].items():
             for metric, value in record["metrics"].items():
                 if metric.endswith("_stderr"):
                     continue
-                rows.append({"size": size, "strategy": strategy, "seed": seed, "task": record["group"],
-                             "subtask": subtask, "domain": record["domain"], "metric": metric, "value": value,
-                             "stderr": record["metrics"].get(f"{metric}_stderr"), "examples": record["examples"],
-                             **provenance(run)})
-    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)
+                by_task.setdefault(record["group"], []).append({
+                    "size": size, "strategy": strategy, "seed": seed, "task": record["group"], "subtask": subtask,
+                    "domain": record["domain"], "metric": metric, "value": value,
+                    "stderr": record["metrics"].get(f"{metric}_stderr"), "examples": record["examples"],
+                    "error": None, **provenance(run)})
+        for task, failure in failed.items():
+            by_task[task] = [{"size": size, "strategy": strategy, "seed": seed, "task": task, "subtask": task,
+                              "domain": None, "metric": None, "value": float("nan"), "stderr": None, "examples": None,
+                              "error": f"{failure['exception']}: {failure['message']}", **provenance(run)}]
+        missing = [t for t in config["downstream"]["tasks"] if t not in by_task]
+        if missing:
+            raise DataError(f"{path} has no result and no failure for task(s) {missing}; rerun its evaluation")
+        # Configured order, then anything else the file holds.
+        for task in dict.fromkeys([*config["downstream"]["tasks"], *by_task]):
+            rows += by_task.get(task, [])
+    if not rows:
+        return pd.DataFrame(columns=DOWNSTREAM_COLUMNS)
+    frame = pd.DataFrame(rows)
+    frame["examples"] = frame["examples"].astype("Int64")  # whole numbers, empty where a task failed
+    return frame
 
 
 def weights(config: dict) -> pd.DataFrame:
@@ -120,7 +148,11 @@ def trajectories(config: dict) -> pd.DataFrame:
 
 
 def compute(config: dict) -> pd.DataFrame:
-    """One row per stage of every cell: its size, parameters, tokens, FLOPs and wall time.
+    """One row per stage of every cell: its size, parameters, tokens, FLOPs and wall time, and
+    its data budget: tokens trained per domain (``tokens/<domain>``, from the run's log.csv) and
+    epochs per domain (``epochs/<domain>``: those tokens / the domain's train tokens in
+    ``{data_dir}/tokens/meta.json``; above 1 the run repeated the domain), with the largest as
+    ``max_epochs`` of ``max_epochs_domain``. Empty where a run has no log or the data no metadata.
 
     ``flops`` counts every forward and backward pass the stage made, a strategy's own
     overheads included; ``train_flops`` is 6·N·D for the training tokens alone. A reference or
@@ -128,9 +160,14 @@ def compute(config: dict) -> pd.DataFrame:
     final model cost); ``run`` names its folder, so the grid's total counts it once."""
     rows = []
     runs_dir = Path(config["runs_dir"])
+    domains = config["corpus"]["domains"]
+    available = _available_train_tokens(config)
+    trained: dict[Path, np.ndarray | None] = {}  # a shared run's log is read once
     for size, strategy, seed, _ in grid_cells(config):
         for stage, (_, folder) in cell_stage_runs(config, size, strategy, seed).items():
             run = _read(folder / "run.json")
+            if folder not in trained:
+                trained[folder] = _trained_tokens(folder / "log.csv", domains)
             rows.append({"size": size, "strategy": strategy, "seed": seed, "stage": stage,
                          "run": folder.relative_to(runs_dir).as_posix(),
                          "stage_size": run["size"], "steps": run["steps"], "parameters": run["parameters"],
@@ -138,8 +175,30 @@ def compute(config: dict) -> pd.DataFrame:
                          # Runs written before overheads were counted have only 6·N·D.
                          "flops": run.get("flops", run["train_flops"]),
                          "train_seconds": run["train_seconds"], "wall_seconds": run["wall_seconds"],
-                         **provenance(run)})
+                         **data_budget(domains, trained[folder], available), **provenance(run)})
     return pd.DataFrame(rows)
+
+
+def data_budget(domains: list[str], trained: np.ndarray | None, available: np.ndarray | None) -> dict:
+    """max_epochs, max_epochs_domain, tokens/<domain> and epochs/<domain> of one run (NaN where unknown)."""
+    tokens = np.full(len(domains), np.nan) if trained is None else trained
+    ratio = np.full(len(domains), np.nan) if trained is None or available is None else budget.epochs(trained, available)
+    known = not np.isnan(ratio).all()
+    return {"max_epochs": float(np.nanmax(ratio)) if known else np.nan,
+            "max_epochs_domain": domains[int(np.nanargmax(ratio))] if known else None,
+            **{f"tokens/{d}": t for d, t in zip(domains, tokens)},
+            **{f"epochs/{d}": r for d, r in zip(domains, ratio)}}
+
+
+def _available_train_tokens(config: dict) -> np.ndarray | None:
+    try:
+        return budget.available_train_tokens(config["data_dir"], config["corpus"]["domains"])
+    except DataError:  # no token metadata here (e.g. only the runs were copied): epochs unknown
+        return None
+
+
+def _trained_tokens(log: Path, domains: list[str]) -> np.ndarray | None:
+    return budget.trained_tokens(log, domains) if log.exists() else None
 
 
 def trace(stage_dir: Path) -> list[dict]:

@@ -8,6 +8,11 @@ perplexity tasks, then the downstream tasks (if any). The workflow's one evaluat
 ``--tasks-dir`` is the folder both task generators wrote (``eval.tasks``, ``eval.downstream_tasks``).
 The two result files are exactly what ``python -m eval.run`` and ``python -m eval.downstream``
 write, which remain for evaluating by hand.
+
+Each downstream task is built and run on its own: one that fails (e.g. its dataset needs a
+loading script, or is not in the offline cache) is logged as a warning and recorded under
+``failed`` in the downstream file, and the job still succeeds. It fails only when every
+downstream task failed, and then before the model loads if none could even be built.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import sys
 from typing import Sequence
 
 from eval.lm import log, make_lm, model_parser, set_threads  # first: sets the offline flags
-from eval.downstream import downstream_plan, score_downstream
+from eval.downstream import build_downstream, downstream_plan, score_downstream
 from eval.run import load_manifest, score_perplexity
 from mixbench.cli import main_guard
 from mixbench.io import write_json
@@ -39,12 +44,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Every task is found before the model loads: a missing one fails in a second, not after scoring.
     manifest = load_manifest(a.tasks_dir)
     plan = downstream_plan(a.downstream, a.tasks_dir) if a.downstream else None
+    # Each downstream task is built (its dataset read) on its own; one that cannot be is recorded
+    # and skipped, and only when none can does the job stop, still before the model loads.
+    built = build_downstream(plan) if plan is not None else None
     lm, settings = make_lm(a.model, a.device, a.batch_size)
     write_json(a.out, score_perplexity(a.model, lm, settings, manifest, a.limit))
     log(f"wrote {a.out}")
     if plan is not None:
-        write_json(a.downstream_out, score_downstream(a.model, lm, settings, plan, a.downstream_limit, a.num_fewshot))
-        log(f"wrote {a.downstream_out}")
+        record = score_downstream(a.model, lm, settings, plan, a.downstream_limit, a.num_fewshot, built)
+        write_json(a.downstream_out, record)
+        log(f"wrote {a.downstream_out}" + (f" ({len(record['failed'])} failed task(s) under 'failed')"
+                                           if record["failed"] else ""))
     return 0
 
 

@@ -93,14 +93,23 @@ def make_lm(model_dir: str | Path, device: str, batch_size: int):
     return lm, {"max_length": max_length, "batch_size": batch_size}
 
 
-def run_tasks(lm, tasks: Sequence[str], include_path: str | None, include_defaults: bool, limit: int | None,
-              num_fewshot: int | None = None, bootstrap_iters: int = 0) -> dict[str, Any]:
-    """lm-eval's ``simple_evaluate`` over task names resolved in the given task index."""
-    from lm_eval.evaluator import simple_evaluate
+def task_manager(include_path: str | None, include_defaults: bool):
+    """lm-eval's task index: the YAMLs under ``include_path``, and with ``include_defaults`` its registry."""
     from lm_eval.tasks import TaskManager
 
     # include_defaults=False where possible: indexing lm-eval's ~15k built-in tasks costs ~20 s.
-    manager = TaskManager(include_path=include_path, include_defaults=include_defaults)
+    return TaskManager(include_path=include_path, include_defaults=include_defaults)
+
+
+def run_tasks(lm, tasks: Sequence[Any], include_path: str | None = None, include_defaults: bool = False,
+              limit: int | None = None, num_fewshot: int | None = None, bootstrap_iters: int = 0,
+              manager=None) -> dict[str, Any]:
+    """lm-eval's ``simple_evaluate`` over task names resolved in the given task index (or in
+    ``manager``, one already built), or over Task / Group objects that index already built."""
+    from lm_eval.evaluator import simple_evaluate
+
+    if manager is None:
+        manager = task_manager(include_path, include_defaults)
     return simple_evaluate(model=lm, tasks=list(tasks), task_manager=manager, limit=limit, num_fewshot=num_fewshot,
                            log_samples=False, bootstrap_iters=bootstrap_iters)
 

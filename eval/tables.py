@@ -88,12 +88,84 @@ def comparison_markdown(rows: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
+MISSING = "—"  # a downstream cell without a result: the task failed in that cell's runs
+
+
 def downstream_summary(long: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """Per seed, the macro average of each (task, metric) over the task's subtasks."""
+    """Per seed, the macro average of each (task, metric) over the task's subtasks. A failed
+    task's rows (no metric; see ``downstream_failures``) are left out."""
+    long = long[long["metric"].notna()]
     summary = long.groupby([*KEYS, "seed", "task", "metric"], sort=False)["value"].mean().rename("value").reset_index()
     summary["column"] = summary["task"] + " " + summary["metric"]
     pairs = list(dict.fromkeys(zip(summary["task"], summary["metric"])))
     return summary, pairs
+
+
+def downstream_failures(long: pd.DataFrame) -> pd.DataFrame:
+    """size, strategy, seed, task, error: every downstream task that failed in a run."""
+    columns = [*KEYS, "seed", "task", "error"]
+    if "error" not in long.columns:  # a table written before tasks could fail alone
+        return pd.DataFrame(columns=columns)
+    return long.loc[long["error"].notna(), columns].drop_duplicates().reset_index(drop=True)
+
+
+def downstream_summary_cells(long: pd.DataFrame, grid: dict, fmt: str = ".4f") -> pd.DataFrame:
+    """Each task's macro average over its subtasks, as 'mean ± std' over seeds per (size,
+    strategy), rows in grid order. Where no seed has a result (the task failed) the cell is
+    '—', and a task that failed in every run keeps one column of them; where only some seeds
+    have one, the cell says over how many."""
+    summary, pairs = downstream_summary(long)
+    columns = []
+    for task in dict.fromkeys(long["task"]):  # config order (eval.collect.downstream)
+        columns += [f"{t} {m}" for t, m in pairs if t == task] or [task]
+    index = [*KEYS, "seed"]
+    wide = (summary.pivot_table(index=index, columns="column", values="value", sort=False) if len(summary)
+            else pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=index)))
+    grouped = wide.reindex(columns=columns).groupby(level=KEYS, sort=False)
+    order = pd.MultiIndex.from_product([grid["sizes"], grid["strategies"]], names=KEYS)
+    mean, std, count = (frame.reindex(order) for frame in (grouped.mean(), grouped.std(ddof=1), grouped.count()))
+    n = len(grid["seeds"])
+
+    def cell(m: float, s: float, k: float) -> str:
+        k = 0 if pd.isna(k) else int(k)
+        if k == 0 or pd.isna(m):
+            return MISSING
+        text = format(m, fmt) + (" ± " + format(s, fmt) if k > 1 else "")
+        return text + (f" ({k} of {n} seeds)" if k < n else "")
+
+    cells = pd.DataFrame({c: [cell(*v) for v in zip(mean[c], std[c], count[c])] for c in columns}, index=order)
+    return cells.reset_index()
+
+
+def downstream_failure_table(long: pd.DataFrame, grid: dict) -> pd.DataFrame | None:
+    """The footnote of the downstream summary: each failed task, the runs it failed in and the
+    error (None when nothing failed)."""
+    failures = downstream_failures(long)
+    if not len(failures):
+        return None
+    runs = len(grid["sizes"]) * len(grid["strategies"]) * len(grid["seeds"])
+    order = {task: i for i, task in enumerate(dict.fromkeys(long["task"]))}  # the summary's column order
+    rows = []
+    groups = failures.groupby(["task", "error"], sort=False)
+    for (task, error), group in sorted(groups, key=lambda item: order[item[0][0]]):
+        where = (f"every run ({runs})" if len(group) == runs else
+                 ", ".join(f"{size}/{strategy}/seed{seed}"
+                           for size, strategy, seed in zip(group["size"], group["strategy"], group["seed"])))
+        rows.append({"task": task, "failed in": where, "error": error})
+    return pd.DataFrame(rows)
+
+
+def downstream_sections(long: pd.DataFrame, grid: dict, spread: str) -> list[tuple[str, pd.DataFrame]]:
+    """The downstream table's summary section and, when a task failed somewhere, its footnote:
+    the failed tasks with their errors (from the ``failed`` of each run's downstream.json)."""
+    failures = downstream_failure_table(long, grid)
+    note = f"; {MISSING}: no result, the task failed: see the next table" if failures is not None else ""
+    sections = [(f"Downstream, macro average over each task's subtasks ({spread}; higher is better{note})",
+                 downstream_summary_cells(long, grid))]
+    if failures is not None:
+        sections.append((f"Downstream tasks that failed, so their cells are {MISSING} or over fewer seeds",
+                         failures))
+    return sections
 
 
 def compute_table(compute: pd.DataFrame, grid: dict) -> pd.DataFrame:
@@ -119,7 +191,28 @@ def compute_table(compute: pd.DataFrame, grid: dict) -> pd.DataFrame:
     hours = totals["hours"].groupby(level=KEYS, sort=False)
     out["wall time (h)"] = [f"{m:.3f}" + (f" ± {s:.3f}" if len(grid["seeds"]) > 1 else "")
                             for m, s in zip(hours.mean(), hours.std(ddof=1))]
+    if "max_epochs" in compute and compute["max_epochs"].notna().any():
+        # The most any stage of any seed went over one domain's train split (> 1: repeated data).
+        known = compute.dropna(subset=["max_epochs"])
+        worst = known.loc[known.groupby(KEYS, sort=False)["max_epochs"].idxmax()].set_index(KEYS)
+        out["max epochs (domain, stage)"] = [
+            f"{worst.at[key, 'max_epochs']:.2f} ({worst.at[key, 'max_epochs_domain']}, {worst.at[key, 'stage']})"
+            if key in worst.index else "" for key in out.index]
     return out.reset_index()
+
+
+def epochs_table(compute: pd.DataFrame) -> pd.DataFrame | None:
+    """Epochs per domain of every run (a shared reference or proxy once), in grid order: tokens
+    the run trained on the domain / the domain's train tokens, and the largest; None if unknown."""
+    columns = [c for c in compute.columns if c.startswith("epochs/")]
+    if not columns or compute["max_epochs"].isna().all():
+        return None
+    runs = compute.drop_duplicates("run")
+    out = pd.DataFrame({"run": runs["run"]})  # size/strategy/seed/stage
+    for column in columns:
+        out[column.removeprefix("epochs/")] = runs[column].map(lambda v: "" if np.isnan(v) else f"{v:.2f}")
+    out["max"] = runs["max_epochs"].map(lambda v: "" if np.isnan(v) else f"{v:.2f}")
+    return out.reset_index(drop=True)
 
 
 def to_latex(frame: pd.DataFrame, caption: str) -> str:

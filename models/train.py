@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from corpus.budget import planned_tokens, repetition_warning
 from corpus.sampler import DomainSampler
 from corpus.tokens import TokenStore, uncapped_train_tokens
 from mixbench import config as cfg
@@ -41,6 +42,7 @@ from models.loop import LoopSettings, TrainingLoop
 from models.signals import parameter_copies
 from models.signals.base import SignalSources
 from strategies import StrategyContext, get_strategy_class
+from strategies.base import Strategy, validate_weights
 
 
 def read_upstream(pairs: list[str]) -> dict[str, Path]:
@@ -76,6 +78,10 @@ def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, ou
         upstream_weights={s: np.asarray(read_json(d / "weights.json")["final_weights"]) for s, d in upstream.items()},
     )
     strategy = cls(context, **cfg.strategy_hparams(config, strategy_name))
+    if rank == 0:
+        warn_data_budget(strategy, strategy_name, f"{strategy_name} {stage} (size {stage_spec['size']}, seed {seed})",
+                         planned_tokens(stage_spec["steps"], training["batch_size"], training["seq_len"]),
+                         store.token_counts())
 
     from transformers import AutoTokenizer
 
@@ -114,6 +120,19 @@ def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, ou
     if world > 1:
         dist.barrier()  # rank 0 has written the outputs
     return finished
+
+
+def warn_data_budget(strategy, name: str, label: str, planned: int, available: np.ndarray) -> None:
+    """Before the first step, on stderr (the workflow's log of the run): the domains this run
+    would train on for more than one epoch at its first weights (corpus/budget.py). A warning:
+    the run goes on. A strategy that overrides ``update`` may move its weights, so for it the
+    numbers are an estimate."""
+    moving = type(strategy).update is not Strategy.update
+    message = repetition_warning(label, list(strategy.context.domains),
+                                 validate_weights(strategy.initial_weights(), len(available), name, 0),
+                                 planned, available, moving=moving)
+    if message:
+        print(message, file=sys.stderr, flush=True)
 
 
 def memory_estimate(size: str, vocab_size: int, training: dict, strategy, *, bf16: bool, world: int,

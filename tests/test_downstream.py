@@ -10,15 +10,23 @@ import random  # noqa: E402
 import re  # noqa: E402
 from collections import defaultdict  # noqa: E402
 
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from conftest import FIXTURE_CORPUS  # noqa: E402
-from eval.downstream import evaluate_downstream  # noqa: E402
+from conftest import FIXTURE_CORPUS, make_test_config  # noqa: E402
+from eval import collect, evaluate  # noqa: E402
+from eval.aggregate import aggregate  # noqa: E402
+from eval.downstream import evaluate_downstream, task_failure  # noqa: E402
 from eval.downstream_tasks import CHOICE, CLOZE, generate_downstream_tasks, split_passage  # noqa: E402
+from eval.tables import MISSING, downstream_sections, downstream_summary_cells  # noqa: E402
 from eval.task_index import check_task_names  # noqa: E402
+from eval.tasks import generate_perplexity_tasks  # noqa: E402
+from mixbench import config as cfg  # noqa: E402
 from mixbench.errors import ConfigError, DataError  # noqa: E402
+from mixbench.io import write_json  # noqa: E402
+from run_fixture import write_grid  # noqa: E402
 from test_eval import CTX, model_dir  # noqa: E402,F401 (a module-scoped fixture: a tiny random GPT-2)
 
 PAPER_TASKS = yaml.safe_load(open(FIXTURE_CORPUS.parents[2] / "config" / "paper.yaml"))["downstream"]["tasks"]
@@ -125,11 +133,17 @@ def loglikelihood(model, tok, context, continuation):
     return float(picked.sum()), bool((logits.argmax(-1) == torch.tensor(target)).all())
 
 
-def test_lm_eval_scores_the_tasks_as_constructed(model_dir, tasks):  # noqa: F811
+@pytest.fixture(scope="module")
+def record(model_dir, tasks):  # noqa: F811
+    out, _ = tasks
+    return evaluate_downstream(model_dir, [CLOZE, CHOICE], out, batch_size=4, device="cpu")
+
+
+def test_lm_eval_scores_the_tasks_as_constructed(model_dir, tasks, record):  # noqa: F811
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
     out, _ = tasks
-    record = evaluate_downstream(model_dir, [CLOZE, CHOICE], out, batch_size=4, device="cpu")
+    assert record["failed"] == {}
     model, tok = GPT2LMHeadModel.from_pretrained(model_dir).eval(), AutoTokenizer.from_pretrained(model_dir)
     for domain in ("code", "books", "qa"):
         cloze = record["tasks"][f"{CLOZE}_{domain}"]
@@ -149,8 +163,10 @@ def test_lm_eval_scores_the_tasks_as_constructed(model_dir, tasks):  # noqa: F81
 
 
 def test_every_paper_task_resolves_in_lm_evals_registry(tmp_path):
+    # agieval_logiqa_en stands in for logiqa, whose dataset (EleutherAI/logiqa) needs a loading
+    # script that the pinned datasets no longer runs; see config/paper.yaml.
     assert PAPER_TASKS == ["piqa", "hellaswag", "lambada_openai", "copa", "openbookqa", "winogrande", "sciq",
-                           "logiqa", "arc_easy", "arc_challenge"]
+                           "agieval_logiqa_en", "arc_easy", "arc_challenge"]
     check_task_names(PAPER_TASKS, cache_dir=tmp_path)  # indexes lm-eval's task YAMLs; downloads nothing
     (cache,) = tmp_path.glob("lm_eval-*-tasks.json")
     assert set(PAPER_TASKS) <= set(json.loads(cache.read_text()))
@@ -163,3 +179,98 @@ def test_every_paper_task_resolves_in_lm_evals_registry(tmp_path):
 def test_random_draws_do_not_depend_on_python_hash_seed():
     # random.Random(str) hashes the string with SHA-512, not hash(): stable across processes.
     assert random.Random("5:mixbench_choice:code").random() == random.Random("5:mixbench_choice:code").random()
+
+
+def corrupt(path):
+    path.write_text('{"context": "a line cut off in the midd', encoding="utf-8")
+
+
+def test_a_task_that_fails_to_load_fails_alone(model_dir, corpus, record, tmp_path, capsys):  # noqa: F811
+    generate_perplexity_tasks(corpus, tmp_path)
+    generate_downstream_tasks(corpus, tmp_path, **SETTINGS)  # the examples `record` was scored on
+    corrupt(tmp_path / "downstream" / f"{CHOICE}_books.jsonl")
+    ppl, down = tmp_path / "perplexity.json", tmp_path / "downstream.json"
+    argv = ["--model", str(model_dir), "--tasks-dir", str(tmp_path), "--out", str(ppl), "--downstream", CLOZE, CHOICE,
+            "--downstream-out", str(down), "--batch-size", "4", "--device", "cpu"]
+    assert evaluate.main(argv) == 0
+    result = json.loads(down.read_text())
+    # The good task's numbers are those of a run without the bad one.
+    cloze = {task: r for task, r in record["tasks"].items() if r["group"] == CLOZE}
+    assert list(result["tasks"]) == list(cloze)
+    for task, r in cloze.items():
+        assert result["tasks"][task]["examples"] == r["examples"]
+        assert result["tasks"][task]["metrics"] == pytest.approx(r["metrics"])
+    assert result["failed"] == {CHOICE: {
+        "stage": "load", "exception": "DatasetGenerationError",
+        "message": "An error occurred while generating the dataset (caused by ArrowInvalid: JSON parse error: "
+                   "Missing a closing quotation mark in string. in row 0)"}}
+    err = capsys.readouterr().err
+    assert (f"WARNING: downstream task {CHOICE} failed to load: DatasetGenerationError: An error occurred while "
+            "generating the dataset") in err
+    assert "1 of 2 downstream tasks failed" in err and json.loads(ppl.read_text())["tasks"].keys() == {"books", "code", "qa"}
+
+    # In the tables: a missing cell where the task failed, and a footnote naming it.
+    grid = {"sizes": ["test"], "strategies": ["uniform", "natural"], "seeds": [0, 1]}
+    logiqa = task_failure("agieval_logiqa_en", "load",
+                          ConnectionError("Couldn't reach 'hails/agieval-logiqa-en' on the Hub (OfflineModeIsEnabled)"))
+    config = cfg.validate(make_test_config(tmp_path / "grid", grid=grid,
+                                           downstream={"tasks": [CLOZE, CHOICE, "agieval_logiqa_en"]}))
+    write_grid(config)
+    for size, strategy, seed, cell in collect.grid_cells(config):
+        path = cell / "final" / "eval" / "downstream.json"
+        fixture = json.loads(path.read_text())
+        failed = {"agieval_logiqa_en": logiqa}  # fails everywhere, as logiqa would
+        if (strategy, seed) != ("uniform", 0):  # CHOICE fails in three of the four runs
+            fixture["tasks"] = {t: r for t, r in fixture["tasks"].items() if r["group"] != CHOICE}
+            failed[CHOICE] = result["failed"][CHOICE]
+        write_json(path, {**fixture, "failed": failed})
+    long = collect.downstream(config)
+    assert list(dict.fromkeys(long.task)) == [CLOZE, CHOICE, "agieval_logiqa_en"]
+    errors = long[long.error.notna()]
+    assert len(errors) == 4 + 3 and errors.value.isna().all() and errors.metric.isna().all()
+    cells = downstream_summary_cells(long, grid).set_index(["size", "strategy"])
+    assert list(cells.columns) == [f"{CLOZE} acc", f"{CHOICE} acc", f"{CHOICE} acc_norm", "agieval_logiqa_en"]
+    assert (cells["agieval_logiqa_en"] == MISSING).all()
+    assert cells.loc[("test", "natural"), f"{CHOICE} acc"] == MISSING
+    assert re.fullmatch(r"0\.\d{4} \(1 of 2 seeds\)", cells.loc[("test", "uniform"), f"{CHOICE} acc_norm"])
+    assert re.fullmatch(r"0\.\d{4} ± 0\.\d{4}", cells.loc[("test", "natural"), f"{CLOZE} acc"])
+    (title, _), (note_title, note) = downstream_sections(long, grid, "mean ± std over 2 seeds")
+    assert f"{MISSING}: no result, the task failed" in title and "failed" in note_title
+    assert note.to_dict("records") == [
+        {"task": CHOICE, "failed in": "test/uniform/seed1, test/natural/seed0, test/natural/seed1",
+         "error": "DatasetGenerationError: " + result["failed"][CHOICE]["message"]},
+        {"task": "agieval_logiqa_en", "failed in": "every run (4)",
+         "error": f"ConnectionError: {logiqa['message']}"}]
+    aggregate(config)  # the result tables take the failures without an error
+    table = pd.read_csv(tmp_path / "grid" / "results" / "tables" / "downstream.csv")
+    assert table[table.task == "agieval_logiqa_en"].error.str.startswith("ConnectionError: Couldn't reach").all()
+
+    # Every task failing fails the job, before the model loads (no perplexity either).
+    corrupt(tmp_path / "downstream" / f"{CLOZE}_code.jsonl")
+    ppl.unlink()
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(argv)
+    assert exit_info.value.code == 2 and not ppl.exists()
+    err = capsys.readouterr().err
+    assert f"error: every downstream task failed, so there is no downstream result to write: {CLOZE} (load)" in err
+
+
+def test_a_failure_is_one_line_that_names_its_dataset():
+    script = RuntimeError("Dataset scripts are no longer supported, but found logiqa.py")
+    failure = task_failure("logiqa", "load", script, dataset="EleutherAI/logiqa")
+    import datasets
+
+    assert failure == {"stage": "load", "exception": "RuntimeError", "message": (
+        f"dataset EleutherAI/logiqa uses a loading script, which datasets {datasets.__version__} no longer runs "
+        "(Dataset scripts are no longer supported, but found logiqa.py)")}
+    try:
+        try:
+            raise FileNotFoundError("Dataset EleutherAI/logiqa is not cached in None")
+        except FileNotFoundError as e:
+            raise ConnectionError("Couldn't reach 'EleutherAI/logiqa' on the Hub (OfflineModeIsEnabled)\nmore") from e
+    except ConnectionError as offline:
+        failure = task_failure("logiqa", "run", offline)
+    assert failure["stage"] == "run" and failure["exception"] == "ConnectionError"
+    assert failure["message"].startswith("Couldn't reach 'EleutherAI/logiqa' on the Hub (OfflineModeIsEnabled): "
+                                         "dataset EleutherAI/logiqa is not in the local Hugging Face cache")
+    assert "\n" not in failure["message"]

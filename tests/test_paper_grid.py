@@ -3,14 +3,17 @@ paper DAG offline, and its CPU rehearsal (config/rehearsal.yaml) end to end."""
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from conftest import FIXTURE_CORPUS, REPO, make_test_config, snakemake, write_config
+from corpus import budget
 from mixbench import config as cfg
 from mixbench.errors import ConfigError
 
@@ -112,6 +115,52 @@ def test_the_rehearsal_is_refused_without_the_paper_grid_under_it():
     config = cfg.load(DEFAULT, PAPER, REHEARSAL)
     assert config["grid"]["strategies"] == yaml.safe_load(PAPER.read_text())["grid"]["strategies"]
     assert config["grid"]["sizes"] == ["rehearsal-small", "rehearsal-medium", "rehearsal-large"]
+
+
+# SlimPajama-627B's published token shares, in paper.yaml's domain order (ArXiv, Book, C4,
+# CommonCrawl, GitHub, StackExchange, Wikipedia): what `natural` samples.
+SLIMPAJAMA_627B_SHARES = [0.046, 0.042, 0.267, 0.522, 0.052, 0.033, 0.038]
+BYTES_PER_GPT2_TOKEN = 4.5  # the paper config's conservative assumption (see its corpus comment)
+LEARNED_MARGIN = 1.2  # room for learned mixtures that move away from the published ones
+
+
+def paper_epochs(config: dict) -> dict[tuple[str, str, str], np.ndarray]:
+    """{(size, mixture, stage): epochs per domain} for every fixed mixture of the paper grid, with
+    each domain's train tokens = its byte cap × the train fraction / 4.5 bytes per token."""
+    corpus, training = config["corpus"], config["training"]
+    domains = corpus["domains"]
+    train_fraction = 1 - corpus["val_fraction"] - corpus["test_fraction"]
+    available = np.array([cfg.domain_cap(corpus, d) for d in domains]) * train_fraction / BYTES_PER_GPT2_TOKEN
+    published = {name: config["strategies"][name]["weights"] for name in ("doremi_published", "doge_published")}
+    final = {"uniform": [1.0] * len(domains), "natural": SLIMPAJAMA_627B_SHARES, **published}
+    out = {}
+    for size in config["grid"]["sizes"]:
+        stages = {**cfg.cell_runs(config, size, "doremi"), **cfg.cell_runs(config, size, "doge")}
+        runs = [(name, "final", weights) for name, weights in final.items()]
+        runs += [("natural", "reference", SLIMPAJAMA_627B_SHARES), ("uniform", "proxy", [1.0] * len(domains))]
+        for name, stage, weights in runs:
+            w = np.asarray(weights, dtype=float) / sum(weights)
+            planned = budget.planned_tokens(stages[stage]["steps"], training["batch_size"], training["seq_len"])
+            out[size, name, stage] = budget.epochs(w * planned, available)
+    return out
+
+
+def test_the_paper_caps_keep_every_fixed_mixture_within_one_epoch_with_margin():
+    config = cfg.load(DEFAULT, PAPER)
+    assert config["corpus"]["dataset"] == "cerebras/SlimPajama-627B"  # the shares above are its own
+    assert config["grid"]["sizes"] == ["small", "medium", "large"]
+    epochs = paper_epochs(config)
+    assert config["training"]["steps"] * config["training"]["batch_size"] * config["training"]["seq_len"] == 5_242_880_000
+    worst = max(e.max() for e in epochs.values())
+    assert worst <= 1 and worst * LEARNED_MARGIN <= 1, {k: e.round(3).tolist() for k, e in epochs.items()}
+    assert worst == pytest.approx(0.833, abs=0.001)  # the number the paper.yaml comment gives
+    # Every size trains the same tokens, so the same epochs; the stages are half as long.
+    assert all((epochs["large", n, "final"] == epochs["small", n, "final"]).all() for n in ("uniform", "natural"))
+    assert max(e.max() for (_, _, stage), e in epochs.items() if stage != "final") <= 0.42
+    # The check bites: a lower cap on one domain repeats it.
+    lowered = copy.deepcopy(config)
+    lowered["corpus"]["max_bytes_per_domain"]["RedPajamaArXiv"] //= 2
+    assert max(e.max() for e in paper_epochs(lowered).values()) > 1
 
 
 @pytest.fixture(scope="module")
