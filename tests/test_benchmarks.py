@@ -104,3 +104,18 @@ def test_gpu_check_measures_every_strategys_working_stage_on_a_cpu(built_data, t
     assert bench["strategies"]["uniform"]["loop_overhead_ratio"] > 0
     assert "goal" not in report["throughput"]  # the H200 goal is for GPT-2 small at 1024 only
     assert "loop vs minimal step" in done.stdout and "MFU" in done.stdout
+
+
+def test_the_corpus_benchmark_runs_and_writes_its_measurements(tmp_path):
+    """At toy sizes: it builds, cuts the long document at the cap, tokenizes with 1 and 2 workers
+    into the same bytes, and writes its tables (it measures; nothing here asserts a speed)."""
+    subprocess.run([sys.executable, "-m", "benchmarks.corpus_build", "--sizes-gb", "0.002", "--long-document-mb", "0.5",
+                    "--tokenize-mb", "0.5", "--workdir", str(tmp_path / "work"), "--out", str(tmp_path / "out")],
+                   cwd=REPO, check=True, capture_output=True, text=True)
+    report = read_json(tmp_path / "out" / "corpus_build.json")
+    size, long_document = report["build"]
+    assert size["documents"] > 100 and 0 < size["peak_rss_mb"] < 1024
+    assert long_document["kept_bytes_of_that_domain"] <= 100_000
+    assert [row["workers"] for row in report["tokenize"]] == [1, 2]
+    assert all(row["same_bytes_as_1_worker"] for row in report["tokenize"])
+    assert "| 2 |" in (tmp_path / "out" / "corpus_build.md").read_text()
