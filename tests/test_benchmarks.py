@@ -107,15 +107,14 @@ def test_gpu_check_measures_every_strategys_working_stage_on_a_cpu(built_data, t
 
 
 def test_the_corpus_benchmark_runs_and_writes_its_measurements(tmp_path):
-    """At toy sizes: it builds, cuts the long document at the cap, tokenizes with 1 and 2 workers
-    into the same bytes, and writes its tables (it measures; nothing here asserts a speed)."""
+    """At toy sizes: it builds, cuts the long document at the cap and writes its tables (it
+    measures; nothing here asserts a speed). Its tokenization part is left out here (--tokenize-mb
+    0): tests/test_corpus_streaming.py compares 1 and 2 workers."""
     subprocess.run([sys.executable, "-m", "benchmarks.corpus_build", "--sizes-gb", "0.002", "--long-document-mb", "0.5",
-                    "--tokenize-mb", "0.5", "--workdir", str(tmp_path / "work"), "--out", str(tmp_path / "out")],
+                    "--tokenize-mb", "0", "--workdir", str(tmp_path / "work"), "--out", str(tmp_path / "out")],
                    cwd=REPO, check=True, capture_output=True, text=True)
     report = read_json(tmp_path / "out" / "corpus_build.json")
     size, long_document = report["build"]
     assert size["documents"] > 100 and 0 < size["peak_rss_mb"] < 1024
     assert long_document["kept_bytes_of_that_domain"] <= 100_000
-    assert [row["workers"] for row in report["tokenize"]] == [1, 2]
-    assert all(row["same_bytes_as_1_worker"] for row in report["tokenize"])
-    assert "| 2 |" in (tmp_path / "out" / "corpus_build.md").read_text()
+    assert "| one 0.5 MB document, domain capped at 100 kB |" in (tmp_path / "out" / "corpus_build.md").read_text()
