@@ -182,7 +182,7 @@ def markdown(report: dict) -> str:
         lines.append(f"| {row['case']} | {row['input_mb']:,.0f} | {row['documents']:,} | {row['seconds']:.1f} | "
                      f"{row['mb_per_s']:.1f} | {row['peak_rss_mb']:,.0f} |")
     lines += ["", f"Tokenization (byte-level BPE, 8,192 tokens; target: ≥ {SPEEDUP_TARGET}× with 2 workers):", "",
-              "| workers | split MB | seconds | MB/s | speedup | same bytes | peak RSS MB |",
+              "| workers | split MB | seconds | MB/s | speedup | same bytes | peak RSS MB (main process) |",
               "|---:|---:|---:|---:|---:|---|---:|"]
     for row in report["tokenize"]:
         lines.append(f"| {row['workers']} | {row['split_mb']:.1f} | {row['seconds']:.1f} | {row['mb_per_s']:.2f} | "

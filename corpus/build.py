@@ -104,7 +104,7 @@ def read_into(spools: dict[str, DomainSpool], corpus: dict, log: ReadLog) -> str
         if all(s.full for s in spools.values()):
             return "every domain reached its cap"
         if budget is not None and log.bytes >= budget:
-            short = [f"{d} ({s.kept_bytes:,} of {s.cap:,} bytes)" for d, s in spools.items() if not s.full]
+            short = [f"{d} ({s.kept_bytes:,} of {s.cap:,} bytes)" for d, s in spools.items() if not s.at_cap]
             print(f"warning: the read budget corpus.max_read_bytes = {budget:,} is spent; domains below their "
                   f"cap: {', '.join(short)}", file=sys.stderr)
             return f"corpus.max_read_bytes ({budget:,}) spent"

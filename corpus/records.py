@@ -70,6 +70,12 @@ def document_of(record, text_field: str, domain_field: str) -> tuple[str, str]:
         raise FieldProblem("domain_not_string", f"field {domain_field!r} is {_describe(domain)}, not a string")
     if not isinstance(text, str):
         raise FieldProblem("text_not_string", f"field {text_field!r} is {_describe(text)}, not a string")
+    for name, value in ((domain_field, domain), (text_field, text)):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:  # JSON can spell a lone surrogate ("\ud800"); UTF-8 cannot
+            raise FieldProblem("invalid_utf8", f"field {name!r} holds a lone surrogate "
+                               f"({value[exc.start:exc.start + 1]!r} at character {exc.start}), not valid Unicode")
     return domain, text
 
 

@@ -38,14 +38,16 @@ def check_source(corpus: dict) -> None:
 
 
 def hub_unreachable_message(corpus: dict, why: str) -> str:
-    dataset = corpus["dataset"]
+    dataset, split = corpus["dataset"], corpus["dataset_split"]
     folder = f"data/hub/{dataset.split('/')[-1]}"
     return (
         f"cannot stream the dataset {dataset!r} from the Hugging Face hub ({why}). On a machine with "
-        f"network access, download it once:\n"
-        f"    hf download {dataset} --repo-type dataset --local-dir {folder}\n"
-        f"then copy that folder here and read it as local files (streamed, in chunks, the same documents):\n"
-        f"    corpus: {{source: jsonl, path: '{folder}/**/*.jsonl.zst'}}   # or '**/*.parquet', '**/*.jsonl'"
+        f"network access, download the files of its {split!r} split once (for SlimPajama they are under "
+        f"{split}/; see the dataset's file list for others):\n"
+        f"    hf download {dataset} --repo-type dataset --include '{split}/*' --local-dir {folder}\n"
+        f"then copy that folder here and read it as local files (streamed, in chunks, the same documents; "
+        f"never the validation or test files, which would put held-out text into training):\n"
+        f"    corpus: {{source: jsonl, path: '{folder}/{split}/**/*.jsonl.zst'}}   # or '*.parquet', '*.jsonl'"
     )
 
 
@@ -93,8 +95,9 @@ def _hub_stream(corpus: dict):
         stream = datasets.load_dataset(
             corpus["dataset"], corpus["dataset_config"], split=corpus["dataset_split"], streaming=True
         )
-        yield from stream
+    except FileNotFoundError as exc:  # datasets' DatasetNotFoundError: a name the hub does not have
+        raise DataError(f"corpus.dataset {corpus['dataset']!r}: {str(exc)[:300]}") from None
     except (ConnectionError, TimeoutError, OSError) as exc:
-        # requests' and huggingface_hub's connection errors derive from these; so does a missing
-        # dataset, whose message is kept so that a typo is not reported as a network problem.
+        # requests' and huggingface_hub's connection errors derive from these.
         raise DataError(hub_unreachable_message(corpus, f"{type(exc).__name__}: {str(exc)[:300]}")) from None
+    yield from stream

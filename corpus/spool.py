@@ -9,9 +9,12 @@ Which documents a capped domain keeps (``selection``):
 
 - ``stream``: the first ones read, up to the cap; the domain is then full and the rest of the
   source is not needed for it. For shuffled sources (SlimPajama, The Pile), a random sample.
+  Duplicates are dropped when the cap is reached, so they take no place (unless they free under
+  1% of the cap, when the domain fills up).
 - ``hash``: the ones with the lowest keys, up to the cap, whatever the read order: the source is
   read whole, documents above the current cut-off key are refused on arrival, and the spool is
-  compacted whenever it holds twice the cap, so disk stays within ~2× the cap.
+  compacted whenever it holds twice the cap, so disk stays within ~2× the cap. A duplicate of a
+  document already refused is not recognised, so it counts in ``available_bytes``.
 
 Either way the cap is hard: the document that crosses it is cut at a line (or else word, or else
 character) boundary so that the domain holds at most ``cap`` bytes.
@@ -80,6 +83,9 @@ class DomainSpool:
         self.read_bytes = 0  # non-empty documents of this domain read, in bytes
         self.documents_read = 0
         self.cut_documents = 0
+        self.duplicates_dropped = 0  # by rewrites before the end; the rest are counted there
+        self.duplicate_bytes = 0
+        self.dedupe_at_cap = True  # stream selection: drop duplicates before calling the domain full
 
     def offer(self, data: bytes) -> None:
         """Take one non-empty document of this domain (its UTF-8 text), or refuse it (full, or above the cut-off)."""
@@ -90,6 +96,11 @@ class DomainSpool:
         key = content_key(self.domain, data)
         if self.cutoff is not None and key > self.cutoff:
             return
+        if self.selection == "stream" and self.kept_bytes + len(data) >= self.cap and self.dedupe_at_cap:
+            # Duplicates must not take a place: drop them before calling the domain full. When that
+            # frees little, the next arrivals at the cap fill it (at most ~1% left to late duplicates).
+            freed = self._rewrite(self._unique_order())
+            self.dedupe_at_cap = freed >= self.cap // 100
         if self.selection == "stream" and self.kept_bytes + len(data) >= self.cap:
             # The document that reaches the cap is the last one this domain takes.
             self.full = True
@@ -100,7 +111,7 @@ class DomainSpool:
                     return
         self._append(key, data)
         if self.selection == "hash" and self.spool_bytes > 2 * self.cap:
-            self._compact()
+            self._prune()
 
     @property
     def at_cap(self) -> bool:
@@ -131,25 +142,37 @@ class DomainSpool:
         crossing = int(np.searchsorted(total, self.cap, side="left"))
         return order[: crossing + 1]
 
-    def _compact(self) -> None:
-        """Hash selection: drop the documents that can no longer be among the lowest keys, rewrite the spool."""
+    def _prune(self) -> None:
+        """Hash selection: keep the lowest keys up to the cap; once the cap binds, keys above the
+        last kept one can never make the cut and are refused on arrival."""
         order = self._capped_order()
-        self.cutoff = int(self.keys[int(order[-1])])
-        kept = [(self.keys[i], self.offsets[i], self.lengths[i]) for i in sorted(order.tolist())]
+        if int(np.frombuffer(self.lengths, dtype=np.uint64)[order].sum()) >= self.cap:
+            self.cutoff = int(self.keys[int(order[-1])])
+        self._rewrite(order)
+
+    def _rewrite(self, keep: np.ndarray) -> int:
+        """Keep only the documents ``keep`` (in arrival order) and rewrite the spool; return the
+        bytes freed. The duplicates among those dropped are counted."""
+        unique = self._unique_order()
+        self.duplicates_dropped += len(self.keys) - unique.size
+        lengths = np.frombuffer(self.lengths, dtype=np.uint64)
+        self.duplicate_bytes += int(lengths.sum() - lengths[unique].sum())
+        before = self.kept_bytes
         fresh = self.path.with_suffix(".compact")
+        keys, offsets, sizes = array("Q"), array("Q"), array("Q")
         with open(fresh, "wb") as out:
-            offset = 0
-            new_keys, new_offsets, new_lengths = array("Q"), array("Q"), array("Q")
-            for key, old_offset, length in kept:
-                self.file.seek(old_offset)
-                out.write(self.file.read(length))
-                new_keys.append(key), new_offsets.append(offset), new_lengths.append(length)
-                offset += length
+            for index in map(int, np.sort(keep)):
+                self.file.seek(self.offsets[index])
+                out.write(self.file.read(self.lengths[index]))
+                keys.append(self.keys[index]), offsets.append(out.tell() - self.lengths[index])
+                sizes.append(self.lengths[index])
+            written = out.tell()
         self.file.close()
         os.replace(fresh, self.path)
         self.file = open(self.path, "r+b")
-        self.keys, self.offsets, self.lengths = new_keys, new_offsets, new_lengths
-        self.spool_bytes = self.kept_bytes = offset
+        self.keys, self.offsets, self.lengths = keys, offsets, sizes
+        self.spool_bytes = self.kept_bytes = written
+        return before - written
 
     def _final_order(self) -> tuple[np.ndarray, dict[int, bytes], bool]:
         """(documents in key order within the cap, {index: its cut text} for the one cut, whether the
@@ -196,9 +219,9 @@ class DomainSpool:
                     stats[split]["bytes"] += len(data)
             stats[split]["sha256"] = digest.hexdigest()
         entry = {
-            "available_bytes": self.read_bytes - self._duplicate_bytes(),
+            "available_bytes": self.read_bytes - self.duplicate_bytes - self._duplicate_bytes(),
             "documents_read": self.documents_read,
-            "duplicates_dropped": len(self.keys) - self._unique_order().size,
+            "duplicates_dropped": self.duplicates_dropped + len(self.keys) - self._unique_order().size,
             "cut_documents": self.cut_documents,
             "cap_bytes": self.cap,
             "cap_reached": reached,

@@ -102,7 +102,9 @@ def resolve_pretrained(path: str | None) -> tuple[str, str]:
     if local.is_file():
         raise DataError(f"tokenizer.path {path!r} is a file, not a tokenizer folder; a tiktoken ranks file "
                         f"(e.g. r50k_base.tiktoken) is `tokenizer.kind: tiktoken`")
-    if path.startswith(("/", "./", "../", "~")) or path.count("/") > 1 or "\\" in path:
+    # "data/gpt2-tokenizer" also looks like a hub name; an existing local parent folder says it is not.
+    if (path.startswith(("/", "./", "../", "~")) or path.count("/") > 1 or "\\" in path
+            or (local.parent != Path(".") and local.parent.is_dir())):
         raise DataError(f"tokenizer.path {path!r}: no such folder ({local.absolute()})")
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id

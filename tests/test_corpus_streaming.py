@@ -84,17 +84,33 @@ def test_the_same_documents_give_byte_identical_splits_in_any_format_file_name_o
 
 def test_the_cap_is_hard_a_long_document_is_cut_at_a_line_end(tmp_path):
     long_text = "".join(f"line {i} of a very long document\n" for i in range(3000))  # ~100 kB
-    records = [{"domain": d, "text": t} for d, t in documents()] + [{"domain": "Github", "text": long_text}]
-    path = write_jsonl(tmp_path / "big.jsonl", records)
-    for selection in ("stream", "hash"):
-        manifest, out = build_from(tmp_path, selection, str(path), max_bytes_per_domain=5000, selection=selection)
+    small = [{"domain": d, "text": t} for d, t in documents()]  # Github's small ones: ~4 kB, under the cap
+    for selection, records in (("stream", small + [{"domain": "Github", "text": long_text}]),
+                               ("hash", [{"domain": "Github", "text": long_text}] + small)):
+        path = write_jsonl(tmp_path / f"{selection}.jsonl", records)
+        manifest, out = build_from(tmp_path, selection, str(path), max_bytes_per_domain=20_000, selection=selection)
         entry = manifest["domains"]["Github"]
         texts = [json.loads(line)["text"] for s in SPLITS for line in (out / "Github" / f"{s}.jsonl").open()]
-        assert sum(s["bytes"] for s in entry["splits"].values()) == sum(len(t.encode()) for t in texts) <= 5000
-        assert entry["cap_reached"] and entry["available_bytes"] > 100_000
-        cut = [t for t in texts if t.startswith("line 0 ") and t != long_text]
-        if cut:  # the long document made the cut: only a prefix of it, ending at a line end
-            assert long_text.startswith(cut[0]) and cut[0].endswith("\n") and entry["cut_documents"] == 1
+        kept = sum(len(t.encode()) for t in texts)
+        assert sum(s["bytes"] for s in entry["splits"].values()) == kept and 19_900 < kept <= 20_000
+        assert entry["cap_reached"] and entry["available_bytes"] > 100_000 and entry["cut_documents"] == 1
+        # Whatever its place in the order, the long document crosses the cap: only a prefix of it
+        # is kept, ending at a line end.
+        [cut] = [t for t in texts if t.startswith("line 0 ")]
+        assert long_text.startswith(cut) and cut.endswith("\n") and len(cut) < len(long_text)
+
+
+def test_hash_selection_keeps_the_same_documents_in_any_order_when_the_cap_binds(tmp_path):
+    import pandas as pd
+
+    docs = documents(40)
+    write_jsonl(tmp_path / "ordered.jsonl", [{"domain": d, "text": t} for d, t in docs])
+    pd.DataFrame([{"domain": d, "text": t} for d, t in random.Random(3).sample(docs, len(docs))]
+                 ).to_parquet(tmp_path / "shuffled.parquet")
+    built = [build_from(tmp_path, f"build-{name}", str(tmp_path / name), max_bytes_per_domain=3000, selection="hash")
+             for name in ("ordered.jsonl", "shuffled.parquet")]
+    assert all(e["cap_reached"] for manifest, _ in built for e in manifest["domains"].values())
+    assert split_bytes(built[0][1]) == split_bytes(built[1][1])
 
 
 def test_the_read_stops_once_every_domain_is_full_or_the_read_budget_is_spent(tmp_path, capsys):
@@ -128,6 +144,7 @@ BAD_LINES = [
     ('{"domain": "ArXiv", "text": "cut off', "invalid_json", "invalid JSON (Unterminated string"),
     (b'{"domain": "ArXiv", "text": "caf\xe9"}', "invalid_utf8", "invalid UTF-8 (byte 32 of the line"),
     ('["ArXiv", "a list"]', "not_an_object", "a JSON list, not an object"),
+    ('{"domain": "ArXiv", "text": "a\\ud800b"}', "invalid_utf8", "field 'text' holds a lone surrogate"),
 ]
 
 
@@ -146,6 +163,16 @@ def test_a_bad_record_is_an_error_naming_file_line_and_problem_and_nothing_is_wr
     manifest, _ = build_from(tmp_path, "skip", str(path), bad_records="skip")
     assert manifest["read"]["skipped"] == {str(path): {kind: 1}}
     assert manifest["read"]["records"] == len(good)
+
+
+def test_a_bad_parquet_row_is_named_by_its_row(tmp_path):
+    import pandas as pd
+
+    rows = [{"domain": d, "text": t} for d, t in documents()]
+    rows[4]["text"] = None
+    pd.DataFrame(rows).to_parquet(tmp_path / "rows.parquet")
+    with pytest.raises(DataError, match=r"rows.parquet: row 5: field 'text' is null, not a string"):
+        build_from(tmp_path, "parquet", str(tmp_path / "rows.parquet"))
 
 
 def test_empty_texts_are_dropped_and_counted_per_file(tmp_path):
@@ -168,8 +195,9 @@ def test_a_hub_source_without_network_fails_at_once_saying_what_to_download(tmp_
     assert time.monotonic() - started < 5
     message = str(error.value)
     assert "HF_HUB_OFFLINE is set" in message
-    assert "hf download cerebras/SlimPajama-627B --repo-type dataset --local-dir data/hub/SlimPajama-627B" in message
-    assert "corpus: {source: jsonl, path: 'data/hub/SlimPajama-627B/**/*.jsonl.zst'}" in message
+    assert ("hf download cerebras/SlimPajama-627B --repo-type dataset --include 'train/*' "
+            "--local-dir data/hub/SlimPajama-627B") in message
+    assert "corpus: {source: jsonl, path: 'data/hub/SlimPajama-627B/train/**/*.jsonl.zst'}" in message
 
     import huggingface_hub.utils
     from huggingface_hub import constants
