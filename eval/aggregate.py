@@ -9,8 +9,10 @@ Writes to ``{results_dir}/tables/`` (every ``.md`` also as ``.tex`` and ``.html`
   domain, with the macro average over domains and the worst domain;
 - ``downstream.csv`` (long: one row per task, subtask, metric and seed) and ``downstream.md``:
   each task's macro average over its subtasks, then the generated tasks per domain;
-- ``comparison.csv``/``.md``: every strategy against the baseline (uniform) on the same seeds:
-  the mean difference, its paired bootstrap 95% interval, and wins over domains or subtasks;
+- ``comparison.csv``/``.md``: every strategy against the baseline (uniform) on the same seeds,
+  per summary and per domain or subtask: the mean difference, its paired t 95% interval, the
+  exact sign-flip p, the Holm-adjusted p, the minimum detectable difference, the seeds needed,
+  and wins over domains or subtasks (eval/stats.py);
 - ``weights.csv``/``.md``: the mixture each final model trained on;
 - ``compute.csv``/``.md``: FLOPs per stage (reference and proxy runs included), tokens, wall time,
   and the data budget: tokens trained and epochs per domain of every run (``epochs/<domain>``);
@@ -27,8 +29,9 @@ from pathlib import Path
 import pandas as pd
 
 from eval import collect
-from eval.tables import (MISSING, baseline_of, comparison_markdown, comparison_rows, compute_table, downstream_sections,
-                         downstream_summary, epochs_table, mean_std_cells, per_seed, spread_label, write_sections)
+from eval.tables import (MISSING, baseline_of, comparison_markdown, comparison_note, comparison_rows, compute_table,
+                         downstream_sections, downstream_summary, epochs_table, mean_std_cells, per_seed, spread_label,
+                         write_sections)
 from mixbench.cli import config_command
 from mixbench.io import atomic_path
 
@@ -84,8 +87,11 @@ def aggregate(config: dict) -> None:
     for key in collect.PROVENANCE:  # the runs each row summarises
         comparison[key] = ";".join(sorted(set(ppl[key].astype(str))))
     write_csv(comparison, out / "comparison.csv")
-    title = (f"Each strategy minus {base} on the same seeds: mean difference [paired bootstrap 95% interval]; "
-             "wins = domains or subtasks where its mean is better")
+    title = (f"Each strategy minus {base} on the same seeds: mean difference [paired t 95% interval], exact "
+             "sign-flip p, Holm-adjusted across the strategies per metric (significant: below 0.05), the smallest "
+             "difference the seeds detect with 80% power, and the seeds the observed difference would need; "
+             "wins = domains or subtasks where its mean is better. "
+             + (comparison_note(comparison) if len(comparison) else ""))
     shown = comparison_markdown(comparison) if len(comparison) else pd.DataFrame({"note": [f"no strategy besides {base}"]})
     write_sections(out, "comparison", [(title, shown)])
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from eval.stats import paired_bootstrap, wins
+from eval.stats import ALPHA, holm, paired_test, seeds_needed, smallest_p, wins
 from mixbench.io import write_text
 
 KEYS = ["size", "strategy"]
@@ -50,42 +50,81 @@ def mean_std_cells(wide: pd.DataFrame, grid: dict, fmt: str) -> pd.DataFrame:
 
 def comparison_rows(wide: pd.DataFrame, grid: dict, label: str, items: list[str], higher_is_better: bool,
                     summaries: tuple[str, ...] = ("macro avg", "worst")) -> list[dict]:
-    """Paired comparison of every strategy with the baseline on the same seeds: the mean
-    difference of each summary with its bootstrap 95% interval, and the wins over ``items``."""
+    """Paired comparison of every strategy with the baseline on the same seeds, for each summary
+    and each item (domain or subtask): the mean difference, its paired t interval, the sign-flip
+    p, the Holm-adjusted p across the strategies (per size and metric), the difference the seeds
+    could detect at 80% power and the seeds the observed difference would need (eval/stats.py)."""
     base = baseline_of(grid)
     rows = []
     for size in grid["sizes"]:
         if (size, base) not in wide.index.droplevel("seed"):
             continue
         reference = wide.loc[(size, base)]
-        for strategy in grid["strategies"]:
-            if strategy == base or (size, strategy) not in wide.index.droplevel("seed"):
-                continue
+        rivals = [s for s in grid["strategies"] if s != base and (size, s) in wide.index.droplevel("seed")]
+        for strategy in rivals:
             ours = wide.loc[(size, strategy)]
             seeds = sorted(set(ours.index) & set(reference.index))
+            if len(seeds) < 2:
+                continue  # one pair has no spread: nothing to test
             k, n = wins(ours[items].mean(), reference[items].mean(), lower_is_better=not higher_is_better)
-            for i, summary in enumerate(summaries):
-                d = paired_bootstrap(ours.loc[seeds, summary], reference.loc[seeds, summary])
-                better = d.mean > 0 if higher_is_better else d.mean < 0
-                rows.append({"size": size, "strategy": strategy, "baseline": base, "metric": f"{label}, {summary}",
-                             "higher_is_better": higher_is_better, "baseline_mean": reference.loc[seeds, summary].mean(),
-                             "strategy_mean": ours.loc[seeds, summary].mean(), "difference": d.mean, "ci_low": d.low,
-                             "ci_high": d.high, "pairs": d.pairs,
-                             # Wins count the items once, on the summary row that averages them.
-                             "wins": k if i == 0 else None, "items": n if i == 0 else None,
-                             "verdict": ("better" if better else "worse") if d.excludes_zero() else "within noise"})
+            for i, column in enumerate([*summaries, *[item for item in items if item not in summaries]]):
+                test = paired_test(ours.loc[seeds, column], reference.loc[seeds, column])
+                rows.append({
+                    "size": size, "strategy": strategy, "baseline": base, "metric": f"{label}, {column}",
+                    "higher_is_better": higher_is_better, "baseline_mean": reference.loc[seeds, column].mean(),
+                    "strategy_mean": ours.loc[seeds, column].mean(), "difference": test.mean, "ci_low": test.low,
+                    "ci_high": test.high, "sd_of_differences": test.sd, "p_sign_flip": test.p_value,
+                    "min_detectable": test.mdd, "pairs": test.pairs, "comparisons": len(rivals),
+                    "seeds_needed": seeds_needed(test.mean, test.sd, comparisons=len(rivals)),
+                    # Wins count the items once, on the first summary row, which averages them.
+                    "wins": k if i == 0 else None, "items": n if i == 0 else None,
+                })
+    for group in pd.DataFrame(rows).groupby(["size", "metric"], sort=False).groups.values() if rows else []:
+        adjusted = holm([rows[i]["p_sign_flip"] for i in group])
+        for i, p in zip(group, adjusted):
+            rows[i]["p_holm"] = float(p)
+            rows[i]["verdict"] = verdict(rows[i], higher_is_better)
     return rows
 
 
+def verdict(row: dict, higher_is_better: bool) -> str:
+    """'better' or 'worse' only where the Holm-adjusted p is below ALPHA; otherwise why not."""
+    if row["p_holm"] < ALPHA:
+        return "better" if (row["difference"] > 0) == higher_is_better else "worse"
+    floor = smallest_p(row["pairs"]) * row["comparisons"]
+    if floor >= ALPHA:
+        return f"cannot be significant with {row['pairs']} seeds"
+    return "not significant"
+
+
 def comparison_markdown(rows: pd.DataFrame) -> pd.DataFrame:
+    needed = ["" if pd.isna(n) else f"{int(n)}" for n in rows["seeds_needed"]]
     shown = pd.DataFrame({
         "size": rows["size"], "strategy": rows["strategy"], "metric": rows["metric"],
-        "strategy − baseline": [f"{d:+.4f} [{lo:+.4f}, {hi:+.4f}]"
-                                for d, lo, hi in zip(rows["difference"], rows["ci_low"], rows["ci_high"])],
+        "strategy − baseline [95% t-interval]": [f"{d:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+                                                for d, lo, hi in zip(rows["difference"], rows["ci_low"], rows["ci_high"])],
+        "p (sign-flip)": rows["p_sign_flip"].map(lambda p: f"{p:.3g}"),
+        "p (Holm)": rows["p_holm"].map(lambda p: f"{p:.3g}"),
+        "detectable at 80% power": rows["min_detectable"].map(lambda d: f"{d:.4f}"),
+        "seeds needed": [n or "more than 10,000" for n in needed],
         "wins": ["" if pd.isna(k) else f"{int(k)} of {int(n)}" for k, n in zip(rows["wins"], rows["items"])],
         "seeds": rows["pairs"], "verdict": rows["verdict"],
     })
     return shown
+
+
+def comparison_note(rows: pd.DataFrame, alpha: float = ALPHA) -> str:
+    """What the seeds can show, said once above the table."""
+    pairs, comparisons = int(rows["pairs"].min()), int(rows["comparisons"].max())
+    floor = smallest_p(pairs)
+    text = (f"With {pairs} seeds the smallest possible sign-flip p is {floor:.3g} (2 / 2^{pairs}); after Holm over "
+            f"{comparisons} strategies, {min(1.0, floor * comparisons):.3g}.")
+    if floor * comparisons >= alpha:
+        need = max(2, int(np.ceil(np.log2(2 * comparisons / alpha))))
+        text += (f" No difference in this table can be significant at {alpha}; at least {need} seeds are needed "
+                 f"before any can, and 'seeds needed' gives the seeds at which each observed difference, with its "
+                 f"observed spread, would be detected with 80% power.")
+    return text
 
 
 MISSING = "—"  # a downstream cell without a result: the task failed in that cell's runs

@@ -43,11 +43,16 @@ def test_paired_comparison_recovers_the_known_shifts(results):
             assert row["difference"] == pytest.approx(SHIFT[strategy])
             assert row["ci_low"] == pytest.approx(SHIFT[strategy]) and row["ci_high"] == pytest.approx(SHIFT[strategy])
             assert row["wins"] == (6 if SHIFT[strategy] < 0 else 0) and row["items"] == 6 and row["pairs"] == 3
-            assert row["verdict"] == ("better" if SHIFT[strategy] < 0 else "worse")
+            # A constant shift over 3 seeds: p = 2/8 = 0.25 at best, so it cannot be significant.
+            assert row["p_sign_flip"] == pytest.approx(0.25) and row["verdict"] == "cannot be significant with 3 seeds"
     assert set(comparison.metric) >= {"mixbench_cloze acc, macro avg", "mixbench_choice acc_norm, macro avg"}
     rows = [[c.strip() for c in line.split("|")[1:-1]] for line in (out / "tables" / "comparison.md").read_text().splitlines()
             if line.startswith("| test ")]
-    assert ["test", "doremi", "bits per byte, macro avg", "-0.1000 [-0.1000, -0.1000]", "6 of 6", "3", "better"] in rows
+    assert ["test", "doremi", "bits per byte, macro avg", "-0.1000 [-0.1000, -0.1000]", "0.25", "0.75", "0.0000",
+            "7", "6 of 6", "3", "cannot be significant with 3 seeds"] in rows
+    note = (out / "tables" / "comparison.md").read_text()
+    assert "With 3 seeds the smallest possible sign-flip p is 0.25 (2 / 2^3); after Holm over 3 strategies, 0.75." in note
+    assert "No difference in this table can be significant at 0.05; at least 7 seeds are needed" in note
 
 
 def test_compute_counts_every_stage(results):
@@ -92,3 +97,24 @@ def test_figures_follow_the_grid(tmp_path):
     make_figures(config)  # nothing moves: the trajectory figure says so instead of failing
     assert (tmp_path / "results" / "figures" / "trajectories.png").stat().st_size > 1000
     assert "no downstream task configured" in (tmp_path / "results" / "tables" / "downstream.md").read_text()
+
+
+def test_the_readme_results_are_written_from_the_tables_and_checked_against_them(results, tmp_path):
+    import yaml
+
+    from eval.readme_results import BEGIN, END, main as readme_results
+
+    config, _ = results
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n{BEGIN}\nstale numbers\n{END}\nafter\n")
+    assert readme_results(["--config", str(config_file), "--readme", str(readme), "--check"]) == 1
+    assert readme_results(["--config", str(config_file), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith(f"before\n{BEGIN}\n") and text.endswith(f"{END}\nafter\n") and "stale" not in text
+    # The fixture's shifts are constant over 3 seeds: no p below 0.25, so nothing can be significant.
+    assert ("No difference from uniform is significant, and none could be: with 3 seeds the smallest possible "
+            "sign-flip p is 0.25, 0.75 after Holm over 3 strategies.") in text
+    assert "| doremi | -0.100 [-0.100, -0.100] | 0.75 | 6 of 6 | -0.100 | 7 |" in text
+    assert readme_results(["--config", str(config_file), "--readme", str(readme), "--check"]) == 0
