@@ -29,7 +29,7 @@ from models.flat_params import unwrap
 from models.gpt2 import count_parameters, unpadded_vocab_size
 from models.throughput import mfu, model_flops_per_token
 from models.optim import LoopSettings, lr_factor, make_optimizer  # noqa: F401 (LoopSettings: the public API)
-from models.runlog import StepLog, TraceLog
+from models.runlog import FlushPolicy, StepLog, TraceLog
 from models.signals import computation_order, provider_class
 from models.signals.base import ProviderHandles, SignalSources, StepContext
 from models.step import Batch, StepPasses, to_device
@@ -86,6 +86,7 @@ class TrainingLoop:
         self._resume()
         self.log = StepLog(log_path, self.domains, self.step) if settings.rank == 0 else None
         self.trace = TraceLog(Path(log_path).with_name("trace.jsonl"), self.step) if settings.rank == 0 else None
+        self.flushes = FlushPolicy(settings.log_flush_steps, settings.log_flush_seconds)
 
     def _check_batch(self) -> None:
         """A stratified batch must hold every domain it samples from."""
@@ -288,6 +289,9 @@ class TrainingLoop:
                 self.log.write(self.step, lr, loss, self.tokens_seen, self.elapsed, step_time, tokens_per_s,
                                self.mfu(tokens_per_s), stats.domain_loss, stats.domain_tokens, used)
                 self.trace.write(self.step, self.strategy.trace())
+                if self.flushes.due():
+                    self.log.flush()
+                    self.trace.flush()
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}")
                 if bar.disable and (self.step % report_every == 0 or self.step == self.s.steps):

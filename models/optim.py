@@ -22,6 +22,8 @@ class LoopSettings:
     beta2: float
     grad_clip: float
     checkpoint_every: int
+    log_flush_steps: int = 10  # log.csv and trace.jsonl reach the disk at least this often...
+    log_flush_seconds: float = 30.0  # ...or this often, whichever comes first
     reweighted_step: str = "one_forward"  # or "two_forwards": see models/step.py
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     bf16: bool = False

@@ -9,11 +9,29 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 
 from mixbench.io import atomic_path
+
+
+class FlushPolicy:
+    """When the logs go to disk between checkpoints: after ``every_steps`` steps or
+    ``every_seconds`` seconds, whichever comes first, so that ``tail -f log.csv`` follows a run."""
+
+    def __init__(self, every_steps: int, every_seconds: float, clock=time.monotonic):
+        self.every_steps, self.every_seconds, self.clock = every_steps, every_seconds, clock
+        self.steps, self.last = 0, clock()
+
+    def due(self) -> bool:
+        """Count one step; True (and start counting again) when a flush is due."""
+        self.steps += 1
+        if self.steps >= self.every_steps or self.clock() - self.last >= self.every_seconds:
+            self.steps, self.last = 0, self.clock()
+            return True
+        return False
 
 
 class StepLog:

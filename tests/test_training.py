@@ -176,6 +176,42 @@ def test_log_resume_drops_rows_after_the_checkpoint_and_half_written_rows(tmp_pa
     assert rows[2][6:8] == ["100.0", "0.2500"]
 
 
+def test_logs_reach_the_disk_every_n_steps_or_s_seconds(built_data, tmp_path):
+    from models.runlog import FlushPolicy
+
+    now = [0.0]
+    policy = FlushPolicy(every_steps=3, every_seconds=10.0, clock=lambda: now[0])
+    assert [policy.due() for _ in range(7)] == [False, False, True, False, False, True, False]
+    now[0] = 10.0  # ten seconds later: due at the next step, however few steps came since
+    assert policy.due() and not policy.due()
+    # A loop flushing every 2 steps, checkpointing never: after 3 steps a reader sees 2 rows on
+    # disk while the loop still holds the file open.
+    from corpus.sampler import DomainSampler
+    from corpus.tokens import TokenStore
+    from models.gpt2 import build_model, gpt2_config
+    from models.loop import LoopSettings, TrainingLoop
+    from strategies import StrategyContext, get_strategy_class
+
+    store = TokenStore(Path(built_data["data_dir"]) / "tokens", "train")
+    context = StrategyContext(name="uniform", domains=tuple(store.domains), train_tokens=store.token_counts(),
+                              stage="final", total_steps=10, seed=0, vocab_size=store.vocab_size)
+    settings = LoopSettings.from_config(dict(built_data["training"], checkpoint_every=100, log_flush_steps=2,
+                                             log_flush_seconds=3600.0), steps=10)
+    loop = TrainingLoop(build_model(gpt2_config("test", store.vocab_size)), get_strategy_class("uniform")(context),
+                        DomainSampler(store, 32, seed=4), settings, log_path=tmp_path / "log.csv",
+                        checkpoint_path=tmp_path / "ckpt.pt", strategy_name="uniform")
+    on_disk = []
+    write = loop.log.write
+
+    def write_and_look(*args):  # lines on disk before each step's row is written
+        on_disk.append(len((tmp_path / "log.csv").read_text().splitlines()))
+        write(*args)
+
+    loop.log.write = write_and_look
+    loop.run(stop_after=4)
+    assert on_disk == [0, 0, 3, 3]  # flushed after step 2: the header and two rows
+
+
 def test_a_checkpoint_of_another_configuration_is_not_resumed(built_data, tmp_path, capsys):
     out = tmp_path / "run"
     assert not run(built_data, out, stop_after=12)
