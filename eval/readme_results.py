@@ -70,7 +70,26 @@ def results_block(config: dict) -> str:
         f"80% power):",
         markdown_table(summary),
         verdict_sentences(macro, base, n, m) + downstream_sentence(rows, base),
+        *mixture_sentence(tables / "weights.csv", size),
     ])
+
+
+def mixture_sentence(path: Path, size: str) -> list[str]:
+    """Each learned mixture's largest mean weight (a mixture the same on every seed is a fixed one
+    and is left out), from the mixtures the final models trained on."""
+    if not path.exists():
+        return []
+    weights = pd.read_csv(path)
+    by_cell = weights[weights["size"] == size].groupby(["strategy", "domain"], sort=False)["weight"]
+    means, spread = by_cell.mean(), by_cell.std(ddof=0).groupby(level="strategy", sort=False).max()
+    parts = []
+    for strategy, group in means.groupby(level="strategy", sort=False):
+        if spread[strategy] == 0:
+            continue
+        domain = group.idxmax()[1]
+        parts.append(f"{strategy} {group.max():.2f} on {domain}")
+    return ["Largest weight of each learned final mixture (mean over seeds; `results/tables/weights.md`): "
+            + "; ".join(parts) + "."] if parts else []
 
 
 def downstream_sentence(rows: pd.DataFrame, base: str) -> str:
