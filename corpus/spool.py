@@ -153,10 +153,9 @@ class DomainSpool:
     def _rewrite(self, keep: np.ndarray) -> int:
         """Keep only the documents ``keep`` (in arrival order) and rewrite the spool; return the
         bytes freed. The duplicates among those dropped are counted."""
-        unique = self._unique_order()
-        self.duplicates_dropped += len(self.keys) - unique.size
-        lengths = np.frombuffer(self.lengths, dtype=np.uint64)
-        self.duplicate_bytes += int(lengths.sum() - lengths[unique].sum())
+        count, size = self._duplicates()
+        self.duplicates_dropped += count
+        self.duplicate_bytes += size
         before = self.kept_bytes
         fresh = self.path.with_suffix(".compact")
         keys, offsets, sizes = array("Q"), array("Q"), array("Q")
@@ -218,10 +217,11 @@ class DomainSpool:
                     digest.update(line)
                     stats[split]["bytes"] += len(data)
             stats[split]["sha256"] = digest.hexdigest()
+        count, size = self._duplicates()
         entry = {
-            "available_bytes": self.read_bytes - self.duplicate_bytes - self._duplicate_bytes(),
+            "available_bytes": self.read_bytes - self.duplicate_bytes - size,
             "documents_read": self.documents_read,
-            "duplicates_dropped": self.duplicates_dropped + len(self.keys) - self._unique_order().size,
+            "duplicates_dropped": self.duplicates_dropped + count,
             "cut_documents": self.cut_documents,
             "cap_bytes": self.cap,
             "cap_reached": reached,
@@ -231,7 +231,8 @@ class DomainSpool:
         self.path.unlink()
         return entry
 
-    def _duplicate_bytes(self) -> int:
+    def _duplicates(self) -> tuple[int, int]:
+        """(documents, bytes) of the kept documents that repeat an earlier one's text."""
         unique = self._unique_order()
         lengths = np.frombuffer(self.lengths, dtype=np.uint64)
-        return int(lengths.sum() - lengths[unique].sum())
+        return len(self.keys) - unique.size, int(lengths.sum() - lengths[unique].sum())
