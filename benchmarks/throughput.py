@@ -28,6 +28,11 @@ of each group after a warm-up one (compilation, the optimizer's lazy state), bef
 loop exists: CUDA's max allocated, or on a CPU peak RSS (Linux's VmHWM). ``extra_memory_copies``
 is the peak above uniform's in fp32 copies of the model's parameters.
 
+Held-out curves: one measurement of the held-out loss (models/heldout.py) is timed in every
+round like a step; ``heldout_fraction`` is the run's measurements (every ``eval_every`` steps
+and after the last) times its median over the run's training time (target: at most
+``HELDOUT_TARGET``).
+
 Reported per strategy: ``step_s``, ``tokens_per_s``, ``mfu`` (against the device's peak bf16
 FLOP/s from models/throughput.py or ``training.peak_tflops``; null where neither is known, as on
 a CPU), ``peak_memory_bytes`` and their ratios to uniform; the uniform row adds
@@ -60,6 +65,7 @@ from mixbench.io import write_json
 from mixbench.provenance import package_versions
 from models.device import configure, device_name, init_distributed, uses_bf16, uses_compile
 from models.flat_params import unwrap
+from models.heldout import HeldOutSet, eval_steps
 from models.gpt2 import build_model, count_parameters, gpt2_config, pad_vocabulary, unpadded_vocab_size
 from models.loop import LoopSettings, TrainingLoop
 from models.optim import make_optimizer
@@ -69,6 +75,7 @@ from models.throughput import mfu, model_flops_per_token, peak_tflops
 from strategies import StrategyContext, get_strategy_class
 
 OVERHEAD_TARGET = 1.05  # the loop may take at most 5% longer than the minimal step
+HELDOUT_TARGET = 0.05  # the held-out curves may cost at most 5% of a run's time
 
 
 def minimal_step(model, optimizer, micro_batches: list[torch.Tensor], vocab_size: int, bf16: bool,
@@ -231,7 +238,11 @@ class Subject:
         self.loop = TrainingLoop(setup.model(), strategy, DomainSampler(store, setup.training["seq_len"], seed=0),
                                  setup.settings(self.run_steps), log_path=scratch / "log.csv",
                                  checkpoint_path=scratch / "checkpoint.pt", strategy_name=strategy_name,
-                                 sources=SignalSources(data_dir=data_dir, seed=0, upstream=upstream, run_dir=scratch))
+                                 sources=SignalSources(data_dir=data_dir, seed=0, upstream=upstream, run_dir=scratch),
+                                 heldout=heldout_set(config, setup))
+        every = self.loop.eval_every
+        # Every eval_every steps, and after the last step if that is not one of them.
+        self.measurements = self.run_steps // every + (self.run_steps % every > 0) if self.loop.heldout else 0
         self.groups = due_groups(strategy, self.run_steps)
         self.lr, self.device = setup.training["lr"], setup.device
 
@@ -241,6 +252,18 @@ class Subject:
 
     def one_of_each_group(self) -> dict[frozenset, float]:
         return {due: self.timed_at(members[0]) for due, members in self.groups.items()}
+
+    def timed_heldout(self) -> float | None:
+        """One held-out measurement (models/heldout.py), as the loop makes it."""
+        return timed(self.loop.measure_heldout, self.device) if self.loop.heldout else None
+
+
+def heldout_set(config: dict, setup: "Setup") -> HeldOutSet | None:
+    windows = setup.training["heldout_windows"]
+    if windows == 0:
+        return None
+    store = TokenStore(Path(config["data_dir"]) / "tokens", "val", config["corpus"]["domains"])
+    return HeldOutSet(store, seq_len=setup.training["seq_len"], windows_per_domain=windows)
 
 
 def measure(config: dict, names: list[str], size: str, rounds: int, vocab_size: int | None = None) -> dict:
@@ -270,8 +293,9 @@ def measure(config: dict, names: list[str], size: str, rounds: int, vocab_size: 
             subjects[name].one_of_each_group()
             peaks[name] = meter.peak_of(subjects[name].one_of_each_group)
         meter.timing()
-        samples = {name: [] for name in [None, *names]}  # None: the minimal step
-        turns = [(None, minimal), *((name, subject.one_of_each_group) for name, subject in subjects.items())]
+        samples = {name: [] for name in [None, *names, *(("heldout", n) for n in names)]}  # None: the minimal step
+        turns = [(None, minimal), *((name, subject.one_of_each_group) for name, subject in subjects.items()),
+                 *((("heldout", name), subject.timed_heldout) for name, subject in subjects.items())]
         for r in range(rounds):  # each round starts one later: no one always follows a probe step
             for name, step in turns[r % len(turns):] + turns[: r % len(turns)]:
                 samples[name].append(step())
@@ -289,9 +313,15 @@ def measure(config: dict, names: list[str], size: str, rounds: int, vocab_size: 
     for name, subject in subjects.items():
         per_group = {due: statistics.median(s[due] for s in samples[name]) for due in subject.groups}
         mean_step = sum(len(subject.groups[g]) * t for g, t in per_group.items()) / subject.run_steps
+        heldout_s = statistics.median(samples["heldout", name]) if subject.measurements else 0.0
+        heldout_fraction = subject.measurements * heldout_s / (subject.run_steps * mean_step)
         strategies[name] = {
             "strategy": name, "stage": subject.stage, "run_steps": subject.run_steps,
             **speed(mean_step),  # over the configured run: periodic work belongs in the cost of a step
+            # The held-out curve's cost: its measurements in the run, each timed like a step.
+            "heldout_measurements": subject.measurements, "heldout_s": heldout_s,
+            "heldout_fraction": heldout_fraction, "heldout_target": HELDOUT_TARGET,
+            "heldout_met": heldout_fraction <= HELDOUT_TARGET,
             "step_groups": [{"signals": sorted(g), "steps_in_run": len(subject.groups[g]), "median_step_s": t}
                             for g, t in per_group.items()],
             "peak_memory_bytes": peaks[name]}
@@ -327,6 +357,10 @@ def print_report(report: dict) -> None:
         print(f"{name:>10} ({r['stage']}): {speed(r)}, peak memory {r['peak_memory_bytes'] / 2**30:.2f} GiB; "
               f"{r['step_time_vs_uniform']:.2f}x uniform's step time, {r['peak_memory_vs_uniform']:.2f}x its "
               f"memory (+{r['extra_memory_copies']:.2f} parameter copies)")
+        if r["heldout_measurements"]:
+            print(f"{'':>12}held-out curve: {r['heldout_measurements']} measurements of {r['heldout_s']:.3f} s = "
+                  f"{100 * r['heldout_fraction']:.1f}% of the run (target <= {100 * HELDOUT_TARGET:.0f}%: "
+                  f"{'met' if r['heldout_met'] else 'NOT met'})")
         for group in r["step_groups"] if len(r["step_groups"]) > 1 else []:
             print(f"{'':>12}{group['steps_in_run']} of {r['run_steps']} steps with signals {group['signals']}: "
                   f"{group['median_step_s']:.3f} s/step")

@@ -27,7 +27,7 @@ RESERVED_STRATEGY_KEYS = ("strategy", "stages")
 # number of processes is one of them because every step's data is the same for any number
 # (corpus/sampler.py); the device because a model trained on a CPU is not retrained on a GPU.
 OPERATIONAL_FIELDS = {
-    "training": ("threads", "checkpoint_every", "log_flush_steps", "log_flush_seconds", "reweighted_step",
+    "training": ("threads", "checkpoint_every", "log_flush_steps", "log_flush_seconds", "tensorboard", "reweighted_step",
                  "processes", "nodes", "device", "compile", "micro_batch_size", "peak_tflops"),
     "evaluation": ("batch_size",),
     "tokenizer": ("workers",),

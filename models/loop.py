@@ -29,14 +29,15 @@ from models.flat_params import unwrap
 from models.gpt2 import count_parameters, unpadded_vocab_size
 from models.throughput import mfu, model_flops_per_token
 from models.optim import LoopSettings, lr_factor, make_optimizer  # noqa: F401 (LoopSettings: the public API)
-from models.runlog import FlushPolicy, StepLog, TraceLog
+from models.heldout import HeldOutEvaluator, HeldOutSet, eval_steps
+from models.runlog import FlushPolicy, HeldOutLog, StepLog, TraceLog
 from models.signals import computation_order, provider_class
 from models.signals.base import ProviderHandles, SignalSources, StepContext
 from models.step import Batch, StepPasses, to_device
 from strategies.base import StepStats, Strategy, validate_weights
 
 # Bumped when the checkpoint's layout changes: an older checkpoint is not resumed.
-CHECKPOINT_FORMAT = 3
+CHECKPOINT_FORMAT = 4
 
 
 class StopRequested:
@@ -54,7 +55,7 @@ class StopRequested:
 class TrainingLoop:
     def __init__(self, model, strategy: Strategy, sampler: DomainSampler, settings: LoopSettings, *,
                  log_path, checkpoint_path, strategy_name: str, fingerprint: str = "",
-                 sources: SignalSources | None = None):
+                 sources: SignalSources | None = None, heldout: HeldOutSet | None = None):
         self.model, self.strategy, self.sampler, self.s = model, strategy, sampler, settings
         self.name = strategy_name
         self.domains = sampler.domains
@@ -82,11 +83,33 @@ class TrainingLoop:
         )
         self.checkpoint_path = checkpoint_path
         self.fingerprint = fingerprint  # of the config the run belongs to: a stale checkpoint is not resumed
-        self.step, self.tokens_seen, self.elapsed = 0, 0, 0.0
+        self.step, self.tokens_seen, self.elapsed, self.heldout_seconds = 0, 0, 0.0, 0.0
         self._resume()
-        self.log = StepLog(log_path, self.domains, self.step) if settings.rank == 0 else None
-        self.trace = TraceLog(Path(log_path).with_name("trace.jsonl"), self.step) if settings.rank == 0 else None
-        self.flushes = FlushPolicy(settings.log_flush_steps, settings.log_flush_seconds)
+        # The held-out loss of the model as the loop trains it (dropout off), every eval_every steps.
+        self.forward_model = forward_model
+        self.heldout = None if heldout is None else HeldOutEvaluator(
+            heldout, passes=self.passes, micro_batch_size=settings.micro_batch_size, rank=settings.rank,
+            world_size=settings.world_size)
+        self.eval_every = eval_steps(settings.steps, settings.eval_every)
+        self._open_logs(Path(log_path))
+
+    def _open_logs(self, log_path: Path) -> None:
+        """log.csv, trace.jsonl, val.csv and TensorBoard's events, on the first process only."""
+        self.log = self.trace = self.heldout_log = self.tensorboard = None
+        self.flushes = FlushPolicy(self.s.log_flush_steps, self.s.log_flush_seconds)
+        if self.s.rank != 0:
+            return
+        self.log = StepLog(log_path, self.domains, self.step)
+        self.trace = TraceLog(log_path.with_name("trace.jsonl"), self.step)
+        if self.heldout is not None:
+            self.heldout_log = HeldOutLog(log_path.with_name("val.csv"), self.domains, self.step)
+        if self.s.tensorboard:
+            from models.tensorboard_log import TensorBoardLog
+
+            self.tensorboard = TensorBoardLog(log_path.parent, self.domains, self.step, self.s.log_flush_seconds)
+
+    def _logs(self) -> list:
+        return [log for log in (self.log, self.trace, self.heldout_log, self.tensorboard) if log is not None]
 
     def _check_batch(self) -> None:
         """A stratified batch must hold every domain it samples from."""
@@ -116,6 +139,7 @@ class TrainingLoop:
         return {
             "format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint,
             "step": self.step, "tokens_seen": self.tokens_seen, "elapsed": self.elapsed,
+            "heldout_seconds": self.heldout_seconds,
             "token_passes": dict(self.passes.token_passes),
             "weights": self.weights, "model": self.raw_model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -125,8 +149,8 @@ class TrainingLoop:
     def save(self) -> None:
         state = self._state()
         if self.s.rank == 0:
-            self.log.flush()
-            self.trace.flush()
+            for log in self._logs():
+                log.flush()
             save_checkpoint(self.checkpoint_path, state)
 
     def _resume(self) -> None:
@@ -154,6 +178,7 @@ class TrainingLoop:
             provider.load_state_dict(local["providers"][provider.name])
         self._set_rng_state(local)
         self.step, self.tokens_seen, self.elapsed = state["step"], state["tokens_seen"], state["elapsed"]
+        self.heldout_seconds = state["heldout_seconds"]
         self.passes.token_passes.update(state.get("token_passes", {}))
         self.weights = np.asarray(state["weights"], dtype=np.float64)
         print(f"resumed from {self.checkpoint_path} at step {self.step}", file=sys.stderr)
@@ -258,6 +283,20 @@ class TrainingLoop:
         """Model FLOPs utilisation of every device of the run at this rate (models/throughput.py)."""
         return mfu(tokens_per_s, self.flops_per_token, self.s.peak_tflops, self.s.world_size)
 
+    def measure_heldout(self) -> np.ndarray:
+        """The held-out loss per domain now, logged with the step, tokens and FLOPs so far (every
+        process takes part; the first writes)."""
+        started = time.perf_counter()
+        domain_loss = self.heldout.domain_loss(self.forward_model)
+        seconds = time.perf_counter() - started
+        self.heldout_seconds += seconds
+        if self.s.rank == 0:
+            flops = self.passes.flops() * self.s.world_size  # every process makes the same passes
+            self.heldout_log.write(self.step, self.tokens_seen, flops, self.elapsed, seconds, domain_loss)
+            if self.tensorboard:
+                self.tensorboard.write_heldout(self.step, domain_loss)
+        return domain_loss
+
     def _agree(self, flag: bool) -> bool:
         """True on every rank if it is True on any: all ranks must checkpoint and stop together."""
         if self.s.world_size == 1:
@@ -289,14 +328,19 @@ class TrainingLoop:
                 self.log.write(self.step, lr, loss, self.tokens_seen, self.elapsed, step_time, tokens_per_s,
                                self.mfu(tokens_per_s), stats.domain_loss, stats.domain_tokens, used)
                 self.trace.write(self.step, self.strategy.trace())
-                if self.flushes.due():
-                    self.log.flush()
-                    self.trace.flush()
+                if self.tensorboard:
+                    self.tensorboard.write_step(self.step, lr=lr, loss=loss, tokens_per_s=tokens_per_s,
+                                                domain_loss=stats.domain_loss, weights=used)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}")
                 if bar.disable and (self.step % report_every == 0 or self.step == self.s.steps):
                     print(f"{self.name} step {self.step}/{self.s.steps} loss {loss:.4f} lr {lr:.2e} "
                           f"{step_time:.3f}s/step", file=sys.stderr, flush=True)
+            if self.heldout is not None and (self.step % self.eval_every == 0 or self.step == self.s.steps):
+                self.measure_heldout()
+            if self.s.rank == 0 and self.flushes.due():
+                for log in self._logs():
+                    log.flush()
             interrupted = self._agree(stop.requested or (stop_after is not None and self.step >= stop_after))
             done = self.step == self.s.steps  # the final model is saved instead of a checkpoint
             if not done and (interrupted or self.step % self.s.checkpoint_every == 0):
@@ -305,7 +349,6 @@ class TrainingLoop:
                 bar.close()
                 return False
         bar.close()
-        if self.log:
-            self.log.close()
-            self.trace.close()
+        for log in self._logs():
+            log.close()
         return True

@@ -25,6 +25,8 @@ class LoopSettings:
     log_flush_steps: int = 10  # log.csv and trace.jsonl reach the disk at least this often...
     log_flush_seconds: float = 30.0  # ...or this often, whichever comes first
     reweighted_step: str = "one_forward"  # or "two_forwards": see models/step.py
+    eval_every: int | None = None  # held-out loss every this many steps; None: ~10 points (models/heldout.py)
+    tensorboard: bool = True  # event files beside log.csv (models/tensorboard_log.py)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     bf16: bool = False
     rank: int = 0

@@ -1,6 +1,7 @@
-"""Per-step training log as CSV, one row per optimizer step, safe to resume.
+"""A run's logs, safe to resume: log.csv (one row per optimizer step), val.csv (the held-out
+loss at each measured step) and trace.jsonl (what the strategy traces).
 
-Columns: step, lr, loss, tokens (cumulative), elapsed_s, step_s, tokens_per_s, mfu (model FLOPs
+log.csv's columns: step, lr, loss, tokens (cumulative), elapsed_s, step_s, tokens_per_s, mfu (model FLOPs
 utilisation, empty without a known peak: models/throughput.py), then per domain ``loss/<d>``,
 ``tokens/<d>`` and ``weight/<d>`` (the sampling weights the step used).
 """
@@ -34,11 +35,13 @@ class FlushPolicy:
         return False
 
 
-class StepLog:
-    def __init__(self, path: str | Path, domains: list[str], resume_step: int):
+class CsvLog:
+    """A CSV file with one row per step, appended to as a run goes and cut back to the
+    checkpoint's step when it resumes."""
+
+    def __init__(self, path: str | Path, columns: list[str], resume_step: int):
         self.path = Path(path)
-        self.columns = ["step", "lr", "loss", "tokens", "elapsed_s", "step_s", "tokens_per_s", "mfu"]
-        self.columns += [f"{kind}/{d}" for kind in ("loss", "tokens", "weight") for d in domains]
+        self.columns = columns
         self._truncate_after(resume_step)
         new = not self.path.exists()
         self.file = open(self.path, "a", newline="", encoding="utf-8")
@@ -60,22 +63,48 @@ class StepLog:
         with atomic_path(self.path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
             csv.writer(f).writerows(keep)
 
-    def write(self, step: int, lr: float, loss: float, tokens: int, elapsed: float, step_time: float,
-              tokens_per_s: float, mfu: float | None,
-              domain_loss: np.ndarray, domain_tokens: np.ndarray, weights: np.ndarray) -> None:
-        row = [step, f"{lr:.6g}", f"{loss:.6f}", tokens, f"{elapsed:.3f}", f"{step_time:.4f}", f"{tokens_per_s:.1f}",
-               "" if mfu is None else f"{mfu:.4f}"]
-        row += ["" if np.isnan(x) else f"{x:.6f}" for x in domain_loss]
-        row += [int(x) for x in domain_tokens]
-        row += [f"{x:.8f}" for x in weights]
-        self.writer.writerow(row)
-
     def flush(self) -> None:
         """Called before each checkpoint so the log on disk covers every checkpointed step."""
         self.file.flush()
 
     def close(self) -> None:
         self.file.close()
+
+
+def _losses(values: np.ndarray) -> list[str]:
+    return ["" if np.isnan(x) else f"{x:.6f}" for x in values]
+
+
+class StepLog(CsvLog):
+    def __init__(self, path: str | Path, domains: list[str], resume_step: int):
+        columns = ["step", "lr", "loss", "tokens", "elapsed_s", "step_s", "tokens_per_s", "mfu"]
+        columns += [f"{kind}/{d}" for kind in ("loss", "tokens", "weight") for d in domains]
+        super().__init__(path, columns, resume_step)
+
+    def write(self, step: int, lr: float, loss: float, tokens: int, elapsed: float, step_time: float,
+              tokens_per_s: float, mfu: float | None,
+              domain_loss: np.ndarray, domain_tokens: np.ndarray, weights: np.ndarray) -> None:
+        row = [step, f"{lr:.6g}", f"{loss:.6f}", tokens, f"{elapsed:.3f}", f"{step_time:.4f}", f"{tokens_per_s:.1f}",
+               "" if mfu is None else f"{mfu:.4f}"]
+        row += _losses(domain_loss)
+        row += [int(x) for x in domain_tokens]
+        row += [f"{x:.8f}" for x in weights]
+        self.writer.writerow(row)
+
+
+class HeldOutLog(CsvLog):
+    """``val.csv``: the held-out loss per domain (models/heldout.py) at each measured step, with
+    the training tokens and FLOPs (every pass of every process, models/step.py) so far, and
+    ``val_loss``, the macro average over domains. ``eval_s`` is the measurement's own time."""
+
+    def __init__(self, path: str | Path, domains: list[str], resume_step: int):
+        columns = ["step", "tokens", "flops", "elapsed_s", "eval_s", "val_loss", *(f"val_loss/{d}" for d in domains)]
+        super().__init__(path, columns, resume_step)
+
+    def write(self, step: int, tokens: int, flops: int, elapsed: float, eval_seconds: float,
+              domain_loss: np.ndarray) -> None:
+        self.writer.writerow([step, tokens, flops, f"{elapsed:.3f}", f"{eval_seconds:.4f}",
+                              f"{float(np.mean(domain_loss)):.6f}", *_losses(domain_loss)])
 
 
 class TraceLog:

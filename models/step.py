@@ -67,10 +67,12 @@ class StepPasses:
         passes = self.token_passes if token_passes is None else token_passes
         return sum(n * self.flops_per_token[kind] for kind, n in passes.items())
 
-    def token_loss(self, model, tokens: torch.Tensor, kind: str = "forward") -> torch.Tensor:
-        """Per-token next-token cross-entropy, shape (b, L)."""
+    def token_loss(self, model, tokens: torch.Tensor, kind: str | None = "forward") -> torch.Tensor:
+        """Per-token next-token cross-entropy, shape (b, L); the tokens are counted as a pass of
+        ``kind`` (None: not counted, e.g. a measurement that is not part of training)."""
         x, y = tokens[:, :-1], tokens[:, 1:]
-        self.count(kind, x.numel())
+        if kind is not None:
+            self.count(kind, x.numel())
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             logits = model(input_ids=x).logits[..., : self.vocab_size]
         return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none").view(x.shape)

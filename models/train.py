@@ -6,8 +6,8 @@
 ``--size`` is the run's own size: a proxy's, which may differ from the final size it feeds.
 
 Resumes from ``OUT/checkpoint.pt`` if present. On success writes ``OUT/model/`` (model and
-tokenizer via ``save_pretrained``), ``OUT/log.csv``, ``OUT/weights.json`` and, last,
-``OUT/run.json`` (the marker the workflow waits for, with provenance). Under ``torchrun``
+tokenizer via ``save_pretrained``), ``OUT/log.csv``, ``OUT/val.csv`` (held-out loss per domain,
+models/heldout.py), TensorBoard events, ``OUT/weights.json`` and, last, ``OUT/run.json`` (the marker the workflow waits for, with provenance). Under ``torchrun``
 it trains with DDP (gloo on CPU, NCCL on GPU).
 """
 
@@ -34,6 +34,7 @@ from mixbench.provenance import provenance
 from models.checkpoint import CHECKPOINT_NAME
 from models.device import (configure, device_memory, device_name, init_distributed, peak_memory, uses_bf16,
                            uses_compile)
+from models.heldout import HeldOutSet
 from models.gpt2 import build_model, count_parameters, gpt2_config, pad_vocabulary, unpadded_copy
 from models.memory import GIB, HEADROOM, describe, largest_fitting_micro_batch, training_memory
 from models.sizes import SIZES
@@ -107,11 +108,15 @@ def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, ou
     )
     out.mkdir(parents=True, exist_ok=True)
     sampler = DomainSampler(store, training["seq_len"], seed)
+    heldout = None if training["heldout_windows"] == 0 else HeldOutSet(
+        TokenStore(data_dir / "tokens", "val", domains), seq_len=training["seq_len"],
+        windows_per_domain=training["heldout_windows"])
     # Not the number of processes: every step's data is the same for any number (corpus/sampler.py).
     fingerprint = cfg.fingerprint([cfg.run_fingerprint(config, strategy_name, chain), seed, stage])
     loop = TrainingLoop(model, strategy, sampler, settings, log_path=out / "log.csv",
                         checkpoint_path=out / CHECKPOINT_NAME, strategy_name=strategy_name, fingerprint=fingerprint,
-                        sources=SignalSources(data_dir=data_dir, seed=seed, upstream=upstream, run_dir=out))
+                        sources=SignalSources(data_dir=data_dir, seed=seed, upstream=upstream, run_dir=out),
+                        heldout=heldout)
     wall_start = time.time()
     finished = loop.run(stop_after=stop_after)
     if finished and rank == 0:
@@ -192,6 +197,8 @@ def save_outputs(loop: TrainingLoop, tokenizer, config, strategy_name, seed, sta
         "token_passes": passes,
         "flops": loop.passes.flops(passes),
         "train_seconds": round(loop.elapsed, 2), "wall_seconds": round(wall_seconds, 2),
+        # The held-out measurements' own time (val.csv), not part of train_seconds.
+        "heldout_seconds": round(loop.heldout_seconds, 2),
         **throughput_summary(loop, memory_estimate),
         **provenance(cfg.config_hash(config), seed),
     })

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import pytest
 import yaml
 
 from conftest import REPO
@@ -74,6 +75,10 @@ def test_throughput_benchmark_writes_ratios_for_each_strategy(built_data, tmp_pa
     assert uniform["loop_overhead_target"] == 1.05
     assert uniform["loop_overhead_met"] == (uniform["loop_overhead_ratio"] <= 1.05)
     assert uniform["sampler_sequences_per_s"] > 0
+    # The held-out curve: 30 steps measured every 3rd, each measurement timed like a step.
+    assert uniform["heldout_measurements"] == 10 and uniform["heldout_s"] > 0
+    assert uniform["heldout_fraction"] == pytest.approx(10 * uniform["heldout_s"] / (30 * uniform["step_s"]))
+    assert uniform["heldout_met"] == (uniform["heldout_fraction"] <= 0.05) and "held-out curve: 10 measurements" in done.stdout
     assert all(r["peak_memory_bytes"] > 0 for r in report["strategies"].values())
     assert not report["compiled"] and not report["bf16"]  # compile and bf16 are `auto`: CUDA only
     assert "x uniform's step time" in done.stdout and "target <= 1.05" in done.stdout

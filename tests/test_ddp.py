@@ -101,6 +101,12 @@ def test_two_processes_train_like_one(ddp_config, reference_run, tmp_path, strat
     assert (tmp_path / "one" / "trace.jsonl").exists() == (tmp_path / "two" / "trace.jsonl").exists()
     assert a.shape == b.shape and np.allclose(a, b, atol=TOLERANCE, rtol=0, equal_nan=True), (
         f"trace differs by up to {np.nanmax(np.abs(a - b)):.2e}")
+    # The held-out curve: each process measures half the windows, and the sums are reduced.
+    val_one, val_two = (pd.read_csv(d / "val.csv").drop(columns=["elapsed_s", "eval_s"]) for d in (tmp_path / "one", tmp_path / "two"))
+    # (FLOPs may differ: DoGraph's probe runs whole on every process, so two processes spend it twice.)
+    val_one, val_two = val_one.drop(columns="flops"), val_two.drop(columns="flops")
+    assert val_one[["step", "tokens"]].equals(val_two[["step", "tokens"]]) and len(val_one) > 0
+    assert np.abs(val_one.to_numpy(float) - val_two.to_numpy(float)).max() < TOLERANCE
     if strategy != "uniform":  # the strategy's state moved, so equal traces are not trivially equal
         assert a.size > 0 and np.ptp(a) > 1e-3
     print(f"{strategy} ({stage}): max |1 process - 2 processes| over {STEPS} steps = {difference:.2e}")

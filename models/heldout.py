@@ -1,0 +1,86 @@
+"""Held-out loss during training: the learning curves of every run.
+
+Every ``training.eval_every`` steps (and after the last step) the loop measures the mean
+next-token loss of each domain on a fixed set of windows of its val split. The windows are
+evenly spaced through the split, with no randomness, so every strategy, seed and stage is
+measured on exactly the same tokens and the curves compare across runs. The measurement uses
+no random numbers and changes no state of the run: a run's training is the same whatever
+``eval_every`` is (tests/test_heldout.py). Its forward passes are not counted in the run's
+FLOPs (they measure the run; they do not train it); their time is ``heldout_seconds`` in
+run.json.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from mixbench.errors import ConfigError
+from models.step import StepPasses, to_device
+
+
+def eval_steps(steps: int, eval_every: int | None) -> int:
+    """The interval between measurements: ``eval_every``, or about 10 points per run for None."""
+    return eval_every if eval_every is not None else max(1, round(steps / 10))
+
+
+def window_starts(num_tokens: int, window: int, count: int) -> np.ndarray:
+    """``count`` starts of windows of ``window`` tokens spread evenly over ``num_tokens`` (the
+    first at 0, the last ending at the split's end)."""
+    return np.linspace(0, num_tokens - window, count).round().astype(np.int64)
+
+
+class HeldOutSet:
+    """The fixed val windows of every domain, (domains × windows, seq_len + 1) tokens."""
+
+    def __init__(self, store, *, seq_len: int, windows_per_domain: int):
+        window = seq_len + 1
+        short = {d: int(a.size) for d, a in zip(store.domains, store.arrays) if a.size < window}
+        if short:
+            raise ConfigError(f"the val split of {', '.join(f'{d} ({n} tokens)' for d, n in short.items())} is "
+                              f"shorter than one window of training.seq_len + 1 = {window} tokens: raise "
+                              "corpus.val_fraction or lower training.seq_len, or turn the held-out curves off "
+                              "with training.heldout_windows: 0")
+        rows, domain_ids = [], []
+        for j, (domain, array) in enumerate(zip(store.domains, store.arrays)):
+            overlap = array.size < window * windows_per_domain
+            if overlap:
+                print(f"note: domain {domain}'s val split has {array.size} tokens, fewer than "
+                      f"{windows_per_domain} windows of {window}: its held-out windows overlap", file=sys.stderr)
+            for start in window_starts(int(array.size), window, windows_per_domain):
+                rows.append(np.asarray(array[start:start + window], dtype=np.int64))
+                domain_ids.append(j)
+        self.domains = list(store.domains)
+        self.tokens = np.stack(rows)
+        self.domain_ids = np.asarray(domain_ids)
+
+
+class HeldOutEvaluator:
+    """Measures a model on a HeldOutSet; under DDP each rank takes every world_size-th row."""
+
+    def __init__(self, heldout: HeldOutSet, *, passes: StepPasses, micro_batch_size: int, rank: int,
+                 world_size: int):
+        self.num_domains = len(heldout.domains)
+        mine = np.arange(len(heldout.tokens)) % world_size == rank
+        self.tokens = to_device(heldout.tokens[mine], passes.device)
+        self.domain_ids = torch.as_tensor(heldout.domain_ids[mine], device=passes.device)
+        self.passes, self.micro, self.world_size = passes, micro_batch_size, world_size
+
+    @torch.no_grad()
+    def domain_loss(self, model) -> np.ndarray:
+        """Mean loss per token of each domain's windows, shape (K,)."""
+        was_training = model.training
+        model.eval()  # dropout off: the measurement draws no random numbers
+        sums = torch.zeros(2, self.num_domains, dtype=torch.float64, device=self.passes.device)
+        for start in range(0, len(self.tokens), self.micro):
+            loss = self.passes.token_loss(model, self.tokens[start:start + self.micro], kind=None)
+            ids = self.domain_ids[start:start + self.micro]
+            sums[0].index_add_(0, ids, loss.sum(dim=1).double())
+            sums[1].index_add_(0, ids, torch.full_like(ids, loss.shape[1], dtype=torch.float64))
+        model.train(was_training)
+        if self.world_size > 1:
+            dist.all_reduce(sums)
+        return (sums[0] / sums[1]).cpu().numpy()
