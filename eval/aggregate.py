@@ -16,7 +16,11 @@ Writes to ``{results_dir}/tables/`` (every ``.md`` also as ``.tex`` and ``.html`
 - ``weights.csv``/``.md``: the mixture each final model trained on;
 - ``compute.csv``/``.md``: FLOPs per stage (reference and proxy runs included), tokens, wall time,
   and the data budget: tokens trained and epochs per domain of every run (``epochs/<domain>``);
-- ``trajectories.csv``: every traced weight vector of every stage (e.g. DoReMi's proxy α per step).
+- ``trajectories.csv``: every traced weight vector of every stage (e.g. DoReMi's proxy α per step)
+  and DoReMi's per-domain excess losses;
+- ``curves.csv``: the held-out loss per domain of every stage over training, with tokens, FLOPs
+  and the FLOPs of the stages before it (eval/collect_curves.py);
+- ``entropy.csv``: the entropy of every stage's mixture over its steps.
 
 Bits per byte is the tokenizer-independent number to compare; word perplexities of a small
 model span orders of magnitude across domains, so they are shown with significant digits.
@@ -28,7 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from eval import collect
+from eval import collect, collect_curves
 from eval.tables import (MISSING, baseline_of, comparison_markdown, comparison_note, comparison_rows, compute_table,
                          downstream_sections, downstream_summary, epochs_table, mean_std_cells, per_seed, spread_label,
                          write_sections)
@@ -36,7 +40,7 @@ from mixbench.cli import config_command
 from mixbench.io import atomic_path
 
 TABLE_NAMES = ("perplexity", "downstream", "comparison", "weights", "compute")
-CSV_ONLY = ("trajectories",)
+CSV_ONLY = ("trajectories", "curves", "entropy")
 
 
 def table_files(name: str) -> list[str]:
@@ -92,7 +96,9 @@ def aggregate(config: dict) -> None:
              "difference the seeds detect with 80% power, and the seeds the observed difference would need; "
              "wins = domains or subtasks where its mean is better. "
              + (comparison_note(comparison) if len(comparison) else ""))
-    shown = comparison_markdown(comparison) if len(comparison) else pd.DataFrame({"note": [f"no strategy besides {base}"]})
+    why_empty = (f"no strategy besides {base}" if len(grid["strategies"]) < 2 else
+                 f"no comparison: a paired comparison needs at least 2 seeds on which both {base} and the strategy ran")
+    shown = comparison_markdown(comparison) if len(comparison) else pd.DataFrame({"note": [why_empty]})
     write_sections(out, "comparison", [(title, shown)])
 
     mixture = collect.weights(config)
@@ -116,6 +122,8 @@ def aggregate(config: dict) -> None:
              "unknown: the runs have no log.csv or the data no tokens/meta.json"]}))])
 
     write_csv(collect.trajectories(config), out / "trajectories.csv")
+    write_csv(collect_curves.curves(config), out / "curves.csv")
+    write_csv(collect_curves.entropy(config), out / "entropy.csv")
     print(f"wrote {len(TABLE_NAMES) + len(CSV_ONLY)} tables ({len(ppl)} perplexity rows, {len(down)} downstream rows) "
           f"to {out}", flush=True)
 

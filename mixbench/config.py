@@ -17,11 +17,12 @@ from typing import Any
 import jsonschema
 import yaml
 
+from mixbench import variants
 from mixbench.errors import ConfigError
 
 from mixbench import REPO_ROOT
 SCHEMA_PATH = REPO_ROOT / "rules" / "schemas" / "config.schema.yaml"
-RESERVED_STRATEGY_KEYS = ("strategy", "stages")
+RESERVED_STRATEGY_KEYS = variants.RESERVED
 # Fields that change how a job runs but not what it computes, beyond the order of floating-point
 # operations: changing them reruns no finished job and does not invalidate a checkpoint. The
 # number of processes is one of them because every step's data is the same for any number
@@ -63,6 +64,7 @@ def validate(config: dict) -> dict:
     if errors:
         lines = [f"  - {_where(e)}: {e.message}{_hint(e)}" for e in errors]
         raise ConfigError("invalid configuration:\n" + "\n".join(lines))
+    config = variants.expand(config)
     check_semantics(config)
     return config
 
@@ -211,17 +213,20 @@ def check_semantics(config: dict) -> None:
                           f"known sizes: {sorted(SIZES)}")
     # Entries outside the grid are checked too: a typo there should not wait until it is used.
     names = list(dict.fromkeys([*config["grid"]["strategies"], *config["strategies"]]))
+    swept = variants.variants(config)
     for name in names:
+        # A variant's problem is the sweep's: say where it was written.
+        where = f"grid.variants.{swept[name].base} ({name})" if name in swept else f"strategies.{name}"
         try:
             cls = get_strategy_class(strategy_class_name(config, name))
         except KeyError as exc:
-            problems.append(f"strategy {name!r}: {exc.args[0]}")
+            problems.append(f"{where if name in swept else f'strategy {name!r}'}: {exc.args[0]}")
             continue
         try:
             cls.check_hparams(strategy_hparams(config, name), config["corpus"]["domains"])
             cls.check_training(strategy_hparams(config, name), config["training"], config["corpus"]["domains"])
         except ConfigError as exc:
-            problems.append(f"strategies.{name}: {exc}")
+            problems.append(f"{where}: {exc}")
             continue
         missing_signals = sorted(set(cls.signals) - set(available_signals()))
         if missing_signals:

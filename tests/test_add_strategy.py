@@ -48,9 +48,12 @@ def test_readme_story_adds_a_strategy_that_reaches_the_tables(tmp_path):
     source = registry.read_text()
     assert "REGISTRY: dict[str, str] = {\n" in source
     registry.write_text(source.replace("REGISTRY: dict[str, str] = {\n", "REGISTRY: dict[str, str] = {\n" + blocks["registry"], 1))
-    # 3. the config snippet, on top of the test config (one seed keeps this test short).
+    # 3. the config snippet, on top of the test config (one seed keeps this test short), and a
+    # sweep of the new strategy's hyperparameter in place of natural: variants need no code.
     config = deep_merge(make_test_config(tmp_path), yaml.safe_load(blocks["config"]))
-    config["grid"]["seeds"] = [0]
+    config["grid"].update(seeds=[0], strategies=["uniform", "temperature"],
+                          variants={"temperature": {"temperature": [0.5, 8.0]}})
+    config["downstream"]["tasks"] = []
     config_file = write_config(tmp_path / "config.yaml", config)
 
     test_run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_temperature.py"],
@@ -60,6 +63,15 @@ def test_readme_story_adds_a_strategy_that_reaches_the_tables(tmp_path):
     result = snakemake(tmp_path, config_file, snakefile=repo / "Snakefile")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     long = pd.read_csv(tmp_path / "results" / "tables" / "perplexity.csv")
-    assert set(long["strategy"]) == {"uniform", "natural", "temperature"}
+    sweep = ["temperature@temperature=0.5", "temperature@temperature=8"]
+    assert list(dict.fromkeys(long["strategy"])) == ["uniform", "temperature", *sweep]
     assert (long["strategy"] == "temperature").sum() == len(config["corpus"]["domains"])
     assert "| temperature " in (tmp_path / "results" / "tables" / "perplexity.md").read_text()
+    # Each variant trained on its own mixture: a lower temperature leans harder towards the large domains.
+    weights = pd.read_csv(tmp_path / "results" / "tables" / "weights.csv").groupby("strategy")["weight"]
+    assert weights.max()[sweep[1]] < weights.max()["temperature"] < weights.max()[sweep[0]]
+    for name in sweep:
+        assert (tmp_path / "runs" / "test" / name / "seed0" / "final" / "val.csv").exists()
+    # One seed: nothing to compare, and the table says why.
+    assert "needs at least 2 seeds" in (tmp_path / "results" / "tables" / "comparison.md").read_text()
+    assert (tmp_path / "results" / "figures" / "sweeps.png").stat().st_size > 1000

@@ -139,3 +139,31 @@ def test_a_doge_batch_too_small_for_its_stratified_proxy_is_refused_before_any_j
 def test_a_number_given_as_text_is_refused_with_where_it_usually_comes_from(tmp_path):
     with pytest.raises(ConfigError, match=r"grid\.seeds\.0: '0' is not of type 'integer' \(snakemake --config passes"):
         cfg.validate(make_test_config(tmp_path, grid={"seeds": ["0"]}))
+
+
+def test_variants_expand_into_named_strategies_checked_like_any_entry(tmp_path):
+    config = cfg.validate(make_test_config(tmp_path, grid={
+        "strategies": ["uniform", "dograph", "natural"],
+        "variants": {"dograph": {"lam": [1, 100.0], "rho": [30]}, "doremi": {"step_size": [0.5]}}}))
+    # After their base where the grid lists it, else at the end; values printed as the shortest number.
+    assert config["grid"]["strategies"] == ["uniform", "dograph", "dograph@lam=1,rho=30", "dograph@lam=100,rho=30",
+                                            "natural", "doremi@step_size=0.5"]
+    entry = config["strategies"]["dograph@lam=100,rho=30"]
+    assert entry["strategy"] == "dograph" and entry["lam"] == 100.0 and entry["rho"] == 30
+    assert entry["update_every"] == config["strategies"]["dograph"]["update_every"]  # the base entry's other values
+    assert cfg.strategy_stages(config, "doremi@step_size=0.5") == ("reference", "proxy", "final")
+    assert cfg.validate(config) == config  # a job re-reading the stored config sees the same names
+    for variants, message in [
+        ({"dograph": {"lamb": [1]}}, r"grid.variants.dograph \(dograph@lamb=1\): unknown hyperparameter\(s\) \['lamb'\]"),
+        ({"dograph": {"lam": ["big"]}}, r"grid.variants.dograph \(dograph@lam=big\): hyperparameter 'lam' must be float"),
+        ({"nope": {"a": [1]}}, r"grid.variants.nope \(nope@a=1\): unknown strategy 'nope'"),
+        ({"dograph": {"stages": [1]}}, r"\['stages'\] are not hyperparameters"),
+        ({"dograph": {"lam": ["a b"]}}, r"'a b' cannot be part of a strategy name"),
+        ({"dograph": {"lam": []}}, r"grid.variants.dograph.lam: \[\] should be non-empty"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            cfg.validate(make_test_config(tmp_path, grid={"variants": variants}))
+    clash = make_test_config(tmp_path, grid={"variants": {"dograph": {"lam": [1]}}},
+                             strategies={"dograph@lam=1": {"strategy": "dograph", "lam": 2.0}})
+    with pytest.raises(ConfigError, match="strategies.dograph@lam=1: an entry of this name differs"):
+        cfg.validate(clash)
