@@ -133,18 +133,23 @@ def weights(config: dict) -> pd.DataFrame:
 
 
 def trajectories(config: dict) -> pd.DataFrame:
-    """Every traced weight vector (``alpha`` in a stage's trace.jsonl: DoReMi's proxy, ...);
-    ``size`` is the final size the run feeds, ``stage_size`` the run's own."""
+    """Every traced weight vector (``alpha`` in a stage's trace.jsonl: DoReMi's proxy, ...) and,
+    where traced, DoReMi's per-domain excess loss (``excess``: the mean over the domain's tokens
+    of the proxy's loss minus the reference's, each token clipped at 0, Xie et al. 2023 Alg. 1;
+    a domain absent from a step keeps its last value); ``size`` is the final size the run
+    feeds, ``stage_size`` the run's own."""
     rows = []
     domains = config["corpus"]["domains"]
     for size, strategy, seed, _ in grid_cells(config):
         for stage, (stage_size, folder) in cell_stage_runs(config, size, strategy, seed).items():
             for record in trace(folder):
                 if "alpha" in record:
+                    excess = record.get("excess", [np.nan] * len(domains))
                     rows += [{"size": size, "strategy": strategy, "seed": seed, "stage": stage,
-                              "stage_size": stage_size, "step": record["step"], "domain": d, "weight": w}
-                             for d, w in zip(domains, record["alpha"])]
-    return pd.DataFrame(rows, columns=["size", "strategy", "seed", "stage", "stage_size", "step", "domain", "weight"])
+                              "stage_size": stage_size, "step": record["step"], "domain": d, "weight": w, "excess": e}
+                             for d, w, e in zip(domains, record["alpha"], excess)]
+    return pd.DataFrame(rows, columns=["size", "strategy", "seed", "stage", "stage_size", "step", "domain", "weight",
+                                       "excess"])
 
 
 def compute(config: dict) -> pd.DataFrame:

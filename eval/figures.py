@@ -28,13 +28,15 @@ def figure_names(config: dict) -> list[str]:
     """The figures this config produces, known before any run exists."""
     from eval.collect import strategy_class
 
-    names = ["mixtures", "trajectories", "bits_per_byte"]
+    names = ["mixtures", "trajectories", "bits_per_byte", "val_curves", "mixture_entropy"]
     if config["downstream"]["tasks"]:
         names.append("downstream")
-    names.append("compute_vs_quality")
+    names += ["compute_vs_quality", "val_loss_vs_flops"]
     if len(config["grid"]["sizes"]) > 1:
         names.append("bpb_vs_size")
-    for strategy in config["grid"]["strategies"]:  # e.g. DoGraph's gradient PCA and domain graph
+    if config["grid"]["variants"]:
+        names.append("sweeps")
+    for strategy in config["grid"]["strategies"]:  # e.g. DoReMi's excess losses, DoGraph's gradient PCA
         names += [n for n in strategy_class(config, strategy).extra_figures if n not in names]
     return names
 
@@ -73,6 +75,14 @@ def grouped_bars(ax, frame: pd.DataFrame, items: list[str], item_col: str, value
     ax.grid(axis="y", alpha=0.3)
 
 
+def seed_band(ax, frame: pd.DataFrame, x: str, y: str, colour, label: str | None, **style) -> None:
+    """Mean over seeds of ``y`` at each ``x``, with the range from the lowest to the highest seed shaded."""
+    by_x = frame.groupby(x)[y]
+    mean = by_x.mean()
+    ax.plot(mean.index, mean.values, color=colour, label=label, **style)
+    ax.fill_between(mean.index, by_x.min().values, by_x.max().values, color=colour, alpha=0.2, linewidth=0)
+
+
 def size_panels(plt, sizes: list[str], width: float = 7.5, height: float = 4.0):
     fig, axes = plt.subplots(1, len(sizes), figsize=(width * len(sizes), height), squeeze=False)
     return fig, dict(zip(sizes, axes[0]))
@@ -97,6 +107,7 @@ class Figures:
         read = lambda name: pd.read_csv(tables / f"{name}.csv")  # noqa: E731
         self.ppl, self.weights, self.compute = read("perplexity"), read("weights"), read("compute")
         self.traj = read("trajectories")
+        self.curves, self.entropy = read("curves"), read("entropy")
         self.downstream_long = read("downstream") if config["downstream"]["tasks"] else None
         self.strategies, self.sizes = self.grid["strategies"], self.grid["sizes"]
         self.domains = config["corpus"]["domains"]
@@ -136,11 +147,7 @@ class Figures:
         for ax, (strategy, stage) in zip(axes[0], moving):
             rows = traj[(traj.strategy == strategy) & (traj.stage == stage)]
             for d in self.domains:
-                by_step = rows[rows.domain == d].groupby("step")["weight"]
-                mean = by_step.mean()
-                ax.plot(mean.index, mean.values, color=self.domain_colour[d], label=d)
-                ax.fill_between(mean.index, by_step.min().values, by_step.max().values, color=self.domain_colour[d],
-                                alpha=0.2, linewidth=0)
+                seed_band(ax, rows[rows.domain == d], "step", "weight", self.domain_colour[d], d)
             ax.set_title(f"{strategy}: {stage} stage ({rows['stage_size'].iloc[0]})", color=self.colour[strategy])
             ax.set_xlabel("training step")
             ax.set_ylabel("domain weight")
@@ -198,6 +205,31 @@ class Figures:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         return fig
+
+    def val_curves(self):
+        from eval.curve_figures import val_curves
+
+        return val_curves(self)
+
+    def mixture_entropy(self):
+        from eval.curve_figures import mixture_entropy
+
+        return mixture_entropy(self)
+
+    def val_loss_vs_flops(self):
+        from eval.curve_figures import val_loss_vs_flops
+
+        return val_loss_vs_flops(self)
+
+    def sweeps(self):
+        from eval.curve_figures import sweeps
+
+        return sweeps(self)
+
+    def doremi_excess(self):
+        from eval.curve_figures import doremi_excess
+
+        return doremi_excess(self)
 
     def gradient_pca(self):
         from eval.gradient_figures import gradient_pca

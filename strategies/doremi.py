@@ -64,6 +64,7 @@ def exponentiated_gradient_step(alpha: np.ndarray, excess: np.ndarray, step_size
 class DoReMi(Strategy):
     stages = ("reference", "proxy", "final")
     signals = frozenset({"reference_token_loss"})
+    extra_figures = ("doremi_excess",)  # its per-domain excess losses over the proxy run (eval/curve_figures.py)
     defaults = {"reference_weights": "natural", "step_size": 1.0, "smoothing": 1e-3, "rounds": 1}
 
     @classmethod

@@ -13,8 +13,21 @@ import numpy as np
 
 from mixbench.config import cell_runs, run_dir
 from mixbench.io import write_json
+from mixbench.variants import variants
+from models.runlog import HeldOutLog, StepLog
 
 SHIFT = {"uniform": 0.0, "natural": -0.05, "doremi": -0.1, "dograph": 0.02}
+STEPS, EVAL_EVERY = 30, 3
+
+
+def shift(config: dict, strategy: str) -> float:
+    """A strategy's known shift; a variant (grid.variants) has its base's."""
+    return SHIFT[variants(config)[strategy].base] if strategy not in SHIFT else SHIFT[strategy]
+
+
+def val_loss(step: int, domain_index: int, strategy_shift: float) -> float:
+    """The fixture's held-out curve: falling with the step, each domain and strategy offset."""
+    return 4.0 - 0.02 * step + 0.1 * domain_index + strategy_shift
 PARAMS = {"test": 30_000, "tiny": 1_460_000}
 RUN_INFO = {"config_hash": "abc123abc123", "git_commit": "0" * 40,
             "versions": {"python": "3.11", "torch": "2.13.0", "transformers": "5.0", "lm_eval": "0.4.13"}}
@@ -33,8 +46,8 @@ def write_grid(config: dict) -> None:
                 weights = rng.dirichlet(np.ones(k)) if strategy != "uniform" else np.full(k, 1 / k)
                 for stage, spec in cell_runs(config, size, strategy).items():  # a shared proxy: written again
                     write_stage(Path(run_dir(config, spec["size"], strategy, seed, stage)), strategy, stage,
-                                spec["size"], seed, domains, weights, rng)
-                bpb = {d: base[size, seed, d] + SHIFT[strategy] for d in domains}
+                                spec["size"], seed, domains, weights, rng, shift(config, strategy))
+                bpb = {d: base[size, seed, d] + shift(config, strategy) for d in domains}
                 write_json(cell / "final" / "eval" / "perplexity.json", {"tasks": {
                     d: {"bits_per_byte": v, "byte_perplexity": 2**v, "word_perplexity": 2 ** (5 * v), "documents": 4}
                     for d, v in bpb.items()}})
@@ -49,8 +62,8 @@ def write_grid(config: dict) -> None:
                 write_json(cell / "final" / "eval" / "downstream.json", {"tasks": tasks})
 
 
-def write_stage(out: Path, strategy, stage, size, seed, domains, weights, rng) -> None:
-    k, steps, tokens = len(domains), 30, 30 * 8 * 32
+def write_stage(out: Path, strategy, stage, size, seed, domains, weights, rng, strategy_shift) -> None:
+    k, steps, tokens = len(domains), STEPS, STEPS * 8 * 32
     n = PARAMS[size]
     write_json(out / "weights.json", {"domains": domains, "initial_weights": [1 / k] * k,
                                       "final_weights": weights.tolist()})
@@ -61,7 +74,9 @@ def write_stage(out: Path, strategy, stage, size, seed, domains, weights, rng) -
         "seed": seed, **RUN_INFO})
     records = []
     if strategy == "doremi" and stage == "proxy":
-        records = [{"step": s, "alpha": rng.dirichlet(np.ones(k)).tolist()} for s in range(1, steps + 1)]
+        records = [{"step": s, "alpha": rng.dirichlet(np.ones(k)).tolist(), "excess": (np.arange(k) / s).tolist()}
+                   for s in range(1, steps + 1)]
+    write_logs(out, domains, weights, 6 * n * 8 * 32, strategy_shift)
     if strategy == "dograph" and stage == "final":
         for s in (10, 20):
             affinity = rng.uniform(0, 1, (k, k))
@@ -76,3 +91,17 @@ def write_stage(out: Path, strategy, stage, size, seed, domains, weights, rng) -
                                 target=rng.normal(size=(2 * k, 64)).astype(np.float32), domain_names=np.array(domains))
     if records:
         (out / "trace.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def write_logs(out: Path, domains: list[str], weights: np.ndarray, flops_per_step: int, strategy_shift: float) -> None:
+    """log.csv with constant weights and val.csv every EVAL_EVERY steps, through the loop's own writers."""
+    k = len(domains)
+    log, val = StepLog(out / "log.csv", domains, 0), HeldOutLog(out / "val.csv", domains, 0)
+    for step in range(1, STEPS + 1):
+        log.write(step, 1e-3, 4.0, step * 8 * 32, step * 0.3, 0.3, 800.0, None, np.full(k, 4.0),
+                  np.full(k, 8 * 32 // k), weights)
+        if step % EVAL_EVERY == 0:
+            val.write(step, step * 8 * 32, step * flops_per_step, step * 0.3, 0.05,
+                      np.array([val_loss(step, j, strategy_shift) for j in range(k)]))
+    log.close()
+    val.close()

@@ -1,6 +1,7 @@
 """Tables and figures from a fixture of finished runs (tests/run_fixture.py): every file is
 produced and non-empty, and the statistics come out as the fixture's known shifts dictate."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -8,7 +9,7 @@ from conftest import make_test_config
 from eval.aggregate import CSV_ONLY, TABLE_NAMES, aggregate, table_files
 from eval.figures import FORMATS, figure_names, make_figures
 from mixbench import config as cfg
-from run_fixture import SHIFT, write_grid
+from run_fixture import SHIFT, val_loss, write_grid
 
 REPORT_CAPTIONS = make_test_config.__globals__["REPO"] / "rules" / "report"
 
@@ -76,8 +77,9 @@ def test_compute_counts_every_stage(results):
 def test_every_figure_is_written_as_png_and_pdf_with_a_report_caption(results):
     config, out = results
     names = figure_names(config)
-    assert names == ["mixtures", "trajectories", "bits_per_byte", "downstream", "compute_vs_quality", "bpb_vs_size",
-                     "gradient_pca", "dograph_graph"]
+    assert names == ["mixtures", "trajectories", "bits_per_byte", "val_curves", "mixture_entropy", "downstream",
+                     "compute_vs_quality", "val_loss_vs_flops", "bpb_vs_size", "doremi_excess", "gradient_pca",
+                     "dograph_graph"]
     signatures = {"png": b"\x89PNG", "pdf": b"%PDF"}
     for name in names:
         for fmt in FORMATS:
@@ -88,15 +90,60 @@ def test_every_figure_is_written_as_png_and_pdf_with_a_report_caption(results):
         assert (REPORT_CAPTIONS / "tables" / f"{name}.rst").read_text().strip(), name
 
 
-def test_figures_follow_the_grid(tmp_path):
-    config = cfg.validate(make_test_config(tmp_path, grid={"strategies": ["uniform", "natural"]},
+def test_the_curve_tables_hold_every_measurement_with_the_cells_earlier_compute(results):
+    config, out = results
+    domains = config["corpus"]["domains"]
+    curves = pd.read_csv(out / "tables" / "curves.csv")
+    # 2 sizes × 3 seeds × (uniform, natural, dograph: 1 stage; doremi: 3) stages × 10 points × 6 domains.
+    assert len(curves) == 2 * 3 * (3 + 3) * 10 * len(domains)
+    final = curves[(curves["size"] == "tiny") & (curves.strategy == "doremi") & (curves.seed == 1)
+                   & (curves.stage == "final")]
+    assert sorted(final.step.unique()) == list(range(3, 31, 3))
+    row = final[(final.step == 6) & (final.domain == domains[2])].iloc[0]
+    assert row["val_loss"] == pytest.approx(val_loss(6, 2, SHIFT["doremi"]))
+    # Its reference (1×) and proxy (1.5×) ran at the test size: 2.5 × 6 N T before the final run.
+    assert row["upstream_flops"] == pytest.approx(2.5 * 6 * 30_000 * 30 * 8 * 32)
+    assert (curves[curves.stage == "reference"]["upstream_flops"] == 0).all()
+    entropy = pd.read_csv(out / "tables" / "entropy.csv")
+    uniform = entropy[entropy.strategy == "uniform"]
+    assert len(uniform) == 2 * 3 * 30 and uniform["entropy"].to_numpy() == pytest.approx(np.log(len(domains)))
+    assert uniform["mixture"].eq("sampling").all()
+    proxy = entropy[(entropy.strategy == "doremi") & (entropy.stage == "proxy")]
+    assert proxy["mixture"].eq("alpha").all() and (proxy["entropy"] < np.log(len(domains))).all()
+    traj = pd.read_csv(out / "tables" / "trajectories.csv")
+    excess = traj[(traj.strategy == "doremi") & (traj.step == 4) & (traj.seed == 0) & (traj["size"] == "test")]
+    assert excess["excess"].tolist() == pytest.approx([j / 4 for j in range(len(domains))])
+
+
+def test_figures_follow_the_grid_and_its_variants(tmp_path):
+    config = cfg.validate(make_test_config(tmp_path, grid={"strategies": ["uniform", "natural"],
+                                                           "variants": {"dograph": {"lam": [1, 100]}}},
                                            downstream={"tasks": []}))
-    assert figure_names(config) == ["mixtures", "trajectories", "bits_per_byte", "compute_vs_quality"]
+    assert config["grid"]["strategies"] == ["uniform", "natural", "dograph@lam=1", "dograph@lam=100"]
+    assert figure_names(config) == ["mixtures", "trajectories", "bits_per_byte", "val_curves", "mixture_entropy",
+                                    "compute_vs_quality", "val_loss_vs_flops", "sweeps", "gradient_pca", "dograph_graph"]
     write_grid(config)
     aggregate(config)
-    make_figures(config)  # nothing moves: the trajectory figure says so instead of failing
-    assert (tmp_path / "results" / "figures" / "trajectories.png").stat().st_size > 1000
+    make_figures(config)
+    assert (tmp_path / "results" / "figures" / "sweeps.png").stat().st_size > 1000
     assert "no downstream task configured" in (tmp_path / "results" / "tables" / "downstream.md").read_text()
+    # The variants are strategies of every table, compared with uniform like the others.
+    comparison = pd.read_csv(tmp_path / "results" / "tables" / "comparison.csv")
+    macro = comparison[comparison.metric == "bits per byte, macro avg"].set_index("strategy")
+    assert macro.loc["dograph@lam=100", "difference"] == pytest.approx(SHIFT["dograph"])
+    assert "| dograph@lam=1 " in (tmp_path / "results" / "tables" / "perplexity.md").read_text()
+
+
+def test_a_grid_without_moving_weights_or_curves_says_so_on_the_canvas(tmp_path):
+    config = cfg.validate(make_test_config(tmp_path, grid={"strategies": ["uniform", "natural"]},
+                                           downstream={"tasks": []}))
+    write_grid(config)
+    for val in (tmp_path / "runs").rglob("val.csv"):  # as if training.heldout_windows were 0
+        val.unlink()
+    aggregate(config)
+    make_figures(config)  # nothing moves and nothing was measured: the figures say so instead of failing
+    assert (tmp_path / "results" / "figures" / "trajectories.png").stat().st_size > 1000
+    assert (tmp_path / "results" / "figures" / "val_curves.png").stat().st_size > 1000
 
 
 def test_the_readme_results_are_written_from_the_tables_and_checked_against_them(results, tmp_path):

@@ -12,8 +12,8 @@ import yaml
 
 from conftest import make_test_config, snakemake, write_config
 
-# Two seeds of one size; natural, DoGE and DoGraph run in the paper-grid rehearsal
-# (tests/test_paper_grid.py), which covers every strategy at three sizes.
+# Two seeds of one size; DoGE and DoGraph run in the paper-grid rehearsal (tests/test_paper_grid.py)
+# at two sizes, natural in tests/test_training.py, variants in tests/test_add_strategy.py.
 STRATEGIES = ["uniform", "code_heavy", "doremi"]
 
 
