@@ -24,21 +24,17 @@ from tqdm import tqdm
 
 from corpus.sampler import DomainSampler
 from mixbench.errors import ConfigError, TrainingError
-from models.checkpoint import load_checkpoint, save_checkpoint
 from models.flat_params import unwrap
 from models.gpt2 import count_parameters, unpadded_vocab_size
 from models.throughput import mfu, model_flops_per_token
 from models.optim import LoopSettings, lr_factor, make_optimizer  # noqa: F401 (LoopSettings: the public API)
+from models.loop_state import Checkpointing
 from models.heldout import HeldOutEvaluator, HeldOutSet, eval_steps
 from models.runlog import FlushPolicy, HeldOutLog, StepLog, TraceLog
 from models.signals import computation_order, provider_class
 from models.signals.base import ProviderHandles, SignalSources, StepContext
 from models.step import Batch, StepPasses, to_device
 from strategies.base import StepStats, Strategy, validate_weights
-
-# Bumped when the checkpoint's layout changes: an older checkpoint is not resumed.
-CHECKPOINT_FORMAT = 4
-
 
 class StopRequested:
     """SIGINT/SIGTERM ask the loop to checkpoint at the end of the current step and exit."""
@@ -52,7 +48,7 @@ class StopRequested:
         self.requested = True
 
 
-class TrainingLoop:
+class TrainingLoop(Checkpointing):
     def __init__(self, model, strategy: Strategy, sampler: DomainSampler, settings: LoopSettings, *,
                  log_path, checkpoint_path, strategy_name: str, fingerprint: str = "",
                  sources: SignalSources | None = None, heldout: HeldOutSet | None = None):
@@ -117,71 +113,6 @@ class TrainingLoop:
         if self.strategy.stratified_batches() and self.s.batch_size < support:
             raise ConfigError(f"strategy {self.name!r} samples every domain at every step: the batch needs at "
                               f"least {support} sequences, but batch_size is {self.s.batch_size}")
-
-    # -- checkpointing -------------------------------------------------------------------
-    def _rng_state(self) -> dict:
-        return {"torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(self.s.device) if self.s.device.type == "cuda" else None}
-
-    def _set_rng_state(self, state: dict) -> None:
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] is not None and self.s.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"], self.s.device)
-
-    def _state(self) -> dict:
-        # Per rank: each rank has its own dropout RNG (training batches are keyed by step, and
-        # providers' streams are the same on every rank).
-        local = {"providers": {p.name: p.state_dict() for p in self.providers}, **self._rng_state()}
-        samplers = [local]
-        if self.s.world_size > 1:
-            samplers = [None] * self.s.world_size
-            dist.all_gather_object(samplers, local)
-        return {
-            "format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint,
-            "step": self.step, "tokens_seen": self.tokens_seen, "elapsed": self.elapsed,
-            "heldout_seconds": self.heldout_seconds,
-            "token_passes": dict(self.passes.token_passes),
-            "weights": self.weights, "model": self.raw_model.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "strategy": self.strategy.state_dict(), "samplers": samplers,
-        }
-
-    def save(self) -> None:
-        state = self._state()
-        if self.s.rank == 0:
-            for log in self._logs():
-                log.flush()
-            save_checkpoint(self.checkpoint_path, state)
-
-    def _resume(self) -> None:
-        state = load_checkpoint(self.checkpoint_path)
-        if state is None:
-            return
-        if state.get("fingerprint") != self.fingerprint or state.get("format") != CHECKPOINT_FORMAT:
-            print(f"warning: {self.checkpoint_path} was written under a different configuration or by an older "
-                  "version of the loop; starting this run from scratch", file=sys.stderr)
-            return
-        saved_ranks = len(state["samplers"])
-        if saved_ranks != self.s.world_size:
-            # The data of every step is the same for any number of processes; only the dropout
-            # masks (per-rank RNG) cannot continue as they would have.
-            print(f"note: {self.checkpoint_path} was written by {saved_ranks} process(es), this run has "
-                  f"{self.s.world_size}; the batches continue unchanged, and each rank takes rank "
-                  f"{min(self.s.rank, saved_ranks - 1)}'s RNG state (dropout masks differ from an uninterrupted run "
-                  f"if dropout > 0)", file=sys.stderr)
-        self.raw_model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.strategy.load_state_dict(state["strategy"])
-        local = state["samplers"][min(self.s.rank, saved_ranks - 1)]
-        for provider in self.providers:
-            provider.load_state_dict(local["providers"][provider.name])
-        self._set_rng_state(local)
-        self.step, self.tokens_seen, self.elapsed = state["step"], state["tokens_seen"], state["elapsed"]
-        self.heldout_seconds = state["heldout_seconds"]
-        self.passes.token_passes.update(state.get("token_passes", {}))
-        self.weights = np.asarray(state["weights"], dtype=np.float64)
-        print(f"resumed from {self.checkpoint_path} at step {self.step}", file=sys.stderr)
 
     # -- one optimizer step ------------------------------------------------------------------
     def _loss_weights(self) -> np.ndarray | None:
