@@ -51,6 +51,7 @@ def grid(tmp_path_factory):
     write_log(runs / "uniform" / "seed0" / "final", [[500] * 6, [500] * 6], torn_row=True)
     write_log(runs / "doremi" / "seed0" / "reference", [[100, 200, 400, 50, 100, 800]])
     # doremi's proxy has no log (a run copied without it): its epochs are unknown.
+    (runs / "doremi" / "seed0" / "proxy" / "log.csv").unlink()
     write_log(runs / "doremi" / "seed0" / "final", [[1000, 0, 0, 0, 0, 0], [2000, 0, 0, 0, 0, 0]])
     return config
 
