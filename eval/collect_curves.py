@@ -6,7 +6,8 @@
   final model is ``upstream_flops + flops``.
 - ``entropy``: the entropy (nats) of each stage's mixture over its steps. The mixture is the
   strategy's α where it traces one at every step (DoReMi's and DoGE's proxies, which learn α
-  while sampling otherwise), else the sampling weights the steps used (log.csv).
+  while sampling otherwise; the α after each step's update), else the sampling weights the
+  steps used (log.csv).
 
 Runs written before held-out curves existed have no val.csv: they give no rows, and the figures
 say so.
@@ -30,11 +31,13 @@ MAX_POINTS = 200  # per run in the entropy table: a long run's every step would 
 def _stages(config: dict):
     """(size, strategy, seed, stage, stage size, folder, FLOPs of the cell's earlier stages)."""
     for size, strategy, seed, _ in grid_cells(config):
-        upstream = 0
+        upstream, earlier = 0, None
         for stage, (stage_size, folder) in cell_stage_runs(config, size, strategy, seed).items():
+            if earlier is not None:  # a stage only runs once the one before it has finished
+                run = _read(earlier / "run.json")
+                upstream += run.get("flops", run["train_flops"])
             yield size, strategy, seed, stage, stage_size, folder, upstream
-            run = _read(folder / "run.json")
-            upstream += run.get("flops", run["train_flops"])
+            earlier = folder
 
 
 def _with(config: dict, name: str):
@@ -70,6 +73,8 @@ def entropy(config: dict) -> pd.DataFrame:
     rows = []
     for log_path, size, strategy, seed, stage, _, folder, _ in _with(config, "log.csv"):
         log = pd.read_csv(log_path)
+        if log.empty:  # a run that stopped before its first step
+            continue
         alphas = {r["step"]: r["alpha"] for r in trace(folder) if "alpha" in r}
         if len(alphas) == len(log):
             mixture, weights = "alpha", np.array([alphas[s] for s in log["step"]])

@@ -78,18 +78,19 @@ def mixture_entropy(figures):
 
 
 def doremi_excess(figures):
-    """DoReMi's per-domain excess loss over its proxy run: one panel per DoReMi strategy."""
+    """DoReMi's per-domain excess loss over its proxy run: one panel per DoReMi strategy and
+    proxy stage (iterated DoReMi has one per round: proxy, proxy-r2, ...)."""
     traj = figures.traj[figures.traj["excess"].notna() & (figures.traj["size"] == figures.sizes[0])]
-    names = list(dict.fromkeys(traj["strategy"]))
-    fig, axes = figures.plt.subplots(1, max(1, len(names)), figsize=(6 * max(1, len(names)), 4), squeeze=False)
-    if not names:
+    panels = list(dict.fromkeys(zip(traj["strategy"], traj["stage"])))
+    fig, axes = figures.plt.subplots(1, max(1, len(panels)), figsize=(6 * max(1, len(panels)), 4), squeeze=False)
+    if not panels:
         note(axes[0][0], "No DoReMi proxy traced excess losses.")
         return fig
-    for ax, strategy in zip(axes[0], names):
-        rows = traj[traj.strategy == strategy]
+    for ax, (strategy, stage) in zip(axes[0], panels):
+        rows = traj[(traj.strategy == strategy) & (traj.stage == stage)]
         for domain in figures.domains:
             seed_band(ax, rows[rows.domain == domain], "step", "excess", figures.domain_colour[domain], domain)
-        ax.set_title(f"{strategy}: excess loss over the reference (proxy stage)", color=figures.colour[strategy])
+        ax.set_title(f"{strategy}: excess loss over the reference ({stage})", color=figures.colour[strategy])
         ax.set_xlabel("proxy step")
         ax.set_ylabel("mean clipped excess loss (nats/token)")
         ax.grid(alpha=0.3)

@@ -28,7 +28,8 @@ RESERVED_STRATEGY_KEYS = variants.RESERVED
 # number of processes is one of them because every step's data is the same for any number
 # (corpus/sampler.py); the device because a model trained on a CPU is not retrained on a GPU.
 OPERATIONAL_FIELDS = {
-    "training": ("threads", "checkpoint_every", "log_flush_steps", "log_flush_seconds", "tensorboard", "reweighted_step",
+    "training": ("threads", "checkpoint_every", "log_flush_steps", "log_flush_seconds", "tensorboard", "eval_every",
+                 "reweighted_step",
                  "processes", "nodes", "device", "compile", "micro_batch_size", "peak_tflops"),
     "evaluation": ("batch_size",),
     "tokenizer": ("workers",),
@@ -230,9 +231,9 @@ def check_semantics(config: dict) -> None:
             continue
         missing_signals = sorted(set(cls.signals) - set(available_signals()))
         if missing_signals:
-            problems.append(f"strategy {name!r} needs signals no provider computes: {missing_signals} "
+            problems.append(f"{where}: needs signals no provider computes: {missing_signals} "
                             f"(models/signals/__init__.py lists {', '.join(available_signals())})")
-        problems += stage_problems(config, name)
+        problems += [p.replace(f"strategies.{name}:", f"{where}:", 1) for p in stage_problems(config, name)]
     if config["corpus"]["source"] == "debian":
         from corpus.debian import DOMAINS
 

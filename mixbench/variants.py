@@ -36,13 +36,14 @@ class Variant:
 
 
 def format_value(value, where: str) -> str:
-    """A swept value as it appears in a strategy's name: 1.0 -> "1", 1e-05 -> "1e-05", True -> "true"."""
+    """A swept value as it appears in a strategy's name: 1.0 -> "1", 1e-05 -> "1e-05", True -> "true"
+    (floats to 12 significant digits: values that differ only beyond them share a name, an error)."""
     if isinstance(value, bool):
         return str(value).lower()
     if value is None:
         return "null"
     if isinstance(value, (int, float)):
-        return format(value, "g") if isinstance(value, float) else str(value)
+        return format(value, ".12g") if isinstance(value, float) else str(value)
     if isinstance(value, str) and _SAFE_TEXT.fullmatch(value):
         return value
     raise ConfigError(f"{where}: {value!r} cannot be part of a strategy name; sweep numbers, booleans, null or "

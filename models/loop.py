@@ -278,6 +278,8 @@ class TrainingLoop(Checkpointing):
                 self.save()
             if interrupted and not done:
                 bar.close()
+                for log in self._logs():  # flushed by the checkpoint just saved
+                    log.close()
                 return False
         bar.close()
         for log in self._logs():

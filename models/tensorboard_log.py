@@ -4,7 +4,8 @@ run as ``<size>/<strategy>/seed<n>/<stage>``.
 Scalars: ``train/loss`` and ``train/loss/<domain>`` (the step's batch), ``val/loss`` (macro
 average over domains) and ``val/loss/<domain>`` (models/heldout.py), ``weights/<domain>`` (the
 sampling weights the step used), ``lr`` and ``tokens_per_s``. A resumed run purges the events
-after its checkpoint, so the curves show each step once. ``training.tensorboard: false`` turns
+after its checkpoint, and a run started from scratch removes the event files of an earlier
+attempt, so the curves show each step once. ``training.tensorboard: false`` turns
 it off (and the import of tensorboard with it).
 """
 
@@ -19,6 +20,9 @@ class TensorBoardLog:
     def __init__(self, run_dir: str | Path, domains: list[str], resume_step: int, flush_seconds: float):
         from torch.utils.tensorboard import SummaryWriter
 
+        if resume_step == 0:  # a run started again from scratch: its earlier curves are not this run's
+            for stale in Path(run_dir).glob("events.out.tfevents.*"):
+                stale.unlink()
         self.domains = domains
         self.writer = SummaryWriter(log_dir=str(run_dir), flush_secs=max(1, round(flush_seconds)),
                                     purge_step=resume_step + 1 if resume_step > 0 else None)

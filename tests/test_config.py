@@ -167,3 +167,12 @@ def test_variants_expand_into_named_strategies_checked_like_any_entry(tmp_path):
                              strategies={"dograph@lam=1": {"strategy": "dograph", "lam": 2.0}})
     with pytest.raises(ConfigError, match="strategies.dograph@lam=1: an entry of this name differs"):
         cfg.validate(clash)
+
+
+def test_a_variants_stage_problem_names_the_sweep_and_close_values_get_distinct_names(tmp_path):
+    config = make_test_config(tmp_path, grid={"variants": {"doremi": {"rounds": [2]}}},
+                              stages={"proxy": {"size": "test", "steps": 2}}, training={"warmup_steps": 3})
+    with pytest.raises(ConfigError, match=r"grid.variants.doremi \(doremi@rounds=2\): stage 'proxy"):
+        cfg.validate(config)
+    close = cfg.validate(make_test_config(tmp_path, grid={"variants": {"dograph": {"lam": [0.1234567, 0.1234568]}}}))
+    assert close["grid"]["strategies"][-2:] == ["dograph@lam=0.1234567", "dograph@lam=0.1234568"]

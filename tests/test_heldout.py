@@ -103,8 +103,10 @@ def test_tensorboard_holds_the_train_and_val_curves_and_a_resume_shows_each_step
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "run"
-    assert not run(built_data, out, stop_after=13, tensorboard=True)
+    assert run(built_data, out, seed=1, tensorboard=True)  # an earlier attempt, then the run from scratch:
+    assert not run(built_data, out, stop_after=13, tensorboard=True)  # its events go
     assert run(built_data, out, tensorboard=True)
+    assert len(list(out.glob("events.out.tfevents.*"))) == 2  # the interrupted part's and the resumed part's
     events = EventAccumulator(str(out)).Reload()
     domains = built_data["corpus"]["domains"]
     tags = set(events.Tags()["scalars"])
