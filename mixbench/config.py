@@ -12,7 +12,6 @@ import copy
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import yaml
@@ -231,7 +230,8 @@ def check_semantics(config: dict) -> None:
             continue
         missing_signals = sorted(set(cls.signals) - set(available_signals()))
         if missing_signals:
-            problems.append(f"{where}: needs signals no provider computes: {missing_signals} "
+            problems.append(f"{where if name in swept else f'strategy {name!r}'} needs signals no provider computes: "
+                            f"{missing_signals} "
                             f"(models/signals/__init__.py lists {', '.join(available_signals())})")
         problems += [p.replace(f"strategies.{name}:", f"{where}:", 1) for p in stage_problems(config, name)]
     if config["corpus"]["source"] == "debian":

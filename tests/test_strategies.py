@@ -27,6 +27,9 @@ def test_uniform_natural_static_weights_by_hand():
     assert np.allclose(get_strategy_class("natural")(context()).initial_weights(), [0.6, 0.3, 0.1])
     static = get_strategy_class("static")(context(), weights={"code": 2, "books": 1, "qa": 1})
     assert np.allclose(static.initial_weights(), [0.5, 0.25, 0.25])
+    # A list (as a published mixture over other domains is overlaid) is read in corpus order.
+    listed = get_strategy_class("static")(context(), weights=[2, 1, 1])
+    assert np.allclose(listed.initial_weights(), [0.5, 0.25, 0.25])
 
 
 def test_static_strategies_never_update_and_hand_on_their_weights():

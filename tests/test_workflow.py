@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -21,7 +20,7 @@ STRATEGIES = ["uniform", "code_heavy", "doremi"]
 def finished_workflow(tmp_path_factory):
     root = tmp_path_factory.mktemp("workflow")
     weights = {"code": 0.5, "books": 0.1, "encyclopedic": 0.1, "docs": 0.1, "man": 0.1, "qa": 0.1}
-    config = make_test_config(root, grid={"strategies": STRATEGIES}, training={"tensorboard": True},
+    config = make_test_config(root, grid={"strategies": STRATEGIES},
                               strategies={"code_heavy": {"strategy": "static", "weights": weights}})
     config_file = write_config(root / "config.yaml", config)
     result = snakemake(root, config_file)
@@ -46,9 +45,9 @@ def test_workflow_produces_the_tables(finished_workflow):
     # The static strategy trained on its configured mixture.
     log = pd.read_csv(root / "runs" / "test" / "code_heavy" / "seed0" / "final" / "log.csv")
     assert log["weight/code"].eq(0.5).all() and log["weight/qa"].eq(0.1).all()
-    # Every run, stages included, has its held-out curve and TensorBoard events.
+    # Every run, stages included, has its held-out curve (TensorBoard: tests/test_heldout.py).
     for run in (root / "runs" / "test").glob("*/seed*/*"):
-        assert len(pd.read_csv(run / "val.csv")) == 10 and list(run.glob("events.out.tfevents.*")), run
+        assert len(pd.read_csv(run / "val.csv")) == 10, run
 
 
 def test_doremi_runs_reference_proxy_final_and_its_mixture_reaches_the_tables(finished_workflow):
