@@ -65,7 +65,7 @@ from mixbench.io import write_json
 from mixbench.provenance import package_versions
 from models.device import configure, device_name, init_distributed, uses_bf16, uses_compile
 from models.flat_params import unwrap
-from models.heldout import HeldOutSet, eval_steps
+from models.heldout import heldout_set
 from models.gpt2 import build_model, count_parameters, gpt2_config, pad_vocabulary, unpadded_vocab_size
 from models.loop import LoopSettings, TrainingLoop
 from models.optim import make_optimizer
@@ -239,7 +239,7 @@ class Subject:
                                  setup.settings(self.run_steps), log_path=scratch / "log.csv",
                                  checkpoint_path=scratch / "checkpoint.pt", strategy_name=strategy_name,
                                  sources=SignalSources(data_dir=data_dir, seed=0, upstream=upstream, run_dir=scratch),
-                                 heldout=heldout_set(config, setup))
+                                 heldout=heldout_set(config["data_dir"], config["corpus"]["domains"], setup.training))
         every = self.loop.eval_every
         # Every eval_every steps, and after the last step if that is not one of them.
         self.measurements = self.run_steps // every + (self.run_steps % every > 0) if self.loop.heldout else 0
@@ -256,14 +256,6 @@ class Subject:
     def timed_heldout(self) -> float | None:
         """One held-out measurement (models/heldout.py), as the loop makes it."""
         return timed(self.loop.measure_heldout, self.device) if self.loop.heldout else None
-
-
-def heldout_set(config: dict, setup: "Setup") -> HeldOutSet | None:
-    windows = setup.training["heldout_windows"]
-    if windows == 0:
-        return None
-    store = TokenStore(Path(config["data_dir"]) / "tokens", "val", config["corpus"]["domains"])
-    return HeldOutSet(store, seq_len=setup.training["seq_len"], windows_per_domain=windows)
 
 
 def measure(config: dict, names: list[str], size: str, rounds: int, vocab_size: int | None = None) -> dict:

@@ -13,6 +13,7 @@ run.json.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,6 +26,16 @@ from models.step import StepPasses, to_device
 def eval_steps(steps: int, eval_every: int | None) -> int:
     """The interval between measurements: ``eval_every``, or about 10 points per run for None."""
     return eval_every if eval_every is not None else max(1, round(steps / 10))
+
+
+def heldout_set(data_dir, domains: list[str], training: dict) -> "HeldOutSet | None":
+    """The run's held-out windows from the config's ``training`` section (None: turned off)."""
+    from corpus.tokens import TokenStore
+
+    if training["heldout_windows"] == 0:
+        return None
+    store = TokenStore(Path(data_dir) / "tokens", "val", domains)
+    return HeldOutSet(store, seq_len=training["seq_len"], windows_per_domain=training["heldout_windows"])
 
 
 def window_starts(num_tokens: int, window: int, count: int) -> np.ndarray:

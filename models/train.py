@@ -34,7 +34,7 @@ from mixbench.provenance import provenance
 from models.checkpoint import CHECKPOINT_NAME
 from models.device import (configure, device_memory, device_name, init_distributed, peak_memory, uses_bf16,
                            uses_compile)
-from models.heldout import HeldOutSet
+from models.heldout import heldout_set
 from models.gpt2 import build_model, count_parameters, gpt2_config, pad_vocabulary, unpadded_copy
 from models.memory import GIB, HEADROOM, describe, largest_fitting_micro_batch, training_memory
 from models.sizes import SIZES
@@ -108,9 +108,7 @@ def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, ou
     )
     out.mkdir(parents=True, exist_ok=True)
     sampler = DomainSampler(store, training["seq_len"], seed)
-    heldout = None if training["heldout_windows"] == 0 else HeldOutSet(
-        TokenStore(data_dir / "tokens", "val", domains), seq_len=training["seq_len"],
-        windows_per_domain=training["heldout_windows"])
+    heldout = heldout_set(data_dir, domains, training)
     # Not the number of processes: every step's data is the same for any number (corpus/sampler.py).
     fingerprint = cfg.fingerprint([cfg.run_fingerprint(config, strategy_name, chain), seed, stage])
     loop = TrainingLoop(model, strategy, sampler, settings, log_path=out / "log.csv",
