@@ -237,7 +237,7 @@ class Subject:
         strategy = cls(context, **hparams)
         self.loop = TrainingLoop(setup.model(), strategy, DomainSampler(store, setup.training["seq_len"], seed=0),
                                  setup.settings(self.run_steps), log_path=scratch / "log.csv",
-                                 checkpoint_path=scratch / "checkpoint.pt", strategy_name=strategy_name,
+                                 checkpoint_dir=scratch / "checkpoints", strategy_name=strategy_name,
                                  sources=SignalSources(data_dir=data_dir, seed=0, upstream=upstream, run_dir=scratch),
                                  heldout=heldout_set(config["data_dir"], config["corpus"]["domains"], setup.training))
         every = self.loop.eval_every

@@ -1,4 +1,7 @@
-"""Atomic writes: a file either holds its complete new content or its old one, never half."""
+"""Atomic, durable writes: a file either holds its complete new content or its old one, never
+half, and once the write returns it survives a crash of the machine (the file and its folder
+are fsynced before and after the rename). A crash mid-write leaves a temporary named
+``.NAME.XXXX.tmp`` beside the target; ``remove_stale_temporaries`` clears them at the next start."""
 
 from __future__ import annotations
 
@@ -6,9 +9,53 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+TMP_SUFFIX = ".tmp"
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make a rename or removal inside ``path`` durable (a folder's entries live in the folder)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # a few network file systems refuse; the rename is atomic, only not yet durable
+        if path not in _UNSYNCABLE:
+            _UNSYNCABLE.add(path)
+            warnings.warn(f"cannot fsync folder {path} ({exc}): a write there may not survive a crash of the machine")
+    finally:
+        os.close(fd)
+
+
+_UNSYNCABLE: set = set()
+
+
+def remove_stale_temporaries(root: str | os.PathLike) -> list[Path]:
+    """Remove what crashed atomic writes left under ``root`` (``.NAME.XXXX.tmp`` files and folders)
+    and return them. Call it only while no other process writes there (a run holds its lock)."""
+    import shutil
+
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    stale = [p for p in root.rglob(f".*{TMP_SUFFIX}") if p.name.count(".") >= 3]
+    for path in sorted(stale, key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return stale
 
 
 @contextmanager
@@ -16,12 +63,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the mode a plain open() would
+        fsync_file(tmp)
+        fsync_dir(path.parent)
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -69,13 +119,19 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+        for folder, _, files in os.walk(tmp):
+            for name in files:
+                fsync_file(os.path.join(folder, name))
+            fsync_dir(folder)
+        fsync_dir(path.parent)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -50,7 +50,7 @@ class StopRequested:
 
 class TrainingLoop(Checkpointing):
     def __init__(self, model, strategy: Strategy, sampler: DomainSampler, settings: LoopSettings, *,
-                 log_path, checkpoint_path, strategy_name: str, fingerprint: str = "",
+                 log_path, checkpoint_dir, strategy_name: str, fingerprint: str = "",
                  sources: SignalSources | None = None, heldout: HeldOutSet | None = None):
         self.model, self.strategy, self.sampler, self.s = model, strategy, sampler, settings
         self.name = strategy_name
@@ -66,6 +66,7 @@ class TrainingLoop(Checkpointing):
         self.flops_per_token = model_flops_per_token(self.num_parameters, config.n_layer, config.n_embd,
                                                      settings.seq_len)
         self.weights = validate_weights(strategy.initial_weights(), self.k, strategy_name, 0)
+        self.initial_weights = self.weights.copy()  # weights.json's: what the first step sampled
         self._check_batch()
         # One provider per optional signal, in an order where each runs after those it uses.
         handles = ProviderHandles(model=forward_model, raw_model=self.raw_model, passes=self.passes,
@@ -77,7 +78,7 @@ class TrainingLoop(Checkpointing):
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda i: lr_factor(i, settings.warmup_steps, settings.steps, settings.min_lr_ratio)
         )
-        self.checkpoint_path = checkpoint_path
+        self.checkpoint_dir = Path(checkpoint_dir)  # models/checkpoint.py: one folder per checkpoint
         self.fingerprint = fingerprint  # of the config the run belongs to: a stale checkpoint is not resumed
         self.step, self.tokens_seen, self.elapsed, self.heldout_seconds = 0, 0, 0.0, 0.0
         self._resume()

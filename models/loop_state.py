@@ -5,15 +5,16 @@ its resumption. A mixin of models/loop.py's TrainingLoop, whose attributes it re
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from models.checkpoint import load_checkpoint, save_checkpoint
+from models.checkpoint import load_latest, read_checkpoint, remove_checkpoints, save_checkpoint
 
 # Bumped when the checkpoint's layout changes: an older checkpoint is not resumed.
-CHECKPOINT_FORMAT = 4
+CHECKPOINT_FORMAT = 5
 
 
 class Checkpointing:
@@ -49,21 +50,37 @@ class Checkpointing:
         if self.s.rank == 0:
             for log in self._logs():
                 log.flush()
-            save_checkpoint(self.checkpoint_path, state)
+            save_checkpoint(self.checkpoint_dir, self.step, state)
+
+    def _load(self) -> tuple:
+        """(folder, state) of the newest good checkpoint, or (None, None). The first process
+        checks them (moving corrupt ones aside) and tells the others which one to read."""
+        found = load_latest(self.checkpoint_dir) if self.s.rank == 0 else None
+        if self.s.world_size == 1:
+            return found or (None, None)
+        choice = [None if found is None else str(found[0])]
+        dist.broadcast_object_list(choice, src=0)
+        if self.s.rank == 0 or choice[0] is None:
+            return found or (None, None)
+        return Path(choice[0]), read_checkpoint(Path(choice[0]))
 
     def _resume(self) -> None:
-        state = load_checkpoint(self.checkpoint_path)
+        folder, state = self._load()
         if state is None:
             return
         if state.get("fingerprint") != self.fingerprint or state.get("format") != CHECKPOINT_FORMAT:
-            print(f"warning: {self.checkpoint_path} was written under a different configuration or by an older "
-                  "version of the loop; starting this run from scratch", file=sys.stderr)
+            if self.s.world_size > 1:
+                dist.barrier()  # every process has read it before it goes
+            if self.s.rank == 0:
+                remove_checkpoints(self.checkpoint_dir)
+                print(f"warning: {folder} was written under a different configuration or by an older version "
+                      "of the loop; removed this run's checkpoints and starting it from scratch", file=sys.stderr)
             return
         saved_ranks = len(state["samplers"])
         if saved_ranks != self.s.world_size:
             # The data of every step is the same for any number of processes; only the dropout
             # masks (per-rank RNG) cannot continue as they would have.
-            print(f"note: {self.checkpoint_path} was written by {saved_ranks} process(es), this run has "
+            print(f"note: {folder} was written by {saved_ranks} process(es), this run has "
                   f"{self.s.world_size}; the batches continue unchanged, and each rank takes rank "
                   f"{min(self.s.rank, saved_ranks - 1)}'s RNG state (dropout masks differ from an uninterrupted run "
                   f"if dropout > 0)", file=sys.stderr)
@@ -79,5 +96,5 @@ class Checkpointing:
         self.heldout_seconds = state["heldout_seconds"]
         self.passes.token_passes.update(state.get("token_passes", {}))
         self.weights = np.asarray(state["weights"], dtype=np.float64)
-        print(f"resumed from {self.checkpoint_path} at step {self.step}", file=sys.stderr)
+        print(f"resumed from {folder} at step {self.step}", file=sys.stderr)
 

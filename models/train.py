@@ -5,7 +5,8 @@
 
 ``--size`` is the run's own size: a proxy's, which may differ from the final size it feeds.
 
-Resumes from ``OUT/checkpoint.pt`` if present. On success writes ``OUT/model/`` (model and
+Resumes from the newest good checkpoint in ``OUT/checkpoints/`` (models/checkpoint.py), and
+holds ``OUT/.lock`` while it runs: a second trainer on the same folder exits at once. On success writes ``OUT/model/`` (model and
 tokenizer via ``save_pretrained``), ``OUT/log.csv``, ``OUT/val.csv`` (held-out loss per domain,
 models/heldout.py), TensorBoard events, ``OUT/weights.json`` and, last, ``OUT/run.json`` (the marker the workflow waits for, with provenance). Under ``torchrun``
 it trains with DDP (gloo on CPU, NCCL on GPU).
@@ -14,7 +15,9 @@ it trains with DDP (gloo on CPU, NCCL on GPU).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,9 +32,10 @@ from corpus.tokens import TokenStore, uncapped_train_tokens
 from mixbench import config as cfg
 from mixbench.cli import add_config_argument, main_guard
 from mixbench.errors import ConfigError
-from mixbench.io import atomic_dir, read_json, write_json
+from mixbench.io import atomic_dir, read_json, remove_stale_temporaries, write_json
 from mixbench.provenance import provenance
-from models.checkpoint import CHECKPOINT_NAME
+from mixbench.runlock import RunLock
+from models.checkpoint import CHECKPOINTS, remove_checkpoints
 from models.device import (configure, device_memory, device_name, init_distributed, peak_memory, uses_bf16,
                            uses_compile)
 from models.heldout import heldout_set
@@ -112,7 +116,7 @@ def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, ou
     # Not the number of processes: every step's data is the same for any number (corpus/sampler.py).
     fingerprint = cfg.fingerprint([cfg.run_fingerprint(config, strategy_name, chain), seed, stage])
     loop = TrainingLoop(model, strategy, sampler, settings, log_path=out / "log.csv",
-                        checkpoint_path=out / CHECKPOINT_NAME, strategy_name=strategy_name, fingerprint=fingerprint,
+                        checkpoint_dir=out / CHECKPOINTS, strategy_name=strategy_name, fingerprint=fingerprint,
                         sources=SignalSources(data_dir=data_dir, seed=seed, upstream=upstream, run_dir=out),
                         heldout=heldout)
     wall_start = time.time()
@@ -179,7 +183,7 @@ def save_outputs(loop: TrainingLoop, tokenizer, config, strategy_name, seed, sta
     domains = list(loop.domains)
     write_json(out / "weights.json", {
         "domains": domains,
-        "initial_weights": loop.strategy.initial_weights(),
+        "initial_weights": loop.initial_weights,
         "final_weights": loop.strategy.final_weights(),
     })
     tokens = loop.tokens_seen
@@ -200,7 +204,7 @@ def save_outputs(loop: TrainingLoop, tokenizer, config, strategy_name, seed, sta
         **throughput_summary(loop, memory_estimate),
         **provenance(cfg.config_hash(config), seed),
     })
-    (out / CHECKPOINT_NAME).unlink(missing_ok=True)  # finished: the model above supersedes it
+    remove_checkpoints(out / CHECKPOINTS)  # finished: the model above supersedes them
 
 
 def throughput_summary(loop: TrainingLoop, memory_estimate: float) -> dict:
@@ -214,6 +218,19 @@ def throughput_summary(loop: TrainingLoop, memory_estimate: float) -> dict:
         "mfu": None if utilisation is None else round(utilisation, 4), "peak_tflops": loop.s.peak_tflops,
         "peak_memory_gib": round(peak_memory(device) / GIB, 3), "memory_estimate_gib": round(memory_estimate / GIB, 3),
     }
+
+
+@contextlib.contextmanager
+def own_run_folder(out: Path):
+    """The first process (torchrun's RANK 0) holds the run folder's lock for the whole run and
+    clears what writes cut short by a crash left there; a second trainer exits at once."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    with RunLock(out):
+        for path in remove_stale_temporaries(out):
+            print(f"removed {path}, left by a write that a crash cut short", file=sys.stderr)
+        yield
 
 
 @main_guard
@@ -230,9 +247,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="checkpoint and stop after this many steps (resume by running again)")
     args = parser.parse_args(argv)
     config = cfg.load(*args.config)
-    finished = train(config, args.size, args.strategy, args.seed, args.stage, args.out,
-                     read_upstream(args.upstream), args.stop_after)
-    close_distributed()
+    with own_run_folder(args.out):
+        finished = train(config, args.size, args.strategy, args.seed, args.stage, args.out,
+                         read_upstream(args.upstream), args.stop_after)
+        close_distributed()
     if not finished:
         print(f"stopped at a checkpoint in {args.out}; run the same command again to resume", file=sys.stderr)
         sys.exit(3)

@@ -55,7 +55,7 @@ def torchrun(config_file: Path, strategy: str, stage: str, out: Path, upstream: 
     if finishes:
         assert done.returncode == 0, done.stderr[-3000:]
     else:  # stopped at a checkpoint: torchrun reports the exit code 3 as a failure
-        assert (out / "checkpoint.pt").exists() and not (out / "run.json").exists(), done.stderr[-3000:]
+        assert list((out / "checkpoints").glob("step*")) and not (out / "run.json").exists(), done.stderr[-3000:]
 
 
 def per_step(out: Path) -> pd.DataFrame:

@@ -13,6 +13,7 @@ import torch
 
 from mixbench import config as cfg
 from mixbench.io import read_json
+from models.checkpoint import checkpoint_dirs, read_checkpoint
 from models.train import train
 
 
@@ -55,7 +56,7 @@ def doge_loop(built_data, tmp_path, **hparams):
     model = build_model(gpt2_config("test", store.vocab_size))
     settings = LoopSettings.from_config(dict(built_data["training"], batch_size=16, micro_batch_size=4), steps=10)
     loop = TrainingLoop(model, strategy, DomainSampler(store, 32, seed=2), settings, log_path=tmp_path / "log.csv",
-                        checkpoint_path=tmp_path / "ckpt.pt", strategy_name="doge",
+                        checkpoint_dir=tmp_path / "checkpoints", strategy_name="doge",
                         sources=SignalSources(data_dir=Path(built_data["data_dir"]), seed=2))
     return loop, model, strategy, store
 
@@ -162,7 +163,7 @@ def test_proxy_trace_average_and_resume(built_data, tmp_path):
     assert not run(tmp_path / "split", stop=4)
     # Nothing of the model's size is kept across steps: the strategy's and the providers'
     # checkpointed state is a few vectors of length K and sampler states.
-    checkpoint = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)
+    checkpoint = read_checkpoint(checkpoint_dirs(tmp_path / "split" / "checkpoints")[-1])
     state = [checkpoint["strategy"], checkpoint["samplers"][0]["providers"]]
     sizes = [np.asarray(v).size for part in state for v in part.values() if not isinstance(v, dict)]
     assert max(sizes) <= 6 and set(checkpoint["samplers"][0]["providers"]) == {"domain_gradients", "target_gradient"}

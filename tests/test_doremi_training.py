@@ -159,7 +159,7 @@ def test_the_steps_gradient_uses_the_just_updated_alpha(doremi_config, reference
     settings = LoopSettings.from_config(dict(doremi_config["training"], grad_clip=0.0, batch_size=16,
                                              micro_batch_size=8), steps=1)  # two micro-batches: two passes
     loop = TrainingLoop(model, strategy, DomainSampler(store, 32, seed=6), settings, log_path=tmp_path / "log.csv",
-                        checkpoint_path=tmp_path / "ckpt.pt", strategy_name="doremi",
+                        checkpoint_dir=tmp_path / "checkpoints", strategy_name="doremi",
                         sources=SignalSources(upstream={"reference": reference_run}))
     captured = {}
     monkeypatch.setattr(loop.optimizer, "step", lambda: captured.update(

@@ -78,7 +78,7 @@ def test_a_run_saves_a_loadable_model_log_weights_and_provenance(built_data, tmp
     # A static mixture adds nothing: one forward and one backward pass per training token.
     assert info["token_passes"] == {"forward": info["tokens"], "backward": info["tokens"]}
     assert info["flops"] == info["train_flops"]
-    assert not (out / "checkpoint.pt").exists()
+    assert not list((out / "checkpoints").glob("step*"))  # the model supersedes them
     # Speed and memory: on a CPU there is no peak FLOP/s to measure MFU against.
     assert all(float(r["tokens_per_s"]) > 0 and r["mfu"] == "" for r in rows)
     assert info["device"] == "cpu" and info["processes"] == 1 and info["micro_batch_size"] == 4
@@ -106,7 +106,9 @@ def test_resumed_run_ends_with_the_same_weights_and_log(built_data, tmp_path, dr
     whole, split = tmp_path / "whole", tmp_path / "split"
     assert run(config, whole, seed=3)
     assert not run(config, split, seed=3, stop_after=13)  # stops between checkpoints (every 10)
-    assert (split / "checkpoint.pt").exists() and not (split / "run.json").exists()
+    # The scheduled checkpoint and the one written on stopping: the last two are kept.
+    assert sorted(p.name for p in (split / "checkpoints").iterdir()) == ["step000010", "step000013"]
+    assert not (split / "run.json").exists()
     assert run(config, split, seed=3)
     a, b = final_state(whole), final_state(split)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -199,7 +201,7 @@ def test_logs_reach_the_disk_every_n_steps_or_s_seconds(built_data, tmp_path):
                                              log_flush_seconds=3600.0), steps=10)
     loop = TrainingLoop(build_model(gpt2_config("test", store.vocab_size)), get_strategy_class("uniform")(context),
                         DomainSampler(store, 32, seed=4), settings, log_path=tmp_path / "log.csv",
-                        checkpoint_path=tmp_path / "ckpt.pt", strategy_name="uniform")
+                        checkpoint_dir=tmp_path / "checkpoints", strategy_name="uniform")
     on_disk = []
     write = loop.log.write
 
@@ -265,7 +267,7 @@ def test_loss_weights_select_the_domains_the_gradient_comes_from(built_data, tmp
     torch.manual_seed(0)
     model = build_model(gpt2_config("test", store.vocab_size))
     loop = TrainingLoop(model, OneHotLossWeights(context), DomainSampler(store, 32, seed=4), settings,
-                        log_path=tmp_path / "log.csv", checkpoint_path=tmp_path / "ckpt.pt", strategy_name="onehot")
+                        log_path=tmp_path / "log.csv", checkpoint_dir=tmp_path / "checkpoints", strategy_name="onehot")
     captured = {}
     monkeypatch.setattr(loop.optimizer, "step", lambda: captured.update(
         {n: p.grad.clone() for n, p in model.named_parameters()}))
