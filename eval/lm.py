@@ -106,12 +106,17 @@ def run_tasks(lm, tasks: Sequence[Any], include_path: str | None = None, include
               manager=None) -> dict[str, Any]:
     """lm-eval's ``simple_evaluate`` over task names resolved in the given task index (or in
     ``manager``, one already built), or over Task / Group objects that index already built."""
-    from lm_eval.evaluator import simple_evaluate
+    from unittest import mock
+
+    from lm_eval import evaluator
 
     if manager is None:
         manager = task_manager(include_path, include_defaults)
-    return simple_evaluate(model=lm, tasks=list(tasks), task_manager=manager, limit=limit, num_fewshot=num_fewshot,
-                           log_samples=False, bootstrap_iters=bootstrap_iters)
+    # lm-eval's environment report runs ~30 subprocesses (torch's collect_env: ~0.8 s a call) for
+    # keys that KEPT_KEYS drops; the versions that matter are in every result's provenance.
+    with mock.patch.object(evaluator, "add_env_info", lambda results: None):
+        return evaluator.simple_evaluate(model=lm, tasks=list(tasks), task_manager=manager, limit=limit,
+                                         num_fewshot=num_fewshot, log_samples=False, bootstrap_iters=bootstrap_iters)
 
 
 def kept_output(output: dict[str, Any]) -> dict[str, Any]:
