@@ -10,7 +10,7 @@ rule build_corpus:
     log:
         f"{LOGS}/build_corpus.log",
     shell:
-        "{PY} -m corpus.build --config {CONFIG_FILE} > {log} 2>&1"
+        "{PY:q} -m corpus.build --config {CONFIG_FILE:q} > {log:q} 2>&1"
 
 
 rule train_tokenizer:
@@ -23,7 +23,7 @@ rule train_tokenizer:
     log:
         f"{LOGS}/train_tokenizer.log",
     shell:
-        "{PY} -m corpus.tokenizer --config {CONFIG_FILE} > {log} 2>&1"
+        "{PY:q} -m corpus.tokenizer --config {CONFIG_FILE:q} > {log:q} 2>&1"
 
 
 rule tokenize_corpus:
@@ -39,4 +39,4 @@ rule tokenize_corpus:
     log:
         f"{LOGS}/tokenize_corpus.log",
     shell:
-        "{PY} -m corpus.tokens --config {CONFIG_FILE} --workers {threads} > {log} 2>&1"
+        "{PY:q} -m corpus.tokens --config {CONFIG_FILE:q} --workers {threads:q} > {log:q} 2>&1"

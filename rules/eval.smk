@@ -15,15 +15,17 @@ rule lm_eval_tasks:
         f"{DATA}/lm_eval_tasks/perplexity/tasks.json",
     params:
         fingerprint=fingerprint("corpus", "evaluation"),
-        domains=" ".join(DOMAINS),
+        corpus=f"{DATA}/corpus",
+        tasks=f"{DATA}/lm_eval_tasks",
+        domains=DOMAINS,
         max_documents=config["evaluation"]["max_documents_per_domain"],
         max_chars=config["evaluation"]["max_chars_per_document"],
     log:
         f"{LOGS}/lm_eval_tasks.log",
     shell:
-        "{PY} -m eval.tasks --corpus-dir {DATA}/corpus --out {DATA}/lm_eval_tasks --domains {params.domains}"
-        " --max-documents {params.max_documents} --max-chars {params.max_chars}"
-        " > {log} 2>&1"
+        "{PY:q} -m eval.tasks --corpus-dir {params.corpus:q} --out {params.tasks:q} --domains {params.domains:q}"
+        " --max-documents {params.max_documents:q} --max-chars {params.max_chars:q}"
+        " > {log:q} 2>&1"
 
 
 # Downstream tasks: the offline groups generated from the test splits and/or lm-eval registry tasks.
@@ -38,15 +40,17 @@ rule downstream_tasks:
         f"{DATA}/lm_eval_tasks/downstream/tasks.json",
     params:
         fingerprint=fingerprint("corpus", "downstream"),
-        domains=" ".join(DOMAINS),
+        corpus=f"{DATA}/corpus",
+        tasks=f"{DATA}/lm_eval_tasks",
+        domains=DOMAINS,
         d=DOWNSTREAM,
     log:
         f"{LOGS}/downstream_tasks.log",
     shell:
-        "{PY} -m eval.downstream_tasks --corpus-dir {DATA}/corpus --out {DATA}/lm_eval_tasks --domains {params.domains}"
-        " --examples-per-domain {params.d[examples_per_domain]} --seed {params.d[seed]}"
-        " --context-chars {params.d[context_chars]} --continuation-chars {params.d[continuation_chars]}"
-        " --choices {params.d[choices]} > {log} 2>&1"
+        "{PY:q} -m eval.downstream_tasks --corpus-dir {params.corpus:q} --out {params.tasks:q}"
+        " --domains {params.domains:q} --examples-per-domain {params.d[examples_per_domain]:q} --seed {params.d[seed]:q}"
+        " --context-chars {params.d[context_chars]:q} --continuation-chars {params.d[continuation_chars]:q}"
+        " --choices {params.d[choices]:q} > {log:q} 2>&1"
 
 
 # One job per final model: it loads the model once and scores the perplexity tasks, then the
@@ -64,17 +68,19 @@ rule evaluate:
     params:
         model=lambda w: f"{run_dir(w.size, w.strategy, w.seed, 'final')}/model",
         fingerprint=fingerprint("evaluation", "downstream"),
-        downstream=lambda w, output: (
-            f"--downstream {' '.join(DOWNSTREAM['tasks'])} --downstream-out {output.downstream[0]}"
-            f" --num-fewshot {DOWNSTREAM['num_fewshot']}"
-            + (f" --downstream-limit {DOWNSTREAM['limit']}" if DOWNSTREAM["limit"] else "")
-            if DOWNSTREAM["tasks"] else ""
-        ),
+        # Arguments as a list: `:q` quotes each one for the shell.
+        downstream=lambda w, output: [
+            "--downstream", *DOWNSTREAM["tasks"], "--downstream-out", output.downstream[0],
+            "--num-fewshot", str(DOWNSTREAM["num_fewshot"]),
+            *(["--downstream-limit", str(DOWNSTREAM["limit"])] if DOWNSTREAM["limit"] else []),
+        ] if DOWNSTREAM["tasks"] else [],
+        tasks=f"{DATA}/lm_eval_tasks",
     threads: config["training"]["threads"]
     resources:
         gpu=EVAL_GPUS,
     log:
         f"{LOGS}/eval/{{size}}-{{strategy}}-seed{{seed}}.log",
     shell:
-        "{EVAL_LAUNCH} -m eval.evaluate --model {params.model} --tasks-dir {DATA}/lm_eval_tasks"
-        " --out {output.perplexity} {params.downstream} --batch-size {EVAL_BATCH_SIZE} --threads {threads} > {log} 2>&1"
+        "{EVAL_LAUNCH} -m eval.evaluate --model {params.model:q} --tasks-dir {params.tasks:q}"
+        " --out {output.perplexity:q} {params.downstream:q} --batch-size {EVAL_BATCH_SIZE:q} --threads {threads:q}"
+        " > {log:q} 2>&1"

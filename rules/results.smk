@@ -36,7 +36,7 @@ rule tables:
     log:
         f"{LOGS}/tables.log",
     shell:
-        "{PY} -m eval.aggregate --config {CONFIG_FILE} > {log} 2>&1"
+        "{PY:q} -m eval.aggregate --config {CONFIG_FILE:q} > {log:q} 2>&1"
 
 
 from eval.figures import FORMATS, figure_names
@@ -59,5 +59,5 @@ rule figures:
     log:
         f"{LOGS}/figures.log",
     shell:
-        "{PY} -m eval.figures --config {CONFIG_FILE} > {log} 2>&1"
+        "{PY:q} -m eval.figures --config {CONFIG_FILE:q} > {log:q} 2>&1"
 

@@ -20,8 +20,9 @@ def upstream_runs(wildcards):
 
 
 def upstream_args(wildcards):
+    """``--upstream STAGE=DIR ...`` as a list, for `:q` to quote each argument."""
     dirs = [f"{s}={d}" for s, d in upstream_dirs(wildcards).items()]
-    return ("--upstream " + " ".join(dirs)) if dirs else ""
+    return ["--upstream", *dirs] if dirs else []
 
 
 def train_fingerprint(wildcards):
@@ -74,5 +75,6 @@ rule train:
     log:
         f"{LOGS}/train/{{size}}-{{strategy}}-seed{{seed}}-{{stage}}.log",
     shell:
-        "{TRAIN_LAUNCH} -m models.train --config {CONFIG_FILE} --size {wildcards.size} --strategy {wildcards.strategy}"
-        " --seed {wildcards.seed} --stage {wildcards.stage} --out {params.out} {params.upstream} > {log} 2>&1"
+        "{TRAIN_LAUNCH} -m models.train --config {CONFIG_FILE:q} --size {wildcards.size:q}"
+        " --strategy {wildcards.strategy:q} --seed {wildcards.seed:q} --stage {wildcards.stage:q} --out {params.out:q}"
+        " {params.upstream:q} > {log:q} 2>&1"

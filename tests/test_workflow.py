@@ -9,11 +9,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import make_test_config, snakemake, write_config
+from conftest import REPO, make_test_config, snakemake, write_config
 
 # Two seeds of one size; DoGE and DoGraph run in the paper-grid rehearsal (tests/test_paper_grid.py)
 # at two sizes, natural in tests/test_training.py, variants in tests/test_add_strategy.py.
 STRATEGIES = ["uniform", "code_heavy", "doremi"]
+# Folder names a shell would split, unquote or execute: every job must receive them intact.
+DATA, RUNS, RESULTS = "my data 'quoted' $(touch PWNED)", 'runs "x" $(touch PWNED)', "results `touch PWNED`"
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +23,8 @@ def finished_workflow(tmp_path_factory):
     root = tmp_path_factory.mktemp("workflow")
     weights = {"code": 0.5, "books": 0.1, "encyclopedic": 0.1, "docs": 0.1, "man": 0.1, "qa": 0.1}
     config = make_test_config(root, grid={"strategies": STRATEGIES},
-                              strategies={"code_heavy": {"strategy": "static", "weights": weights}})
+                              strategies={"code_heavy": {"strategy": "static", "weights": weights}},
+                              data_dir=str(root / DATA), runs_dir=str(root / RUNS), results_dir=str(root / RESULTS))
     config_file = write_config(root / "config.yaml", config)
     result = snakemake(root, config_file)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -30,7 +33,7 @@ def finished_workflow(tmp_path_factory):
 
 def test_workflow_produces_the_tables(finished_workflow):
     root, _ = finished_workflow
-    long = pd.read_csv(root / "results" / "tables" / "perplexity.csv")
+    long = pd.read_csv(root / RESULTS / "tables" / "perplexity.csv")
     domains = ["code", "books", "encyclopedic", "docs", "man", "qa"]
     assert len(long) == 1 * len(STRATEGIES) * 2 * len(domains)  # size × strategies × seeds × domains
     assert list(dict.fromkeys(long["strategy"])) == STRATEGIES and set(long["seed"]) == {0, 1}
@@ -38,36 +41,44 @@ def test_workflow_produces_the_tables(finished_workflow):
     for column in ("bits_per_byte", "perplexity", "config_hash", "git_commit", "torch_version", "lm_eval_version"):
         assert long[column].notna().all(), column
     assert long["bits_per_byte"].between(0.5, 12).all()
-    table = (root / "results" / "tables" / "perplexity.md").read_text()
+    table = (root / RESULTS / "tables" / "perplexity.md").read_text()
     assert "mean ± std over 2 seeds" in table and "| macro avg " in table and "| worst " in table
     for strategy in STRATEGIES:
         assert f"| {strategy} " in table
     # The static strategy trained on its configured mixture.
-    log = pd.read_csv(root / "runs" / "test" / "code_heavy" / "seed0" / "final" / "log.csv")
+    log = pd.read_csv(root / RUNS / "test" / "code_heavy" / "seed0" / "final" / "log.csv")
     assert log["weight/code"].eq(0.5).all() and log["weight/qa"].eq(0.1).all()
     # Every run, stages included, has its held-out curve (TensorBoard: tests/test_heldout.py).
-    for run in (root / "runs" / "test").glob("*/seed*/*"):
+    for run in (root / RUNS / "test").glob("*/seed*/*"):
         assert len(pd.read_csv(run / "val.csv")) == 10, run
+
+
+def test_folder_names_with_spaces_quotes_and_substitutions_reach_every_job_intact(finished_workflow):
+    root, _ = finished_workflow
+    assert (root / DATA / "tokens" / "meta.json").exists() and (root / RESULTS / "tables" / "perplexity.md").exists()
+    assert (root / RUNS / "test" / "doremi" / "seed0" / "final" / "eval" / "downstream.json").exists()
+    assert not list(root.rglob("PWNED")) and not (REPO / "PWNED").exists()  # nothing was executed
+    assert {p.name for p in root.iterdir()} == {DATA, RUNS, RESULTS, "config.yaml", ".snakemake"}
 
 
 def test_doremi_runs_reference_proxy_final_and_its_mixture_reaches_the_tables(finished_workflow):
     root, _ = finished_workflow
-    cell = root / "runs" / "test" / "doremi" / "seed1"
+    cell = root / RUNS / "test" / "doremi" / "seed1"
     assert all((cell / stage / "run.json").exists() for stage in ("reference", "proxy", "final"))
-    weights = pd.read_csv(root / "results" / "tables" / "weights.csv")
+    weights = pd.read_csv(root / RESULTS / "tables" / "weights.csv")
     learned = weights[(weights.strategy == "doremi") & (weights.seed == 1)].set_index("domain")["weight"]
     proxy_average = json.loads((cell / "proxy" / "weights.json").read_text())["final_weights"]
     assert learned.tolist() == pytest.approx(proxy_average)
     assert not learned.round(6).eq(round(1 / 6, 6)).all()  # it moved away from uniform
     static = weights[weights.strategy == "code_heavy"].groupby("domain")["weight"].first()
     assert static["code"] == pytest.approx(0.5)
-    trajectories = pd.read_csv(root / "results" / "tables" / "trajectories.csv")
+    trajectories = pd.read_csv(root / RESULTS / "tables" / "trajectories.csv")
     proxy = trajectories[(trajectories.strategy == "doremi") & (trajectories.stage == "proxy")]
     assert sorted(proxy.step.unique()) == list(range(1, 11)) and set(proxy.seed) == {0, 1}
-    assert "| doremi " in (root / "results" / "tables" / "weights.md").read_text()
+    assert "| doremi " in (root / RESULTS / "tables" / "weights.md").read_text()
     # Logs for every rule, including each training run and each evaluation.
-    assert (root / "runs" / "logs" / "train" / "test-doremi-seed1-proxy.log").exists()
-    assert (root / "runs" / "logs" / "eval" / "test-code_heavy-seed1.log").exists()
+    assert (root / RUNS / "logs" / "train" / "test-doremi-seed1-proxy.log").exists()
+    assert (root / RUNS / "logs" / "eval" / "test-code_heavy-seed1.log").exists()
 
 
 def test_a_finished_workflow_has_nothing_left_to_do(finished_workflow):
@@ -105,9 +116,9 @@ def test_tables_and_figures_are_rebuilt_from_finished_runs_without_retraining(fi
     import time
 
     root, config_file = finished_workflow
-    runs_before = {p: p.stat().st_mtime_ns for p in (root / "runs").rglob("*") if p.is_file() and "logs" not in p.parts}
-    shutil.rmtree(root / "results" / "tables")
-    shutil.rmtree(root / "results" / "figures")
+    runs_before = {p: p.stat().st_mtime_ns for p in (root / RUNS).rglob("*") if p.is_file() and "logs" not in p.parts}
+    shutil.rmtree(root / RESULTS / "tables")
+    shutil.rmtree(root / RESULTS / "figures")
     started = time.perf_counter()
     result = snakemake(root, config_file, "figures")  # the README's regeneration target
     seconds = time.perf_counter() - started
@@ -116,15 +127,15 @@ def test_tables_and_figures_are_rebuilt_from_finished_runs_without_retraining(fi
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
     assert jobs == {"tables": "1", "figures": "1", "total": "2"}, out[-2000:]
     assert all(p.stat().st_mtime_ns == t for p, t in runs_before.items())  # no run was touched
-    assert (root / "results" / "figures" / "bits_per_byte.pdf").stat().st_size > 0
+    assert (root / RESULTS / "figures" / "bits_per_byte.pdf").stat().st_size > 0
     print(f"tables and figures rebuilt in {seconds:.1f} s")
 
 
 def test_the_report_holds_every_table_and_figure(finished_workflow):
     root, config_file = finished_workflow
-    result = snakemake(root, config_file, "--report", str(root / "results" / "report.html"))
+    result = snakemake(root, config_file, "--report", str(root / RESULTS / "report.html"))
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    html = (root / "results" / "report.html").read_text(errors="replace")
+    html = (root / RESULTS / "report.html").read_text(errors="replace")
     from eval.aggregate import TABLE_NAMES
     from eval.figures import figure_names
     from mixbench import config as cfg
@@ -136,15 +147,15 @@ def test_the_report_holds_every_table_and_figure(finished_workflow):
 
 def test_downstream_results_reach_their_tables(finished_workflow):
     root, _ = finished_workflow
-    down = pd.read_csv(root / "results" / "tables" / "downstream.csv")
+    down = pd.read_csv(root / RESULTS / "tables" / "downstream.csv")
     assert set(down.task) == {"mixbench_cloze", "mixbench_choice"}
     assert set(down.metric) == {"acc", "acc_norm"} and set(down[down.task == "mixbench_cloze"].metric) == {"acc"}
     assert len(down[down.metric == "acc"]) == len(STRATEGIES) * 2 * 2 * 6  # strategies × seeds × tasks × domains
     assert down["value"].between(0, 1).all() and down["git_commit"].notna().all()
     assert set(down.domain) == {"code", "books", "encyclopedic", "docs", "man", "qa"}
-    comparison = pd.read_csv(root / "results" / "tables" / "comparison.csv")
+    comparison = pd.read_csv(root / RESULTS / "tables" / "comparison.csv")
     assert set(comparison.strategy) == set(STRATEGIES) - {"uniform"} and (comparison.baseline == "uniform").all()
-    compute = pd.read_csv(root / "results" / "tables" / "compute.csv")
+    compute = pd.read_csv(root / RESULTS / "tables" / "compute.csv")
     doremi = compute[(compute.strategy == "doremi") & (compute.seed == 0)].set_index("stage")
     # Per token the reference costs 6N; the proxy adds the reference's forward (2N) and, even
     # with the test config's two micro-batches, forwards its own tokens once: 8N.
