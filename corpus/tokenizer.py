@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
+from corpus.manifest import verify_splits
 from mixbench.cli import config_command
 from corpus.hub import hub_unreachable
 from mixbench.errors import DataError
@@ -188,6 +189,7 @@ def build(config: dict) -> Path:
     out = Path(config["data_dir"]) / "tokenizer"
     if spec["kind"] == "bpe":
         corpus_dir = Path(config["data_dir"]) / "corpus"
+        verify_splits(corpus_dir, config["corpus"]["domains"], ["train"])
         tok = train_bpe(iter_train_texts(corpus_dir, config["corpus"]["domains"]), spec["vocab_size"])
     elif spec["kind"] == "tiktoken":
         from corpus.tiktoken_file import build_tokenizer

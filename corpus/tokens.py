@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from corpus.spool import SPLITS
 from mixbench import config as cfg
+from corpus.manifest import verify_splits
 from mixbench.cli import add_config_argument, main_guard
 from mixbench.errors import DataError
 from mixbench.io import atomic_path, read_json, sha256_file, write_json
@@ -152,6 +153,7 @@ def build(config: dict, workers: int = 1) -> dict:
     vocab_size, eos_id = tokenizer_facts(data_dir / "tokenizer")
     dtype = token_dtype(vocab_size)
     out_dir = data_dir / "tokens"
+    verify_splits(data_dir / "corpus", config["corpus"]["domains"], SPLITS)
     jobs = [(d, s) for d in config["corpus"]["domains"] for s in SPLITS]
     sources = {job: data_dir / "corpus" / job[0] / f"{job[1]}.jsonl" for job in jobs}
     files: dict[str, dict] = {}

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from corpus.manifest import verify_splits
 from mixbench.cli import main_guard
 from mixbench.errors import ConfigError, DataError
 from mixbench.io import write_text
@@ -155,6 +156,11 @@ def check_domains(corpus_dir: str | Path, domains: Sequence[str] | None) -> tupl
             raise ConfigError(f"domain name {d!r} must match {_DOMAIN_RE.pattern}")
         if not (corpus_dir / d / "test.jsonl").is_file():
             raise DataError(f"{corpus_dir / d / 'test.jsonl'} does not exist")
+    if (corpus_dir / "manifest.json").exists():  # a corpus built by corpus/build.py
+        verify_splits(corpus_dir, domains, ["test"])
+    else:
+        print(f"note: {corpus_dir} has no manifest.json (not built by corpus.build): its test splits are "
+              "used unchecked", file=sys.stderr)
     return corpus_dir, domains
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -190,3 +191,26 @@ def test_capped_domains_keep_their_natural_size_for_natural_sampling(tmp_path):
     for i, (domain, entry) in enumerate(manifest["domains"].items()):
         kept = sum(s["bytes"] for s in entry["splits"].values())
         assert estimate[i] == pytest.approx(meta[domain]["train"]["tokens"] * entry["available_bytes"] / kept)
+
+
+def test_a_split_changed_after_the_build_is_refused_by_every_reader(built_data, tmp_path):
+    import shutil
+
+    from corpus import tokens
+    from corpus.manifest import verify_splits
+    from eval.tasks import generate_perplexity_tasks
+    from mixbench.errors import DataError
+
+    data = tmp_path / "data"
+    shutil.copytree(Path(built_data["data_dir"]) / "corpus", data / "corpus")
+    shutil.copytree(Path(built_data["data_dir"]) / "tokenizer", data / "tokenizer")
+    verify_splits(data / "corpus", built_data["corpus"]["domains"], ["train", "val", "test"])  # as built
+    edited = data / "corpus" / "books" / "test.jsonl"
+    edited.write_bytes(edited.read_bytes()[:-30] + b'"}\n')
+    message = f"corpus split {edited} has sha256 "
+    with pytest.raises(DataError, match=re.escape(message) + ".*changed after the build"):
+        tokens.build({**built_data, "data_dir": str(data)})
+    assert not (data / "tokens").exists()  # refused before writing anything
+    with pytest.raises(DataError, match=re.escape(message)):
+        generate_perplexity_tasks(data / "corpus", tmp_path / "tasks")
+    verify_splits(data / "corpus", ["code"], ["train", "val", "test"])  # the other domains are untouched
