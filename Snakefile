@@ -5,7 +5,8 @@
 #   snakemake --report results/report.html                 HTML report with every table and figure
 # Every step is also runnable by hand as `python -m <package>.<module>` (see each rule's shell).
 
-configfile: f"{workflow.basedir}/config/config.yaml"
+# No `configfile:` here: rules/common.smk reads config/config.yaml only when no config file is
+# given, so a user's file is complete on its own (`base:` in it layers it on another file).
 report: "rules/report/workflow.rst"
 
 

@@ -38,7 +38,7 @@ def check_task_names(names: Iterable[str], cache_dir: str | Path | None = None) 
     outside = [n for n in names if n not in GENERATED]
     unknown_generated = [n for n in outside if n.startswith("mixbench_")]
     if unknown_generated:
-        raise ConfigError(f"evaluation.downstream.tasks: {unknown_generated} are not generated tasks; "
+        raise ConfigError(f"downstream.tasks: {unknown_generated} are not generated tasks; "
                           f"the generated ones are {list(GENERATED)}")
     if not outside:
         return
@@ -47,4 +47,4 @@ def check_task_names(names: Iterable[str], cache_dir: str | Path | None = None) 
         if name not in known:
             close = difflib.get_close_matches(name, known, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ConfigError(f"evaluation.downstream.tasks: {name!r} is not a task in lm-eval's registry{hint}")
+            raise ConfigError(f"downstream.tasks: {name!r} is not a task in lm-eval's registry{hint}")

@@ -1,14 +1,19 @@
 """Load and validate a mixbench configuration.
 
 One code path for Snakemake (rules/common.smk) and for every ``python -m`` entry point:
-the JSON schema in rules/schemas/config.schema.yaml checks structure and fills defaults,
-then ``check_semantics`` checks what a schema cannot: strategy names and hyperparameters
-against the registry, model sizes against the size table, batch divisibility.
+``read_files`` reads config files (each with the chain of files its ``base:`` names), the JSON
+schema in rules/schemas/config.schema.yaml checks structure and fills defaults, then
+``mixbench.config_checks`` checks what a schema cannot: strategy names and hyperparameters
+against the registry, model sizes against the size table, batch divisibility, context length.
+
+Every rejection is a ConfigError whose first line names the field at fault (a dotted path such
+as ``training.lr``); a single problem is a single line.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -16,12 +21,13 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from mixbench import variants
+from mixbench import config_checks, variants
 from mixbench.errors import ConfigError
+from mixbench.config_fields import (  # noqa: F401 (re-exported: cfg.stage_training, ...)
+    where, strategy_entry, strategy_class_name, strategy_hparams, stage_training, stage_layers, stage_allows_larger, strategy_stages, resolve_stages, run_chain, cell_runs, run_dir, keyed_values, keyed_value, micro_batch_sizes, micro_batch_size, domain_cap)
 
 from mixbench import REPO_ROOT
 SCHEMA_PATH = REPO_ROOT / "rules" / "schemas" / "config.schema.yaml"
-RESERVED_STRATEGY_KEYS = variants.RESERVED
 # Fields that change how a job runs but not what it computes, beyond the order of floating-point
 # operations: changing them reruns no finished job and does not invalidate a checkpoint. The
 # number of processes is one of them because every step's data is the same for any number
@@ -36,7 +42,9 @@ OPERATIONAL_FIELDS = {
 
 
 def _with_defaults(validator_class):
-    """A validator that also fills in each property's ``default`` (jsonschema leaves them out)."""
+    """A validator that also fills in each property's ``default`` (jsonschema leaves them out)
+    and takes only Python ints as integers (jsonschema also takes 300.0, which would name a
+    folder seed1.0 or reach range() as a float)."""
     validate_properties = validator_class.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, schema):
@@ -46,7 +54,9 @@ def _with_defaults(validator_class):
                     instance[name] = copy.deepcopy(subschema["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+    strict_integers = validator_class.TYPE_CHECKER.redefine(
+        "integer", lambda checker, value: isinstance(value, int) and not isinstance(value, bool))
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults}, type_checker=strict_integers)
 
 
 _Validator = _with_defaults(jsonschema.Draft202012Validator)
@@ -57,41 +67,86 @@ def load_schema() -> dict:
         return yaml.safe_load(f)
 
 
+@functools.lru_cache(maxsize=1)
+def _schema_validator() -> jsonschema.protocols.Validator:
+    # Parsing the schema's YAML costs ~50 ms, 20 times the rest of a validation: parse it once.
+    return _Validator(load_schema())
+
+
 def validate(config: dict) -> dict:
     """Return a validated copy of ``config`` with defaults filled in; raise ConfigError otherwise."""
+    raise_problems(config_checks.value_problems(config))  # before the schema: it cannot see these
     config = copy.deepcopy(config)
-    errors = sorted(_Validator(load_schema()).iter_errors(config), key=lambda e: list(e.path))
-    if errors:
-        lines = [f"  - {_where(e)}: {e.message}{_hint(e)}" for e in errors]
-        raise ConfigError("invalid configuration:\n" + "\n".join(lines))
-    config = variants.expand(config)
-    check_semantics(config)
+    raise_problems([config_checks.overlay_problem(config)])  # more to the point than what the schema finds
+    errors = sorted(_schema_validator().iter_errors(config), key=lambda e: [str(p) for p in e.path])
+    # One problem per field, the schema's first: "-1.5 is not an integer" without "... nor >= 0".
+    problems: dict[str, str] = {}
+    for problem in (problem for error in errors for problem in config_checks.schema_problems(error)):
+        problems.setdefault(problem.split(": ", 1)[0], problem)
+    raise_problems(list(problems.values()))
+    try:
+        config = variants.expand(config)
+    except ConfigError as exc:  # said like every other problem
+        problem = str(exc)
+    else:
+        problem = None
+    raise_problems([problem])
+    raise_problems(config_checks.semantic_problems(config))
     return config
 
 
-def _hint(error: jsonschema.ValidationError) -> str:
-    """What usually causes an error, where it is not the error itself."""
-    expected = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
-    if error.validator == "type" and isinstance(error.instance, str) and {"integer", "number"} & set(expected):
-        return (" (snakemake --config passes the values nested in a mapping as text, never as numbers: "
-                "set them in a config file given to --configfiles instead)")
-    return ""
-
-
-def _where(error: jsonschema.ValidationError) -> str:
-    return ".".join(str(p) for p in error.path) or "(top level)"
+def raise_problems(problems: list[str | None]) -> None:
+    """Raise one ConfigError for every problem found: the first on the first line, the others
+    one per line below it. Each problem starts with the field it is about."""
+    problems = list(dict.fromkeys(p for p in problems if p))
+    if len(problems) == 1:
+        raise ConfigError(f"invalid configuration: {problems[0]}")
+    if problems:
+        first, *others = problems
+        raise ConfigError(f"invalid configuration ({len(problems)} problems): {first}\n"
+                          + "\n".join(f"  - {p}" for p in others))
 
 
 def load(*paths: str | Path, overrides: dict | None = None) -> dict:
-    """Read YAML files in order (later ones win, key by key) plus overrides, then validate."""
+    """Read YAML files in order (later ones win, key by key; each over the ``base:`` chain it
+    names) plus overrides, then validate."""
+    return validate(deep_merge(read_files(*paths), overrides or {}))
+
+
+def read_files(*paths: str | Path) -> dict:
+    """The config files merged in order, each over the files its ``base:`` names, not validated."""
     merged: dict = {}
     for path in paths:
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"config file not found: {path}")
+        merged = deep_merge(merged, read_layered(Path(path)))
+    return merged
+
+
+def read_layered(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """One config file over the file its ``base:`` key names (relative to the repository root, or
+    absolute), recursively; the result has no ``base`` key. ``chain``: the files that led here."""
+    origin = f" (the base of {chain[-1]})" if chain else ""
+    resolved = path.resolve()
+    if resolved in chain:
+        raise ConfigError(f"base: config files name each other as base in a cycle: "
+                          f"{' -> '.join(map(str, (*chain, resolved)))}")
+    if not path.is_file():
+        raise ConfigError(f"base: config file not found: {path}{origin}" if chain else f"config file not found: {path}")
+    try:
         with open(path, encoding="utf-8") as f:
-            merged = deep_merge(merged, yaml.safe_load(f) or {})
-    return validate(deep_merge(merged, overrides or {}))
+            raw = yaml.safe_load(f)
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}{origin}: not a readable YAML file: {' '.join(str(exc).split())}") from None
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"(top level) of {path}{origin}: a config file holds a mapping of sections, "
+                          f"got {type(raw).__name__}")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"base: the path of a config file to layer this one on, got {base!r} in {path}")
+    base_path = Path(base) if Path(base).is_absolute() else REPO_ROOT / base
+    return deep_merge(read_layered(base_path, (*chain, resolved)), raw)
 
 
 def deep_merge(base: dict, update: dict) -> dict:
@@ -102,241 +157,6 @@ def deep_merge(base: dict, update: dict) -> dict:
         else:
             out[key] = copy.deepcopy(value)
     return out
-
-
-def strategy_entry(config: dict, name: str) -> dict:
-    """The config entry of a grid strategy name; a bare registered name needs no entry."""
-    return config["strategies"].get(name, {})
-
-
-def strategy_class_name(config: dict, name: str) -> str:
-    return strategy_entry(config, name).get("strategy", name)
-
-
-def strategy_hparams(config: dict, name: str) -> dict:
-    entry = strategy_entry(config, name)
-    return {k: v for k, v in entry.items() if k not in RESERVED_STRATEGY_KEYS}
-
-
-def stage_training(config: dict, name: str, stage: str, size: str) -> dict:
-    """Size and step count of one stage of one strategy when the run it feeds has ``size``
-    (`final` always uses the grid's size and ``training.steps``). A stage without a configured
-    size takes the size of the run it feeds. Iterated stages (``proxy-r2``) take the settings
-    of their kind (``proxy``)."""
-    resolved = {"size": size, "steps": config["training"]["steps"]}
-    if stage == "final":
-        return resolved
-    for layer in stage_layers(config, name, stage):
-        resolved.update({k: layer[k] for k in ("size", "steps") if layer.get(k) is not None})
-    return resolved
-
-
-def stage_layers(config: dict, name: str, stage: str) -> list[dict]:
-    """The config entries that set a stage: the global ``stages`` one, then the strategy's own."""
-    kind = stage.split("-r")[0]
-    return [config["stages"].get(kind, {}), strategy_entry(config, name).get("stages", {}).get(kind, {})]
-
-
-def stage_allows_larger(config: dict, name: str, stage: str) -> bool:
-    """``allow_larger_than_final`` as the last entry that sets it says (the strategy's over the global one)."""
-    settings = [layer["allow_larger_than_final"] for layer in stage_layers(config, name, stage)
-                if layer.get("allow_larger_than_final") is not None]
-    return bool(settings and settings[-1])
-
-
-def stage_key(config: dict, name: str, stage: str) -> str:
-    """The config entry that sets a stage's size: the strategy's own if it has one, else the global one."""
-    kind = stage.split("-r")[0]
-    _, own = stage_layers(config, name, stage)
-    return f"strategies.{name}.stages.{kind}" if own.get("size") is not None else f"stages.{kind}"
-
-
-def strategy_stages(config: dict, name: str) -> tuple[str, ...]:
-    """The stages a configured strategy runs, from its class's declaration (torch-free)."""
-    from strategies import get_strategy_class
-
-    cls = get_strategy_class(strategy_class_name(config, name))
-    return tuple(cls.stages_for({**cls.defaults, **strategy_hparams(config, name)}))
-
-
-def resolve_stages(config: dict, name: str, stages: tuple[str, ...] | list[str], size: str) -> dict[str, dict]:
-    """{stage: {"size", "steps"}} for a chain of stages whose last one runs at ``size``.
-
-    Sizes resolve backwards: each stage without a configured size takes the size of the stage
-    it feeds. A reference or proxy is therefore identified by its own size and steps, not by
-    the final size it feeds: with a fixed proxy size, every final size reads the same run."""
-    resolved: dict[str, dict] = {}
-    feeding = size
-    for position, stage in enumerate(reversed(stages)):
-        spec = stage_training(config, name, stage, feeding)
-        if position == 0 and spec["size"] != size:
-            raise ConfigError(f"strategies.{name}: stage {stage!r} is configured at size {spec['size']!r}, "
-                              f"not {size!r}; its runs live under {spec['size']}/")
-        resolved[stage] = spec
-        feeding = spec["size"]
-    return dict(reversed(list(resolved.items())))
-
-
-def run_chain(config: dict, name: str, stage: str, size: str) -> dict[str, dict]:
-    """{stage: {"size", "steps"}} of one run at its own ``size`` and of every run it reads."""
-    stages = strategy_stages(config, name)
-    if stage not in stages:
-        raise ConfigError(f"strategy {name!r} has no stage {stage!r}; its stages: {stages}")
-    return resolve_stages(config, name, stages[: stages.index(stage) + 1], size)
-
-
-def cell_runs(config: dict, size: str, name: str) -> dict[str, dict]:
-    """Every run a final model of the grid needs, {stage: {"size", "steps"}}, in stage order."""
-    return resolve_stages(config, name, strategy_stages(config, name), size)
-
-
-def run_dir(config: dict, size: str, name: str, seed: int | str, stage: str) -> str:
-    """The folder of one run; ``size`` is the run's own size (a proxy's, not its final's)."""
-    return f"{config['runs_dir']}/{size}/{name}/seed{seed}/{stage}"
-
-
-def check_semantics(config: dict) -> None:
-    # Imported here: the registry and size table are light, but keep config importable alone.
-    from models.signals import available as available_signals
-    from models.sizes import SIZES
-    from strategies import get_strategy_class
-
-    if config["overlay_of"] is not None and config["overlay_of"] != config["name"]:
-        raise ConfigError(
-            f"this config is an overlay of the {config['overlay_of']!r} grid, which was not loaded (grid name: "
-            f"{config['name']!r}); pass both files to one flag, e.g. `snakemake --configfiles config/paper.yaml "
-            f"config/rehearsal.yaml` (a second --configfile flag replaces the first)")
-    problems = []
-    unknown_sizes = [s for s in config["grid"]["sizes"] if s not in SIZES]
-    if unknown_sizes:
-        raise ConfigError(f"invalid configuration:\n  - grid.sizes: unknown size(s) {unknown_sizes}; "
-                          f"known sizes: {sorted(SIZES)}")
-    # Entries outside the grid are checked too: a typo there should not wait until it is used.
-    names = list(dict.fromkeys([*config["grid"]["strategies"], *config["strategies"]]))
-    swept = variants.variants(config)
-    for name in names:
-        # A variant's problem is the sweep's: say where it was written.
-        where = f"grid.variants.{swept[name].base} ({name})" if name in swept else f"strategies.{name}"
-        try:
-            cls = get_strategy_class(strategy_class_name(config, name))
-        except KeyError as exc:
-            problems.append(f"{where if name in swept else f'strategy {name!r}'}: {exc.args[0]}")
-            continue
-        try:
-            cls.check_hparams(strategy_hparams(config, name), config["corpus"]["domains"])
-            cls.check_training(strategy_hparams(config, name), config["training"], config["corpus"]["domains"])
-        except ConfigError as exc:
-            problems.append(f"{where}: {exc}")
-            continue
-        missing_signals = sorted(set(cls.signals) - set(available_signals()))
-        if missing_signals:
-            problems.append(f"{where if name in swept else f'strategy {name!r}'} needs signals no provider computes: "
-                            f"{missing_signals} "
-                            f"(models/signals/__init__.py lists {', '.join(available_signals())})")
-        problems += [p.replace(f"strategies.{name}:", f"{where}:", 1) for p in stage_problems(config, name)]
-    if config["corpus"]["source"] == "debian":
-        from corpus.debian import DOMAINS
-
-        unknown = [d for d in config["corpus"]["domains"] if d not in DOMAINS]
-        if unknown:
-            problems.append(f"corpus.domains: {unknown} are not Debian corpus domains; valid: {', '.join(DOMAINS)}")
-    problems += corpus_problems(config["corpus"])
-    unsized = sorted(set(micro_batch_sizes(config["training"])) - {"default"} - set(SIZES))
-    if unsized:
-        problems.append(f"training.micro_batch_size: unknown size(s) {unsized}; known sizes: {sorted(SIZES)}")
-    downstream = config["downstream"]
-    if any(t.startswith("mixbench_") for t in downstream["tasks"]):
-        for size in config["grid"]["sizes"]:
-            if size in SIZES and downstream["continuation_chars"] >= SIZES[size].n_positions:
-                problems.append(f"downstream.continuation_chars ({downstream['continuation_chars']}) must be below "
-                                f"size {size!r}'s context of {SIZES[size].n_positions} tokens")
-    if problems:
-        raise ConfigError("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
-
-
-def keyed_values(value) -> dict:
-    """A setting given as one value for all, or as {name: value, default: value}, as a mapping."""
-    return dict(value) if isinstance(value, dict) else {"default": value}
-
-
-def keyed_value(value, name: str, setting: str, what: str):
-    """The value of a one-or-per-name setting for ``name``: its own entry, else ``default``.
-    ``what`` says what is missing, e.g. "micro-batch for size"."""
-    values = keyed_values(value)
-    if name not in values and "default" not in values:
-        raise ConfigError(f"{setting} names no {what} {name!r} and has no `default` (it has {values})")
-    return values.get(name, values.get("default"))
-
-
-def micro_batch_sizes(training: dict) -> dict[str, int]:
-    """``training.micro_batch_size`` as a mapping {size or "default": micro-batch}."""
-    return keyed_values(training["micro_batch_size"])
-
-
-def micro_batch_size(training: dict, size: str) -> int:
-    """The micro-batch of a run of model size ``size``."""
-    return keyed_value(training["micro_batch_size"], size, "training.micro_batch_size", "micro-batch for size")
-
-
-def domain_cap(corpus: dict, domain: str) -> int:
-    """The byte cap of one domain (``corpus.max_bytes_per_domain``: one number or one per domain)."""
-    return keyed_value(corpus["max_bytes_per_domain"], domain, "corpus.max_bytes_per_domain", "cap for domain")
-
-
-def corpus_problems(corpus: dict) -> list[str]:
-    """Per-domain caps that name no configured domain, or leave one without a cap."""
-    caps = keyed_values(corpus["max_bytes_per_domain"])
-    problems = [f"corpus.max_bytes_per_domain names {name!r}, which is not in corpus.domains {corpus['domains']}"
-                for name in caps if name != "default" and name not in corpus["domains"]]
-    if "default" not in caps:
-        uncapped = [d for d in corpus["domains"] if d not in caps]
-        if uncapped:
-            problems.append(f"corpus.max_bytes_per_domain has no cap for {uncapped} and no `default`")
-    return problems
-
-
-def batch_split_problem(training: dict, size: str) -> str | None:
-    """Why the global batch does not split into the micro-batches of every rank at ``size``, if it does not."""
-    try:
-        micro = micro_batch_size(training, size)
-    except ConfigError as exc:
-        return str(exc)
-    ranks = training["nodes"] * training["processes"]
-    if training["batch_size"] % (ranks * micro):
-        return (f"training: batch_size {training['batch_size']} is not a multiple of nodes × processes × "
-                f"micro_batch_size at size {size!r} = {training['nodes']} × {training['processes']} × {micro}")
-    return None
-
-
-def stage_problems(config: dict, name: str) -> list[str]:
-    """What is wrong with a strategy's stages at any final size of the grid."""
-    from models.sizes import SIZES, non_embedding_parameters
-
-    problems = []
-    for final_size in config["grid"]["sizes"]:
-        runs = cell_runs(config, final_size, name)
-        unknown = {stage: spec["size"] for stage, spec in runs.items() if spec["size"] not in SIZES}
-        if unknown:
-            return [f"strategies.{name}: stage(s) use unknown size(s) {unknown}; known sizes: {sorted(SIZES)}"]
-        if "reference" in runs and "proxy" in runs and runs["reference"]["size"] != runs["proxy"]["size"]:
-            problems.append(f"strategies.{name}: the proxy must be the size of its reference model, got "
-                            f"reference {runs['reference']['size']!r} and proxy {runs['proxy']['size']!r}")
-        final_params = non_embedding_parameters(SIZES[final_size])
-        for stage, spec in runs.items():
-            split = batch_split_problem(config["training"], spec["size"])
-            if split:
-                problems.append(split)
-            if config["training"]["warmup_steps"] >= spec["steps"]:
-                problems.append(f"strategies.{name}: stage {stage!r} has {spec['steps']} steps, not more than "
-                                f"training.warmup_steps ({config['training']['warmup_steps']})")
-            params = non_embedding_parameters(SIZES[spec["size"]])
-            allowed = stage_allows_larger(config, name, stage)
-            if stage != "final" and params > final_params and not allowed:
-                problems.append(
-                    f"strategies.{name}: stage {stage!r} uses size {spec['size']!r} ({params:,} non-embedding "
-                    f"parameters), larger than the final size {final_size!r} it feeds ({final_params:,}); if this "
-                    f"is intended, set `allow_larger_than_final: true` in {stage_key(config, name, stage)}")
-    return list(dict.fromkeys(problems))  # the same problem at several final sizes is said once
 
 
 def relevant_sections(config: dict, *sections: str) -> list:

@@ -20,8 +20,17 @@ from corpus.spool import SPLITS
 
 from eval.task_index import GENERATED as GENERATED_TASKS, check_task_names
 
+# The config: the files given to --configfile/--configfiles, merged in order, each over the
+# `base:` chain it names (mixbench.config.read_files), or config/config.yaml when none is given
+# (the Snakefile names no configfile: Snakemake would layer it under every user's file); then
+# `--config key=value` on top. Snakemake's own merge of the same files is not used: it cannot
+# follow `base:`.
+CONFIG_FILES = ([str(path) for path in workflow.config_settings.configfiles]
+                or [f"{workflow.basedir}/config/config.yaml"])
+
 try:
-    config = mbconfig.validate(config)
+    config = mbconfig.validate(mbconfig.deep_merge(mbconfig.read_files(*CONFIG_FILES),
+                                                   dict(workflow.config_settings.config)))
     # Registry names are looked up once per lm-eval version (~20 s), then from the cache.
     check_task_names(config["downstream"]["tasks"], cache_dir=f"{config['data_dir']}/lm_eval_tasks")
 except ConfigError as exc:

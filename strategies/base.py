@@ -82,16 +82,19 @@ class Strategy(ABC):
 
     @classmethod
     def check_hparams(cls, hparams: dict[str, Any], domains: list[str]) -> None:
-        """Reject unknown keys and values whose type differs from the default's.
-        Subclasses extend this for value checks; it runs before any job starts."""
-        unknown = sorted(set(hparams) - set(cls.defaults))
+        """Reject unknown keys and values whose type differs from the default's (null only where
+        the default is null). Subclasses extend this for value checks; it runs before any job starts."""
+        unknown = sorted(set(hparams) - set(cls.defaults), key=str)
         if unknown:
             valid = ", ".join(sorted(cls.defaults)) or "none"
             raise ConfigError(f"unknown hyperparameter(s) {unknown}; valid: {valid}")
         for key, value in hparams.items():
             default = cls.defaults[key]
-            if default is None or value is None:
-                continue
+            if default is None:
+                continue  # the subclass checks what else it takes
+            if value is None:
+                raise ConfigError(f"hyperparameter {key!r} must be {type(default).__name__}, got null "
+                                  f"(leave it out for its default, {default!r})")
             expected = (int, float) if isinstance(default, float) else type(default)
             if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, expected):
                 raise ConfigError(f"hyperparameter {key!r} must be {type(default).__name__}, got {value!r}")

@@ -74,7 +74,7 @@ class DoGE(Strategy):
         if h["target"] not in ("mix", "train", *domains):
             raise ConfigError(f"target must be 'mix', 'train' or a domain ({', '.join(domains)}), got {h['target']!r}")
         for key in ("mu", "max_grad_norm"):
-            if h[key] is not None and (not isinstance(h[key], (int, float)) or h[key] <= 0):
+            if h[key] is not None and (isinstance(h[key], bool) or not isinstance(h[key], (int, float)) or h[key] <= 0):
                 raise ConfigError(f"{key} must be a positive number or null (the paper's default), got {h[key]!r}")
         if not 0 <= h["dw_min"] <= h["dw_max"]:
             raise ConfigError("need 0 <= dw_min <= dw_max")
@@ -88,7 +88,7 @@ class DoGE(Strategy):
         trained = len(domains) - (hparams.get("target", "mix") in domains)
         if training["batch_size"] < trained:
             raise ConfigError(f"the proxy samples each of its {trained} training domains at every step, but "
-                              f"batch_size is {training['batch_size']}; use batch_size >= {trained}")
+                              f"training.batch_size is {training['batch_size']}; use batch_size >= {trained}")
 
     def __init__(self, context, **hparams):
         super().__init__(context, **hparams)

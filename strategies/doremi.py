@@ -28,6 +28,10 @@ import numpy as np
 from mixbench.errors import ConfigError
 from strategies.base import Strategy
 
+# Each round trains a reference and a proxy per seed; more rounds than this is a typo, and the
+# stage list of a huge count would not even fit in memory while the workflow is parsed.
+MAX_ROUNDS = 20
+
 
 def stage_parts(stage: str) -> tuple[str, int]:
     """'proxy-r2' -> ('proxy', 2); 'reference' -> ('reference', 1)."""
@@ -73,8 +77,9 @@ class DoReMi(Strategy):
         h = {**cls.defaults, **hparams}
         if h["reference_weights"] not in ("natural", "uniform"):
             raise ConfigError(f"reference_weights must be 'natural' or 'uniform', got {h['reference_weights']!r}")
-        if h["step_size"] <= 0 or not 0 <= h["smoothing"] <= 1 or h["rounds"] < 1:
-            raise ConfigError("need step_size > 0, 0 <= smoothing <= 1 and rounds >= 1")
+        if h["step_size"] <= 0 or not 0 <= h["smoothing"] <= 1 or not 1 <= h["rounds"] <= MAX_ROUNDS:
+            raise ConfigError(f"need step_size > 0, 0 <= smoothing <= 1 and 1 <= rounds <= {MAX_ROUNDS}, got "
+                              f"step_size {h['step_size']}, smoothing {h['smoothing']}, rounds {h['rounds']}")
 
     @classmethod
     def stages_for(cls, hparams: dict[str, Any]) -> tuple[str, ...]:

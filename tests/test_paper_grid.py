@@ -185,7 +185,8 @@ def rehearsal(tmp_path_factory):
         # Every strategy with stages or moving weights; the static mixtures (natural, the published
         # ones) are trained in tests/test_training.py and test_workflow.py, and a list-form
         # mixture is read in corpus order in tests/test_strategies.py. The published entries are
-        # still folded onto the six domains below: every entry is validated, in the grid or not.
+        # still folded onto the six domains below, so that the merged config stays consistent
+        # (only the grid's entries are validated).
         "grid": {"seeds": [0], "sizes": ["rehearsal-small", "rehearsal-large"], "strategies": STRATEGIES},
         # DoGE's stratified proxy batch needs a sequence per domain in its target half.
         "training": {"steps": 20, "batch_size": 12, "micro_batch_size": 12, "seq_len": 32, "warmup_steps": 2},

@@ -25,11 +25,14 @@ def context(**kw) -> StrategyContext:
 def test_uniform_natural_static_weights_by_hand():
     assert np.allclose(get_strategy_class("uniform")(context()).initial_weights(), [1 / 3, 1 / 3, 1 / 3])
     assert np.allclose(get_strategy_class("natural")(context()).initial_weights(), [0.6, 0.3, 0.1])
-    static = get_strategy_class("static")(context(), weights={"code": 2, "books": 1, "qa": 1})
+    static = get_strategy_class("static")(context(), weights={"code": 0.5, "books": 0.25, "qa": 0.25})
     assert np.allclose(static.initial_weights(), [0.5, 0.25, 0.25])
-    # A list (as a published mixture over other domains is overlaid) is read in corpus order.
-    listed = get_strategy_class("static")(context(), weights=[2, 1, 1])
+    # A list (as a published mixture over other domains is overlaid) is read in corpus order;
+    # relative weights are divided by their sum only when the entry says so.
+    listed = get_strategy_class("static")(context(), weights=[2, 1, 1], normalize=True)
     assert np.allclose(listed.initial_weights(), [0.5, 0.25, 0.25])
+    with pytest.raises(ConfigError, match=r"weights sum to 4, not 1 \(within 1e-06\): \{'code': 2, 'books': 1, 'qa': 1\}"):
+        get_strategy_class("static")(context(), weights=[2, 1, 1]).initial_weights()
 
 
 def test_static_strategies_never_update_and_hand_on_their_weights():
