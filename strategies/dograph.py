@@ -23,6 +23,7 @@ and hands on ᾱ, the mean of the weights over updates with the initial ones inc
 
 from __future__ import annotations
 
+import re
 import sys
 import warnings
 from typing import Any
@@ -53,6 +54,17 @@ class DoGraph(Strategy):
             raise ConfigError("need update_every >= 1, probe_per_domain >= 2, target_per_domain >= 1, sketch_dim >= 1")
         if h["rho"] < 0 or h["lam"] < 0 or not 0 <= h["alpha_min_factor"] < 1 or not 0 <= h["ema"] < 1:
             raise ConfigError("need lam >= 0, rho >= 0, 0 <= alpha_min_factor < 1 and 0 <= ema < 1")
+        delta = h["community_delta"]
+        if delta is not None and (isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0 <= delta < float("inf")):
+            raise ConfigError(f"community_delta must be null (no community constraint) or a finite number >= 0, "
+                              f"got {delta!r}")
+        pattern = h["probe_params"]
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except (TypeError, re.error) as exc:
+                raise ConfigError(f"probe_params must be null (every parameter but the embeddings) or a regular "
+                                  f"expression over parameter names, got {pattern!r} ({exc})") from None
         if h["lam"] == 0:
             warnings.warn("dograph: lam = 0 has no graph term, so the schedule ends at a vertex of the simplex")
 

@@ -17,6 +17,7 @@ from models.gpt2 import build_model, gpt2_config
 from models.probe import GradientProbe
 from models.train import train
 from strategies.base import Strategy
+from strategies.dograph import DoGraph
 
 
 def dograph_config(built_data, **hparams):
@@ -140,3 +141,15 @@ def test_proxy_mode_hands_on_the_average_including_the_initial_weights(built_dat
     k = len(config["corpus"]["domains"])
     alphas = [np.full(k, 1 / k)] + [r["alpha"] for r in trace(tmp_path / "proxy")]
     assert np.allclose(read_json(tmp_path / "proxy" / "weights.json")["final_weights"], np.mean(alphas, axis=0))
+
+
+@pytest.mark.parametrize("hparams, message", [
+    ({"community_delta": "0.1"}, "community_delta must be null .* or a finite number >= 0, got '0.1'"),
+    ({"community_delta": -0.5}, "community_delta must be null"),
+    ({"probe_params": "transformer.h.(0"}, r"probe_params must be null .* got 'transformer.h.\(0' \(missing \)"),
+    ({"probe_params": 3}, "probe_params must be null"),
+])
+def test_hyperparameters_the_solver_and_the_probe_take_are_checked_before_any_job(hparams, message):
+    with pytest.raises(ConfigError, match=message):
+        DoGraph.check_hparams(hparams, ["a", "b", "c"])
+    DoGraph.check_hparams({"community_delta": 0.5, "probe_params": r"transformer\.h\.0\..*"}, ["a", "b", "c"])
