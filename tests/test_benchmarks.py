@@ -123,3 +123,17 @@ def test_the_corpus_benchmark_runs_and_writes_its_measurements(tmp_path):
     assert size["documents"] > 100 and 0 < size["peak_rss_mb"] < 1024
     assert long_document["kept_bytes_of_that_domain"] <= 100_000
     assert "| one 0.5 MB document, domain capped at 100 kB |" in (tmp_path / "out" / "corpus_build.md").read_text()
+
+
+def test_the_fault_injection_script_kills_resumes_and_compares_the_final_model(tmp_path):
+    """One kill of DoReMi's 10-step reference (benchmarks/fault_injection.py; the README reports
+    a full run: 5 kills of each kind of run)."""
+    out = tmp_path / "out"
+    subprocess.run([sys.executable, "-m", "benchmarks.fault_injection", "--cases", "reference", "--kills", "1",
+                    "--seed", "3", "--workdir", str(tmp_path / "work"), "--out", str(out)],
+                   cwd=REPO, check=True, capture_output=True, timeout=600)
+    (case,) = read_json(out / "fault_injection.json")["cases"]
+    assert case["kills"] == 1 and case["attempts"] == 2 and case["identical"] is True
+    killed_at = case["kill_steps"][0]  # checkpoints every 3 steps; a kill at step 3 may cut its checkpoint short
+    assert case["resumes"] == (killed_at > 3) or killed_at == 3
+    assert "| reference | doremi (reference) | 10 |" in (out / "fault_injection.md").read_text()
