@@ -180,8 +180,12 @@ def run_fingerprint(config: dict, strategy: str, chain: dict[str, dict]) -> str:
     come from its path). A stage's own size and steps stand in for the grid's, so changing the
     final models' length reruns no shared proxy; a changed upstream run changes the fingerprint,
     so no checkpoint made on the old one is resumed."""
+    from strategies import get_strategy_class
+
     corpus, tokenizer, training = relevant_sections(config, "corpus", "tokenizer", "training")
-    entry = {k: v for k, v in strategy_entry(config, strategy).items() if k != "stages"}
+    # The hyperparameters with their defaults: writing a default out changes no run.
+    cls = get_strategy_class(strategy_class_name(config, strategy))
+    entry = {"strategy": cls.__name__, **cls.defaults, **strategy_hparams(config, strategy)}
     *_, own = chain.values()
     return fingerprint([corpus, tokenizer, {**training, "steps": own["steps"]}, chain, entry])
 

@@ -12,7 +12,7 @@ import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 TMP_SUFFIX = ".tmp"
 
@@ -41,16 +41,28 @@ def fsync_dir(path: str | os.PathLike) -> None:
 _UNSYNCABLE: set = set()
 
 
-def remove_stale_temporaries(root: str | os.PathLike) -> list[Path]:
-    """Remove what crashed atomic writes left under ``root`` (``.NAME.XXXX.tmp`` files and folders)
-    and return them. Call it only while no other process writes there (a run holds its lock)."""
+def is_temporary(name: str) -> bool:
+    """A name ``atomic_path`` or ``atomic_dir`` gives its temporary: ``.NAME.XXXX.tmp``."""
+    return name.startswith(".") and name.endswith(TMP_SUFFIX) and name.count(".") >= 3
+
+
+def remove_stale_temporaries(root: str | os.PathLike, recursive: bool = True,
+                             skip: Callable[[Path], bool] | None = None) -> list[Path]:
+    """Remove what crashed atomic writes left in ``root`` (and below it, unless not ``recursive``;
+    not below a folder for which ``skip`` is true) and return them. Call it only where no other
+    process is writing: a trainer in its own locked run folder, the workflow before its first job."""
     import shutil
 
     root = Path(root)
-    if not root.is_dir():
-        return []
-    stale = [p for p in root.rglob(f".*{TMP_SUFFIX}") if p.name.count(".") >= 3]
-    for path in sorted(stale, key=lambda p: len(p.parts), reverse=True):
+    stale: list[Path] = []
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        if skip is not None and skip(here):
+            dirs[:] = []
+            continue
+        stale += [here / name for name in (*files, *dirs) if is_temporary(name)]
+        dirs[:] = [d for d in dirs if not is_temporary(d)] if recursive else []
+    for path in stale:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
         else:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mixbench.io import atomic_dir, fsync_dir, sha256_file
@@ -66,28 +67,40 @@ def save_checkpoint(root: str | Path, step: int, state: dict[str, Any]) -> Path:
     return folder
 
 
-def read_checkpoint(folder: Path) -> dict[str, Any]:
-    """The state saved in ``folder``, after checking both checksums; CorruptCheckpoint otherwise."""
+def read_checkpoint(folder: Path, verify: bool = True) -> dict[str, Any]:
+    """The state saved in ``folder``, after checking both checksums (``verify=False``: a folder
+    another process has just checked). CorruptCheckpoint when the folder's content is bad; an
+    error of the machine rather than the file (out of memory, permissions, a stale NFS handle)
+    is raised as it is, so the job fails and can be retried without losing the checkpoint."""
     try:
         record = json.loads((folder / STATE).read_text(encoding="utf-8"))
         skeleton = record["state"]
         expected_state, expected_tensors = record["state_sha256"], record["tensors_sha256"]
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+    except FileNotFoundError:
+        raise CorruptCheckpoint(f"{folder / STATE} is missing") from None
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise CorruptCheckpoint(f"{folder / STATE} cannot be read ({type(exc).__name__}: {exc})") from None
-    if hashlib.sha256(_canonical(skeleton).encode()).hexdigest() != expected_state:
+    if verify and hashlib.sha256(_canonical(skeleton).encode()).hexdigest() != expected_state:
         raise CorruptCheckpoint(f"{folder / STATE} does not match its recorded sha256")
     try:
-        actual = sha256_file(folder / TENSORS)
-    except OSError as exc:
-        raise CorruptCheckpoint(f"{folder / TENSORS} cannot be read ({exc})") from None
+        actual = sha256_file(folder / TENSORS) if verify else expected_tensors
+    except FileNotFoundError:
+        raise CorruptCheckpoint(f"{folder / TENSORS} is missing") from None
     if actual != expected_tensors:
         raise CorruptCheckpoint(f"{folder / TENSORS} has sha256 {actual[:12]}…, "
                                 f"its checkpoint recorded {str(expected_tensors)[:12]}…")
     try:
-        tensors = load_file(folder / TENSORS, device="cpu")
+        mapped = load_file(folder / TENSORS, device="cpu")
+    except SafetensorError as exc:  # checksums can match a crafted file: its header decides
+        raise CorruptCheckpoint(f"{folder / TENSORS} is not a safetensors file ({exc})") from None
+    # Copies, so that no tensor keeps the file mapped: a mapped file could not be removed from
+    # an NFS folder (it would leave a .nfsXXXX behind) and its space would stay in use.
+    tensors = {key: tensor.clone() for key, tensor in mapped.items()}
+    del mapped
+    try:
         return _decode(skeleton, tensors)
-    except Exception as exc:  # a checksum-valid file we cannot parse is as unusable as a damaged one
-        raise CorruptCheckpoint(f"{folder} cannot be decoded ({type(exc).__name__}: {exc})") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CorruptCheckpoint(f"{folder} names tensors its file does not hold ({type(exc).__name__}: {exc})") from None
 
 
 def load_latest(root: str | Path) -> tuple[Path, dict[str, Any]] | None:
@@ -141,12 +154,12 @@ def _encode(obj: Any, tensors: dict[str, torch.Tensor], seen: dict, where: str) 
     """JSON-able ``obj`` with tensors and arrays moved into ``tensors`` (shared storage stored once)."""
     if isinstance(obj, torch.Tensor):
         return {"__tensor__": _store(obj.detach(), tensors, seen, where)}
-    if isinstance(obj, np.ndarray):
-        if obj.dtype == object:
+    if isinstance(obj, (np.ndarray, np.generic)):  # numpy scalars too: a float32 must stay a float32
+        array = np.asarray(obj)
+        if array.dtype == object:
             raise TypeError(f"{where}: an array of Python objects cannot go into a checkpoint")
-        return {"__ndarray__": _store(torch.from_numpy(np.ascontiguousarray(obj)), tensors, seen, where)}
-    if isinstance(obj, np.generic):
-        return obj.item()
+        key = _store(torch.from_numpy(np.ascontiguousarray(array).reshape(array.shape)), tensors, seen, where)
+        return {"__ndarray__": key, "shape": list(array.shape), "scalar": isinstance(obj, np.generic)}
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     if isinstance(obj, (list, tuple)):
@@ -162,17 +175,21 @@ def _encode(obj: Any, tensors: dict[str, torch.Tensor], seen: dict, where: str) 
 
 
 def _store(tensor: torch.Tensor, tensors: dict, seen: dict, where: str) -> str:
-    tensor = tensor.to("cpu")
-    view = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tuple(tensor.stride()),
-            tensor.dtype) if tensor.numel() else None
-    if view is not None and view in seen:  # tied weights: one copy in the file
-        return seen[view]
+    """The key of ``tensor`` in ``tensors``: a tensor that is the same view of the same memory as
+    one stored before (tied weights) gets that one's key. Views are told apart on the tensor as
+    it is, on its own device, and ``seen`` keeps the tensors alive so no address is reused."""
+    view = (tensor.device, tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape),
+            tuple(tensor.stride()), tensor.dtype) if tensor.numel() else None
+    if view is not None and view in seen:
+        return seen[view][0]
     key = f"t{len(tensors)}"
-    # A view of storage already stored under another shape must not alias it (safetensors refuses).
-    shared = view is not None and any(v[0] == view[0] for v in seen)
-    tensors[key] = tensor.clone() if shared else tensor.contiguous()
+    # A different view of memory already stored must not alias it (safetensors refuses shared
+    # or non-contiguous memory).
+    shared = view is not None and any(v[:2] == view[:2] for v in seen)
+    copy = tensor.to("cpu", copy=shared)
+    tensors[key] = copy.contiguous() if not shared else copy.clone(memory_format=torch.contiguous_format)
     if view is not None:
-        seen[view] = key
+        seen[view] = (key, tensor)
     return key
 
 
@@ -187,7 +204,10 @@ def _decode(obj: Any, tensors: dict[str, torch.Tensor], used: set | None = None)
             key = obj[marker]
             tensor = tensors[key].clone() if key in used else tensors[key]  # a tied copy must not alias the other
             used.add(key)
-            return tensor if marker == "__tensor__" else tensor.numpy()
+            if marker == "__tensor__":
+                return tensor
+            array = tensor.numpy().reshape(obj["shape"])
+            return array[()] if obj["scalar"] else array
     if "__tuple__" in obj:
         return tuple(_decode(v, tensors, used) for v in obj["__tuple__"])
     if "__items__" in obj:

@@ -49,7 +49,7 @@ class Checkpointing:
         state = self._state()
         if self.s.rank == 0:
             for log in self._logs():
-                log.flush()
+                log.flush(sync=True)
             save_checkpoint(self.checkpoint_dir, self.step, state)
 
     def _load(self) -> tuple:
@@ -62,7 +62,8 @@ class Checkpointing:
         dist.broadcast_object_list(choice, src=0)
         if self.s.rank == 0 or choice[0] is None:
             return found or (None, None)
-        return Path(choice[0]), read_checkpoint(Path(choice[0]))
+        # The first process has checked its checksums: the others only read it.
+        return Path(choice[0]), read_checkpoint(Path(choice[0]), verify=False)
 
     def _resume(self) -> None:
         folder, state = self._load()

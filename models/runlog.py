@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 from pathlib import Path
 
@@ -63,9 +64,12 @@ class CsvLog:
         with atomic_path(self.path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
             csv.writer(f).writerows(keep)
 
-    def flush(self) -> None:
-        """Called before each checkpoint so the log on disk covers every checkpointed step."""
+    def flush(self, sync: bool = False) -> None:
+        """Called before each checkpoint (``sync``: to the disk, so that after a crash of the
+        machine the log still covers every checkpointed step) and every few steps."""
         self.file.flush()
+        if sync:
+            os.fsync(self.file.fileno())
 
     def close(self) -> None:
         self.file.close()
@@ -133,9 +137,11 @@ class TraceLog:
             self.file = open(self.path, "a", encoding="utf-8")
         self.file.write(json.dumps({"step": step, **record}, default=_to_list) + "\n")
 
-    def flush(self) -> None:
+    def flush(self, sync: bool = False) -> None:
         if self.file:
             self.file.flush()
+            if sync:
+                os.fsync(self.file.fileno())
 
     def close(self) -> None:
         if self.file:

@@ -44,7 +44,8 @@ class TensorBoardLog:
         self.writer.add_scalar("val/loss", float(np.mean(domain_loss)), step)
         self._scalars("val/loss", domain_loss, step)
 
-    def flush(self) -> None:
+    def flush(self, sync: bool = False) -> None:
+        # Not fsynced: a resume purges the events after its checkpoint anyway.
         self.writer.flush()
 
     def close(self) -> None:

@@ -228,8 +228,10 @@ def own_run_folder(out: Path):
         yield
         return
     with RunLock(out):
-        for path in remove_stale_temporaries(out):
-            print(f"removed {path}, left by a write that a crash cut short", file=sys.stderr)
+        # The folders the trainer writes (not eval/: the evaluation job owns it).
+        for folder in (out, out / CHECKPOINTS, out / "probes"):
+            for path in remove_stale_temporaries(folder, recursive=False):
+                print(f"removed {path}, left by a write that a crash cut short", file=sys.stderr)
         yield
 
 

@@ -54,6 +54,14 @@ onstart:
             check_tokenizer_source(config["tokenizer"])
     except MixbenchError as exc:
         sys.exit(f"mixbench: {exc}")
+    # What writes cut short by a crash left behind (mixbench/io.py), except in run folders a live
+    # trainer holds (one Snakemake killed before this one may have left it running).
+    from mixbench.io import remove_stale_temporaries
+    from mixbench.runlock import held_by_another
+
+    for root in (DATA, RUNS, config["results_dir"]):
+        for path in remove_stale_temporaries(root, skip=held_by_another):
+            print(f"mixbench: removed {path}, left by a write that a crash cut short", file=sys.stderr)
 
 
 RESULTS = config["results_dir"]

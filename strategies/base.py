@@ -17,6 +17,7 @@ This module must stay free of torch: Snakemake reads ``stages`` while parsing th
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -190,3 +191,16 @@ def validate_weights(weights: Any, num_domains: int, strategy: str, step: int, a
     if w.sum() <= 0:
         raise TrainingError(f"{where} returned {what} that are all zero")
     return w / w.sum() if on_simplex else w
+
+
+def check_name_pattern(key: str, pattern: Any, null_means: str | None = None) -> None:
+    """A hyperparameter that is a regular expression over parameter names (or null, where
+    ``null_means`` says what null stands for)."""
+    if pattern is None and null_means is not None:
+        return
+    try:
+        re.compile(pattern)
+    except (TypeError, re.error) as exc:
+        alternative = f" or null ({null_means})" if null_means else ""
+        raise ConfigError(f"{key} must be a regular expression over parameter names{alternative}, "
+                          f"got {pattern!r} ({exc})") from None

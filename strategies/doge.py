@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from mixbench.errors import ConfigError, TrainingError
-from strategies.base import Strategy
+from strategies.base import Strategy, check_name_pattern
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
@@ -78,6 +78,7 @@ class DoGE(Strategy):
                 raise ConfigError(f"{key} must be a positive number or null (the paper's default), got {h[key]!r}")
         if not 0 <= h["dw_min"] <= h["dw_max"]:
             raise ConfigError("need 0 <= dw_min <= dw_max")
+        check_name_pattern("score_params", h["score_params"])
         if not 0 < h["target_batch_fraction"] <= 1:
             raise ConfigError(f"target_batch_fraction must be in (0, 1], got {h['target_batch_fraction']!r}")
 

@@ -23,7 +23,6 @@ and hands on ᾱ, the mean of the weights over updates with the initial ones inc
 
 from __future__ import annotations
 
-import re
 import sys
 import warnings
 from typing import Any
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from mixbench.errors import ConfigError
-from strategies.base import Strategy
+from strategies.base import Strategy, check_name_pattern
 from strategies.graph_mixing import (MixtureQP, as_graph, gaussian_affinity, graph_laplacian, knn_communities,
                                      mmd2_matrix, standardise, utilities)
 
@@ -58,13 +57,7 @@ class DoGraph(Strategy):
         if delta is not None and (isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0 <= delta < float("inf")):
             raise ConfigError(f"community_delta must be null (no community constraint) or a finite number >= 0, "
                               f"got {delta!r}")
-        pattern = h["probe_params"]
-        if pattern is not None:
-            try:
-                re.compile(pattern)
-            except (TypeError, re.error) as exc:
-                raise ConfigError(f"probe_params must be null (every parameter but the embeddings) or a regular "
-                                  f"expression over parameter names, got {pattern!r} ({exc})") from None
+        check_name_pattern("probe_params", h["probe_params"], "every parameter but the embeddings")
         if h["lam"] == 0:
             warnings.warn("dograph: lam = 0 has no graph term, so the schedule ends at a vertex of the simplex")
 

@@ -28,17 +28,20 @@ def test_every_kind_of_state_round_trips_exactly(tmp_path):
         "rng": torch.get_rng_state(), "numpy_rng": generator.bit_generator.state,  # 128-bit integers
         "weights": np.array([0.25, 0.75]), "counts": np.arange(3, dtype=np.int64), "flag": np.bool_(True),
         "loss": float("nan"), "steps": np.int64(12), "empty": torch.empty(0),
+        "ema": np.float32(0.5), "zero_d": np.array(3.0), "transposed": weight.t(),  # a second view of stored memory
     }
     save_checkpoint(tmp_path, 12, state)
     back = read_checkpoint(tmp_path / "step000012")
     assert torch.equal(back["model"]["wte"], weight) and torch.equal(back["model"]["lm_head"], weight)
     assert back["model"]["wte"].data_ptr() != back["model"]["lm_head"].data_ptr()  # tied, but not aliased
-    assert len(load_file(tmp_path / "step000012" / TENSORS)) == 8  # the tied weight is stored once
+    assert len(load_file(tmp_path / "step000012" / TENSORS)) == 13  # 14 tensors and numpy values; the tied weight once
     assert back["model"]["bias"].dtype == torch.bfloat16
     assert set(back["optimizer"]["state"]) == {0} and back["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.95)
     assert torch.equal(back["rng"], state["rng"]) and back["numpy_rng"] == generator.bit_generator.state
     assert back["weights"].dtype == np.float64 and back["weights"].tolist() == [0.25, 0.75]
-    assert back["counts"].dtype == np.int64 and back["flag"] is True and np.isnan(back["loss"]) and back["steps"] == 12
+    assert back["counts"].dtype == np.int64 and back["flag"] == np.True_ and np.isnan(back["loss"])
+    assert back["steps"] == 12 and type(back["steps"]) is np.int64 and type(back["ema"]) is np.float32
+    assert back["zero_d"].shape == () and back["zero_d"] == 3.0 and torch.equal(back["transposed"], weight.t())
     with pytest.raises(TypeError, match=r"state\.bad: a value of type object cannot go"):
         save_checkpoint(tmp_path, 13, {"bad": object()})
 
@@ -126,7 +129,7 @@ def test_a_crafted_pickle_is_never_unpickled(built_data, tmp_path, capsys):
     assert load_latest(out / CHECKPOINTS) is None
     err = capsys.readouterr().err
     assert f"{out / LEGACY_NAME} is a checkpoint in the old pickle format, which is never loaded" in err
-    assert f"corrupt checkpoint: {folder} cannot be decoded" in err
+    assert f"corrupt checkpoint: {folder / TENSORS} is not a safetensors file" in err
     assert not marker.exists()
     assert (out / "checkpoint.pt.legacy").exists() and (out / CHECKPOINTS / "step000020.corrupt").exists()
 
@@ -137,18 +140,37 @@ def test_a_new_run_clears_what_a_crashed_write_left_behind(tmp_path, capsys):
     with pytest.raises(KeyboardInterrupt):  # killed mid-write: the temporary is removed...
         with atomic_path(out / "run.json"):
             raise KeyboardInterrupt
-    stale = [out / ".log.csv.k2j3.tmp", out / "eval" / ".perplexity.json.a8b9.tmp", out / ".model.x7y8.tmp"]
-    stale[0].write_text("half")  # ...unless the process died before it could clean up
-    stale[1].write_text("half")
+    stale = [out / ".log.csv.k2j3.tmp", out / CHECKPOINTS / ".step000009.a8b9.tmp", out / ".model.x7y8.tmp"]
+    stale[1].parent.mkdir()
+    for path in stale[:2]:  # ...unless the process died before it could clean up
+        path.write_text("half")
     stale[2].mkdir()
     (stale[2] / "model.safetensors").write_text("half")
-    keep = [out / "log.csv", out / ".lock.tmp"]
+    # Not the trainer's: the evaluation job writes eval/, and .lock.tmp is no temporary of ours.
+    keep = [out / "log.csv", out / ".lock.tmp", out / "eval" / ".perplexity.json.c3d4.tmp"]
     for path in keep:
         path.write_text("mine")
     with own_run_folder(out):
         pass
     assert not any(p.exists() for p in stale) and all(p.exists() for p in keep)
     assert f"removed {stale[0]}, left by a write that a crash cut short" in capsys.readouterr().err
+
+
+def test_the_workflow_clears_temporaries_except_in_run_folders_a_live_trainer_holds(tmp_path):
+    from mixbench.runlock import RunLock, held_by_another
+
+    busy, idle = tmp_path / "runs" / "a" / "final", tmp_path / "runs" / "b" / "final"
+    for run in (busy, idle):
+        (run / "eval").mkdir(parents=True)
+        (run / "eval" / ".downstream.json.e5f6.tmp").write_text("half")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / ".tokens.q1w2.tmp").mkdir()
+    with RunLock(busy), RunLock(idle):
+        pass  # idle's trainer has finished; busy's is still running below
+    with RunLock(busy):
+        removed = remove_stale_temporaries(tmp_path, skip=held_by_another)
+    assert sorted(removed) == sorted([idle / "eval" / ".downstream.json.e5f6.tmp", tmp_path / "data" / ".tokens.q1w2.tmp"])
+    assert (busy / "eval" / ".downstream.json.e5f6.tmp").exists()
 
 
 def test_atomic_writes_fsync_the_file_and_its_folder_around_the_rename(tmp_path, monkeypatch):

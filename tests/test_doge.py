@@ -142,7 +142,8 @@ def test_final_stage_and_state_round_trip():
 
 
 @pytest.mark.parametrize("bad", [{"target": "wiki"}, {"mu": -1.0}, {"dw_min": 2.0, "dw_max": 1.0},
-                                 {"target_batch_fraction": 0.0}, {"target_batch_fraction": 1.5}])
+                                 {"target_batch_fraction": 0.0}, {"target_batch_fraction": 1.5},
+                                 {"score_params": "transformer.h.(0"}])
 def test_bad_hyperparameters_are_refused(bad):
     from mixbench.errors import ConfigError
 

@@ -146,8 +146,8 @@ def test_proxy_mode_hands_on_the_average_including_the_initial_weights(built_dat
 @pytest.mark.parametrize("hparams, message", [
     ({"community_delta": "0.1"}, "community_delta must be null .* or a finite number >= 0, got '0.1'"),
     ({"community_delta": -0.5}, "community_delta must be null"),
-    ({"probe_params": "transformer.h.(0"}, r"probe_params must be null .* got 'transformer.h.\(0' \(missing \)"),
-    ({"probe_params": 3}, "probe_params must be null"),
+    ({"probe_params": "transformer.h.(0"}, r"probe_params must be a regular expression .* or null .* got 'transformer.h.\(0' \(missing \)"),
+    ({"probe_params": 3}, "probe_params must be a regular expression"),
 ])
 def test_hyperparameters_the_solver_and_the_probe_take_are_checked_before_any_job(hparams, message):
     with pytest.raises(ConfigError, match=message):
