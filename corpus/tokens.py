@@ -124,7 +124,10 @@ def tokenize_split(encoder: Encoder, jsonl: Path, out: Path, progress=None) -> d
             documents += n_docs
             if progress is not None:
                 progress.update(size)
-    return {"file": out.name, "tokens": tokens, "documents": documents, "sha256": digest.hexdigest()}
+    # The file's modification time as written: a job that finds it unchanged trusts the sha256
+    # computed here instead of hashing the file again (TokenStore).
+    return {"file": out.name, "tokens": tokens, "documents": documents, "sha256": digest.hexdigest(),
+            "mtime_ns": out.stat().st_mtime_ns}
 
 
 def tokenizer_facts(folder: Path) -> tuple[int, int]:
@@ -192,7 +195,9 @@ def uncapped_train_tokens(data_dir: str | Path, domains: list[str]) -> np.ndarra
 
 
 class TokenStore:
-    """Read-only memory maps of one split's token files, checked against meta.json."""
+    """Read-only memory maps of one split's token files, checked against meta.json: the size
+    always; the sha256 and the largest id when the file's modification time is not the one
+    the build recorded (``verify=False``: never)."""
 
     def __init__(self, tokens_dir: str | Path, split: str, domains: list[str] | None = None, verify: bool = True):
         tokens_dir = Path(tokens_dir)
@@ -215,12 +220,21 @@ class TokenStore:
         expected = entry["tokens"] * self.dtype.itemsize
         if path.stat().st_size != expected:
             raise DataError(f"token file {path} is corrupt: {path.stat().st_size} bytes, expected {expected}; {REBUILD_HINT}")
-        if verify and sha256_file(path) != entry["sha256"]:
+        # Hashed once per build: the build computed the sha256 while writing and recorded the
+        # file's modification time. A file with another one (rewritten, or copied without its
+        # times) is hashed and scanned again before it is used.
+        check = verify and not self._unchanged(path, entry)
+        if check and sha256_file(path) != entry["sha256"]:
             raise DataError(f"token file {path} is corrupt: sha256 differs from meta.json; {REBUILD_HINT}")
         array = np.memmap(path, dtype=self.dtype, mode="r")
-        if verify and array.size and int(array.max()) >= self.vocab_size:
+        if check and array.size and int(array.max()) >= self.vocab_size:
             raise DataError(f"token file {path} holds ids >= vocab size {self.vocab_size}; {REBUILD_HINT}")
         return array
+
+    @staticmethod
+    def _unchanged(path: Path, entry: dict) -> bool:
+        """Whether ``path`` has the modification time its build recorded (older builds record none)."""
+        return entry.get("mtime_ns") is not None and path.stat().st_mtime_ns == entry["mtime_ns"]
 
     def token_counts(self) -> np.ndarray:
         return np.array([a.size for a in self.arrays], dtype=np.int64)

@@ -134,6 +134,24 @@ def test_corrupt_token_files_are_refused(built_data, tmp_path):
         TokenStore(tokens_dir, "train")
 
 
+
+def test_a_token_file_is_hashed_by_its_build_not_by_every_job_that_opens_it(built_data, tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    from corpus import tokens
+
+    tokens_dir = tmp_path / "tokens"
+    shutil.copytree(Path(built_data["data_dir"]) / "tokens", tokens_dir)  # keeps the modification times
+    hashed = []
+    monkeypatch.setattr(tokens, "sha256_file", lambda path: hashed.append(Path(path).name) or sha256_file(path))
+    TokenStore(tokens_dir, "train")
+    assert hashed == []  # as built: the build's sha256 stands
+    victim = tokens_dir / "code.train.bin"
+    os.utime(victim, ns=(victim.stat().st_atime_ns, victim.stat().st_mtime_ns + 1))  # e.g. copied without its times
+    TokenStore(tokens_dir, "train")
+    assert hashed == ["code.train.bin"]  # checked again, and found intact
+
 def slimpajama_like_records(n_per_domain: int = 30) -> list[dict]:
     """Records shaped like SlimPajama's: the domain in a nested ``meta`` field."""
     return [
