@@ -21,4 +21,5 @@ rule all:
     input:
         TABLES,
         FIGURE_FILES,
+        JOBS_TABLES,
     default_target: True

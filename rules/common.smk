@@ -77,6 +77,11 @@ if not os.path.exists(CONFIG_FILE):
     write_text(CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
 
 
+def bench(name):
+    """A job's benchmark file (wall time, CPU time, peak memory), read into results/tables/jobs.*."""
+    return f"{LOGS}/benchmarks/{name}.tsv"
+
+
 def fingerprint(*sections):
     """Hash of the config sections a rule depends on: a change there reruns the rule (params trigger)."""
     return mbconfig.fingerprint(mbconfig.relevant_sections(config, *sections))

@@ -7,6 +7,8 @@ rule build_corpus:
         splits=expand(f"{DATA}/corpus/{{domain}}/{{split}}.jsonl", domain=DOMAINS, split=SPLITS),
     params:
         fingerprint=fingerprint("corpus"),
+    benchmark:
+        bench("build_corpus"),
     log:
         f"{LOGS}/build_corpus.log",
     shell:
@@ -20,6 +22,8 @@ rule train_tokenizer:
         f"{DATA}/tokenizer/tokenizer.json",
     params:
         fingerprint=fingerprint("corpus", "tokenizer"),
+    benchmark:
+        bench("train_tokenizer"),
     log:
         f"{LOGS}/train_tokenizer.log",
     shell:
@@ -36,6 +40,8 @@ rule tokenize_corpus:
         fingerprint=fingerprint("corpus", "tokenizer"),
     # One encoding process per thread; Snakemake lowers it to --cores. The output does not depend on it.
     threads: config["tokenizer"]["workers"]
+    benchmark:
+        bench("tokenize_corpus"),
     log:
         f"{LOGS}/tokenize_corpus.log",
     shell:

@@ -20,6 +20,8 @@ rule lm_eval_tasks:
         domains=DOMAINS,
         max_documents=config["evaluation"]["max_documents_per_domain"],
         max_chars=config["evaluation"]["max_chars_per_document"],
+    benchmark:
+        bench("lm_eval_tasks"),
     log:
         f"{LOGS}/lm_eval_tasks.log",
     shell:
@@ -44,6 +46,8 @@ rule downstream_tasks:
         tasks=f"{DATA}/lm_eval_tasks",
         domains=DOMAINS,
         d=DOWNSTREAM,
+    benchmark:
+        bench("downstream_tasks"),
     log:
         f"{LOGS}/downstream_tasks.log",
     shell:
@@ -78,6 +82,8 @@ rule evaluate:
     threads: config["training"]["threads"]
     resources:
         gpu=EVAL_GPUS,
+    benchmark:
+        bench("evaluate/{size}-{strategy}-seed{seed}"),
     log:
         f"{LOGS}/eval/{{size}}-{{strategy}}-seed{{seed}}.log",
     shell:

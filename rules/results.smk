@@ -33,6 +33,8 @@ rule tables:
                    labels={"table": Path(path).stem}) if path.endswith(".html") else path
             for path in TABLES
         ],
+    benchmark:
+        bench("tables"),
     log:
         f"{LOGS}/tables.log",
     shell:
@@ -56,8 +58,29 @@ rule figures:
             for name in FIGURES
         ],
         [f"{RESULTS}/figures/{name}.pdf" for name in FIGURES],
+    benchmark:
+        bench("figures"),
     log:
         f"{LOGS}/figures.log",
     shell:
         "{PY:q} -m eval.figures --config {CONFIG_FILE:q} > {log:q} 2>&1"
 
+
+# After every other job of the run: the time and memory of each, per rule.
+JOBS_TABLES = [f"{RESULTS}/tables/jobs.{ext}" for ext in ("csv", "md")]
+
+
+rule jobs:
+    input:
+        TABLES,
+        FIGURE_FILES,
+        code=code("jobs"),
+    output:
+        JOBS_TABLES,
+    params:
+        benchmarks=f"{LOGS}/benchmarks",
+        out=f"{RESULTS}/tables",
+    log:
+        f"{LOGS}/jobs.log",
+    shell:
+        "{PY:q} -m eval.jobs --benchmarks {params.benchmarks:q} --out {params.out:q} > {log:q} 2>&1"

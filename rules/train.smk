@@ -72,6 +72,8 @@ rule train:
     threads: TRAIN_THREADS
     resources:
         **train_resources(),
+    benchmark:
+        bench("train/{size}-{strategy}-seed{seed}-{stage}"),
     log:
         f"{LOGS}/train/{{size}}-{{strategy}}-seed{{seed}}-{{stage}}.log",
     shell:

@@ -61,6 +61,16 @@ def test_folder_names_with_spaces_quotes_and_substitutions_reach_every_job_intac
     assert {p.name for p in root.iterdir()} == {DATA, RUNS, RESULTS, "config.yaml", ".snakemake"}
 
 
+
+def test_every_job_has_its_time_and_memory_in_the_jobs_table(finished_workflow):
+    root, _ = finished_workflow
+    jobs = pd.read_csv(root / RESULTS / "tables" / "jobs.csv").set_index("rule")
+    assert jobs["jobs"].to_dict() == {"train": 10, "evaluate": 6, "build_corpus": 1, "train_tokenizer": 1,
+                                      "tokenize_corpus": 1, "lm_eval_tasks": 1, "downstream_tasks": 1, "tables": 1,
+                                      "figures": 1}
+    assert (jobs.wall_total_s > 0).all() and jobs.loc["train", "max_rss_mb"] > 50  # a Python with torch loaded
+    assert "| train | 10 |" in (root / RESULTS / "tables" / "jobs.md").read_text()
+
 def test_doremi_runs_reference_proxy_final_and_its_mixture_reaches_the_tables(finished_workflow):
     root, _ = finished_workflow
     cell = root / RUNS / "test" / "doremi" / "seed1"
