@@ -81,8 +81,8 @@ def run_until_step(argv: list[str], kill_at: int | None) -> tuple[int, str]:
 def run_case(name: str, config: Path, workdir: Path, kills: int, rng: np.random.Generator,
              upstream: dict[str, Path]) -> dict:
     strategy, stage, _ = CASES[name]
-    steps = yaml.safe_load(config.read_text())["stages"][stage]["steps"] if stage != "final" else \
-        yaml.safe_load(config.read_text())["training"]["steps"]
+    settings = yaml.safe_load(config.read_text())
+    steps = settings["training"]["steps"] if stage == "final" else settings["stages"][stage]["steps"]
     whole, killed = workdir / "runs" / name / "whole", workdir / "runs" / name / "killed"
     shutil.rmtree(workdir / "runs" / name, ignore_errors=True)  # counts from a clean start
     code, err = run_until_step(command(config, strategy, stage, whole, upstream), None)

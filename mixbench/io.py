@@ -27,15 +27,12 @@ def fsync_file(path: str | os.PathLike) -> None:
 
 def fsync_dir(path: str | os.PathLike) -> None:
     """Make a rename or removal inside ``path`` durable (a folder's entries live in the folder)."""
-    fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        fsync_file(path)
     except OSError as exc:  # a few network file systems refuse; the rename is atomic, only not yet durable
         if path not in _UNSYNCABLE:
             _UNSYNCABLE.add(path)
             warnings.warn(f"cannot fsync folder {path} ({exc}): a write there may not survive a crash of the machine")
-    finally:
-        os.close(fd)
 
 
 _UNSYNCABLE: set = set()
