@@ -274,3 +274,27 @@ def test_a_failure_is_one_line_that_names_its_dataset():
     assert failure["message"].startswith("Couldn't reach 'EleutherAI/logiqa' on the Hub (OfflineModeIsEnabled): "
                                          "dataset EleutherAI/logiqa is not in the local Hugging Face cache")
     assert "\n" not in failure["message"]
+
+
+def test_one_evaluation_job_writes_the_numbers_of_the_two_job_path(model_dir, corpus, tmp_path):  # noqa: F811
+    """The workflow's one job per model (eval.evaluate: the model loaded once, perplexity then
+    downstream) writes the same files as `eval.run` and `eval.downstream` run one after the other,
+    each loading the model itself: every number equal, not approximately equal."""
+    from eval import downstream as eval_downstream
+    from eval import run as eval_run
+
+    generate_perplexity_tasks(corpus, tmp_path)
+    generate_downstream_tasks(corpus, tmp_path, **SETTINGS)
+    common = ["--model", str(model_dir), "--tasks-dir", str(tmp_path), "--batch-size", "4", "--device", "cpu"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert evaluate.main([*common, "--out", str(one / "perplexity.json"), "--downstream", CLOZE, CHOICE,
+                          "--downstream-out", str(one / "downstream.json")]) == 0
+    assert eval_run.main([*common, "--out", str(two / "perplexity.json")]) == 0
+    assert eval_downstream.main([*common, "--tasks", CLOZE, CHOICE, "--out", str(two / "downstream.json")]) == 0
+    for name in ("perplexity.json", "downstream.json"):
+        joint, separate = json.loads((one / name).read_text()), json.loads((two / name).read_text())
+        assert joint == separate, name
+    ppl = json.loads((one / "perplexity.json").read_text())
+    assert set(ppl["tasks"]) == {"books", "code", "qa"} and all(m["documents"] == 20 for m in ppl["tasks"].values())
+    down = json.loads((one / "downstream.json").read_text())
+    assert len(down["tasks"]) == 6 and down["failed"] == {}

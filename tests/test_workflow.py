@@ -187,3 +187,45 @@ def test_a_missing_corpus_source_fails_with_its_name(tmp_path):
     # Checked before the first job (rules/common.smk, onstart): no job ran.
     assert "mixbench: corpus.path '" in result.stderr and "nowhere.jsonl' matches no file" in result.stderr
     assert not (tmp_path / "runs" / "logs").exists()
+
+
+def test_two_evaluation_jobs_per_model_would_give_the_same_tables(finished_workflow, tmp_path):
+    """Before the one evaluation job per model, each model was evaluated by two processes:
+    `eval.run` (perplexity) and `eval.downstream`. Every finished model is evaluated that way
+    again here (same arguments as the rule's, in this process to save two start-ups per model),
+    and the tables built from those files are byte for byte the workflow's."""
+    import shutil
+
+    import torch
+
+    from eval import downstream as eval_downstream
+    from eval import run as eval_run
+    from eval.aggregate import aggregate
+    from mixbench import config as cfg
+
+    root, config_file = finished_workflow
+    config = cfg.validate(yaml.safe_load(config_file.read_text()))
+    runs = tmp_path / "runs"
+    shutil.copytree(root / RUNS, runs, ignore=shutil.ignore_patterns("logs", "checkpoints", "eval"))
+    common = ["--tasks-dir", str(root / DATA / "lm_eval_tasks"), "--batch-size", str(config["evaluation"]["batch_size"]),
+              "--threads", str(config["training"]["threads"])]
+    down = config["downstream"]
+    threads = torch.get_num_threads()
+    models = sorted(runs.glob("test/*/seed*/final/model"))
+    assert len(models) == len(STRATEGIES) * 2
+    try:
+        for model in models:
+            out = model.parent / "eval"
+            assert eval_run.main(["--model", str(model), *common, "--out", str(out / "perplexity.json")]) == 0
+            assert eval_downstream.main(["--model", str(model), *common, "--tasks", *down["tasks"],
+                                         "--num-fewshot", str(down["num_fewshot"]),
+                                         *(["--limit", str(down["limit"])] if down["limit"] else []),
+                                         "--out", str(out / "downstream.json")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    aggregate({**config, "runs_dir": str(runs), "results_dir": str(tmp_path / "results")})
+    written = sorted(p.name for p in (tmp_path / "results" / "tables").iterdir())
+    assert {"perplexity.csv", "perplexity.md", "downstream.csv", "comparison.csv", "compute.csv"} <= set(written)
+    for name in written:
+        assert (tmp_path / "results" / "tables" / name).read_bytes() == \
+            (root / RESULTS / "tables" / name).read_bytes(), name
