@@ -18,7 +18,8 @@ Inside a SLURM job (``SLURM_JOB_ID`` set) the pool is the allocation's ``CUDA_VI
 allocation, takes all of it; jobs sharing one allocation (``salloc`` + profiles/gpu) get one each.
 
 ``--gpus 0`` hides every GPU from CMD: a job that reserved none must not use one by accident.
-Where there is no GPU at all, CMD runs unchanged and says so.
+Where there is no GPU at all, CMD runs without and says so. A CMD that runs without a GPU gets
+tcmalloc preloaded (mixbench/allocator.py: about a quarter faster CPU steps, same results).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import sys
 import time
 from pathlib import Path
 
+from mixbench.allocator import cpu_job_env
 from mixbench.cli import main_guard
 from mixbench.errors import ConfigError
 
@@ -133,10 +135,13 @@ def run(count: int, command: list[str], env=os.environ) -> None:
     """Replace this process with ``command`` on ``count`` devices of its own."""
     env = dict(env)
     owner = f"SLURM job {env['SLURM_JOB_ID']}" if "SLURM_JOB_ID" in env else "this machine"
-    if count == 0:
-        env["CUDA_VISIBLE_DEVICES"] = ""
-    elif not (pool := gpu_pool(env)):
-        log(f"the job asks for {count} GPU(s) and {owner} has none: it runs without")
+    if count == 0 or not (pool := gpu_pool(env)):
+        if count == 0:
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        else:
+            log(f"the job asks for {count} GPU(s) and {owner} has none: it runs without")
+        env, allocator = cpu_job_env(env)
+        log(f"allocator: {allocator}")
     else:
         taken = take(pool, count, lock_dir(env), owner)
         for fd in taken.values():
