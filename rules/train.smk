@@ -25,6 +25,14 @@ def upstream_args(wildcards):
     return ["--upstream", *dirs] if dirs else []
 
 
+def stages_after(wildcards):
+    """The scheduler's priority: how many of its strategy's stages still wait for this run. A
+    reference starts before a proxy and a proxy before a final run, so that a strategy's chain is
+    not left to run alone on one core at the end while the others sit idle."""
+    stages = mbconfig.strategy_stages(config, wildcards.strategy)
+    return len(stages) - 1 - stages.index(wildcards.stage)
+
+
 def train_fingerprint(wildcards):
     return mbconfig.run_fingerprint(config, wildcards.strategy, stage_chain(wildcards))
 
@@ -70,6 +78,7 @@ rule train:
         upstream=upstream_args,
         fingerprint=train_fingerprint,
     threads: TRAIN_THREADS
+    priority: stages_after
     resources:
         **train_resources(),
     benchmark:
