@@ -26,7 +26,8 @@ ensure_python() {
 
 ensure_tcmalloc() {
     # CPU training and evaluation jobs preload it (mixbench/allocator.py): about a quarter faster.
-    if ! ls /usr/lib/*/libtcmalloc_minimal.so.4 /usr/lib64/libtcmalloc_minimal.so.4 >/dev/null 2>&1; then
+    # One search list: mixbench/allocator.py's, which imports nothing beyond the standard library.
+    if ! PYTHONPATH="$repo" python3 -c 'import sys; from mixbench.allocator import find_tcmalloc; sys.exit(find_tcmalloc() is None)'; then
         $sudo apt-get update
         $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libtcmalloc-minimal4
     fi
