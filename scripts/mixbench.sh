@@ -5,7 +5,7 @@
 #   bash scripts/mixbench.sh benchmark [snakemake args...]   corpus packages + venv, then `snakemake --cores all`
 #   bash scripts/mixbench.sh rehearsal [snakemake args...]   the paper grid's DAG at CPU scale (config/rehearsal.yaml)
 #   bash scripts/mixbench.sh test [pytest args...]           venv, then the test suite
-#   bash scripts/mixbench.sh setup                            venv (and tcmalloc) only
+#   bash scripts/mixbench.sh setup                            venv (and the system libraries it needs) only
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,18 +24,23 @@ ensure_python() {
         || { echo "mixbench needs Python >= 3.11, found $(python3 --version)" >&2; exit 1; }
 }
 
-ensure_tcmalloc() {
-    # CPU training and evaluation jobs preload it (mixbench/allocator.py): about a quarter faster.
-    # One search list: mixbench/allocator.py's, which imports nothing beyond the standard library.
-    if ! PYTHONPATH="$repo" python3 -c 'import sys; from mixbench.allocator import find_tcmalloc; sys.exit(find_tcmalloc() is None)'; then
+ensure_libraries() {
+    # tcmalloc: CPU training and evaluation jobs preload it (mixbench/allocator.py), about a
+    # quarter faster; looked for with the allocator's own search (standard library only).
+    # libgomp1: the OpenMP runtime LightGBM's wheel links to (RegMix's regressor).
+    missing=()
+    PYTHONPATH="$repo" python3 -c 'import sys; from mixbench.allocator import find_tcmalloc; sys.exit(find_tcmalloc() is None)' \
+        || missing+=(libtcmalloc-minimal4)
+    [ "$(dpkg-query -W -f='${db:Status-Status}' libgomp1 2>/dev/null || true)" = "installed" ] || missing+=(libgomp1)
+    if [ ${#missing[@]} -gt 0 ]; then
         $sudo apt-get update
-        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libtcmalloc-minimal4
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
     fi
 }
 
 ensure_venv() {
     ensure_python
-    ensure_tcmalloc
+    ensure_libraries
     [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
     # Reinstall only when requirements.txt changed since the last successful install.
     stamp="$venv/.requirements.sha256"
