@@ -37,7 +37,7 @@ from eval.tables import (MISSING, baseline_of, comparison_markdown, comparison_n
                          downstream_sections, downstream_summary, epochs_table, mean_std_cells, per_seed, spread_label,
                          write_sections)
 from mixbench.cli import config_command
-from mixbench.io import atomic_path
+from mixbench.io import write_csv
 
 TABLE_NAMES = ("perplexity", "downstream", "comparison", "weights", "compute")
 CSV_ONLY = ("trajectories", "curves", "entropy")
@@ -45,11 +45,6 @@ CSV_ONLY = ("trajectories", "curves", "entropy")
 
 def table_files(name: str) -> list[str]:
     return [f"{name}.csv"] if name in CSV_ONLY else [f"{name}.{ext}" for ext in ("csv", "md", "tex", "html")]
-
-
-def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
 
 
 def aggregate(config: dict) -> None:

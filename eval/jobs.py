@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mixbench.io import atomic_path, write_text
+from mixbench.io import write_csv, write_text
 
 COLUMNS = {"s": "wall_s", "cpu_time": "cpu_s", "max_rss": "max_rss_mb"}
 
@@ -65,10 +65,10 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for jobs.csv and jobs.md")
     args = parser.parse_args(argv)
     table = per_rule(job_rows(args.benchmarks))
-    with atomic_path(args.out / "jobs.csv") as tmp:
-        table.to_csv(tmp, index=False)
-    write_text(args.out / "jobs.md", markdown(table))
-    print(markdown(table))
+    write_csv(table, args.out / "jobs.csv")
+    text = markdown(table)
+    write_text(args.out / "jobs.md", text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -97,6 +97,12 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def write_csv(frame: Any, path: str | os.PathLike) -> None:
+    """A pandas DataFrame as CSV without its index (duck-typed: this module does not import pandas)."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_to_builtin) + "\n")
 
