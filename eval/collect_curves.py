@@ -2,8 +2,8 @@
 
 - ``curves``: every measurement of ``val.csv`` (models/heldout.py) of every stage of every
   cell, one row per domain, with the tokens and FLOPs the run had spent and ``upstream_flops``,
-  what the cell's earlier stages (reference, proxy) cost in all: the compute-fair x axis of a
-  final model is ``upstream_flops + flops``.
+  what the cell's earlier stages (reference, proxy, a whole swarm) cost in all: the compute-fair
+  x axis of a final model is ``upstream_flops + flops``.
 - ``entropy``: the entropy (nats) of each stage's mixture over its steps. The mixture is the
   strategy's α where it traces one at every step (DoReMi's and DoGE's proxies, which learn α
   while sampling otherwise; the α after each step's update), else the sampling weights the
@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from eval.collect import _read, cell_stage_runs, grid_cells, trace
+from mixbench.config_fields import replica_index, stage_kind
 
 CURVE_COLUMNS = ["size", "strategy", "seed", "stage", "stage_size", "step", "tokens", "flops", "upstream_flops",
                  "domain", "val_loss"]
@@ -31,13 +32,15 @@ MAX_POINTS = 200  # per run in the entropy table: a long run's every step would 
 def _stages(config: dict):
     """(size, strategy, seed, stage, stage size, folder, FLOPs of the cell's earlier stages)."""
     for size, strategy, seed, _ in grid_cells(config):
-        upstream, earlier = 0, None
+        earlier: list[tuple[str, Path]] = []
         for stage, (stage_size, folder) in cell_stage_runs(config, size, strategy, seed).items():
-            if earlier is not None:  # a stage only runs once the one before it has finished
-                run = _read(earlier / "run.json")
-                upstream += run.get("flops", run["train_flops"])
+            # A stage runs once every run before it has finished, except that the runs of a
+            # fan-out stage (swarm-0 … swarm-{N-1}) run side by side and spend nothing for each other.
+            siblings = replica_index(stage) is not None
+            read = [_read(f / "run.json") for s, f in earlier if not (siblings and stage_kind(s) == stage_kind(stage))]
+            upstream = sum(run.get("flops", run["train_flops"]) for run in read)
             yield size, strategy, seed, stage, stage_size, folder, upstream
-            earlier = folder
+            earlier.append((stage, folder))
 
 
 def _with(config: dict, name: str):

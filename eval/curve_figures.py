@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from eval.figures import macro_per_seed, note, seed_band
+from mixbench.config_fields import stage_group, stage_kind
 from mixbench.variants import variants
 
 
@@ -64,8 +65,10 @@ def mixture_entropy(figures):
         if rows.empty:
             note(ax, "No training logs to read.")
             continue
+        # A fan-out stage's runs (swarm-0 … swarm-{N-1}) draw one band: their mean and range.
+        rows = rows.assign(stage=rows["stage"].map(stage_group))
         for (strategy, stage), group in rows.groupby(["strategy", "stage"], sort=False):
-            style = {"linestyle": {"final": "-", "proxy": "--"}.get(stage.split("-r")[0], "-.")}
+            style = {"linestyle": {"final": "-", "proxy": "--"}.get(stage_kind(stage), "-.")}
             label = strategy if stage == "final" else f"{strategy} ({stage}, {group['mixture'].iat[0]})"
             seed_band(ax, group, "step", "entropy", figures.colour[strategy], label, **style)
         ax.axhline(np.log(len(figures.domains)), color="grey", linestyle=":", linewidth=1)
@@ -99,8 +102,8 @@ def doremi_excess(figures):
 
 
 def val_loss_vs_flops(figures):
-    """Macro held-out loss of each final model against every FLOP its cell spent: the reference
-    and proxy stages shift a strategy's curve right by what they cost."""
+    """Macro held-out loss of each final model against every FLOP its cell spent: the reference,
+    proxy and swarm stages shift a strategy's curve right by what they cost."""
     fig, axes = figures.plt.subplots(1, len(figures.sizes), figsize=(6.5 * len(figures.sizes), 4.5), squeeze=False)
     missing = _no_curves(figures)
     if missing:
@@ -120,7 +123,7 @@ def val_loss_vs_flops(figures):
                 ax.fill_between(flops.values, loss.min().values, loss.max().values, color=figures.colour[strategy],
                                 alpha=0.2, linewidth=0)
         ax.set_xscale("log")
-        ax.set_xlabel("FLOPs spent by the cell so far, reference and proxy stages included (log scale)")
+        ax.set_xlabel("FLOPs spent by the cell so far, earlier stages included (log scale)")
         ax.set_ylabel("macro held-out loss (nats/token)")
         ax.set_title(f"Held-out loss against total compute ({size})")
         ax.grid(alpha=0.3)

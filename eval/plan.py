@@ -63,7 +63,9 @@ def measured_ratios(path: Path) -> dict[tuple[str, str], float]:
     if not path.is_file():
         raise DataError(f"{path} does not exist: run the grid it comes from first (e.g. `bash scripts/mixbench.sh rehearsal`)")
     table = pd.read_csv(path)
-    return (table["flops"] / table["train_flops"]).groupby([table["strategy"], table["stage"]]).mean().to_dict()
+    table = table[table["train_flops"] > 0]  # a fit stage trains nothing
+    stage = table["stage"].map(cfg.stage_group)
+    return (table["flops"] / table["train_flops"]).groupby([table["strategy"], stage]).mean().to_dict()
 
 
 def parse_ratio(text: str) -> tuple[tuple[str, str], float]:
@@ -83,6 +85,9 @@ def plan(config: dict, ratios: dict | None, peak_tflops: float, mfu: float, unli
     """The grid's distinct runs with their estimated GPU-hours; ``unlisted`` is the ratio of a
     (strategy, stage) that ``ratios`` lacks (nan: an error for the caller to report)."""
     runs = grid_runs(config)
+    runs = runs[runs["steps"] > 0]  # a fit stage trains nothing
+    # The runs of a fan-out stage (swarm-0 … swarm-{N-1}) are one row of N runs per seed.
+    runs = runs.assign(stage=runs["stage"].map(cfg.stage_group))
     training = config["training"]
     vocab = vocab_size(config)
     tokens = runs["steps"].astype(float) * training["batch_size"] * training["seq_len"]

@@ -4,13 +4,16 @@ machine-readable form)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from eval.stats import ALPHA, holm, paired_test, seeds_needed, smallest_p, wins
+from mixbench.config_fields import stage_group, stage_kind
 from mixbench.io import write_text
+from strategies.base import STAGE_ORDER
 
 KEYS = ["size", "strategy"]
 
@@ -207,11 +210,21 @@ def downstream_sections(long: pd.DataFrame, grid: dict, spread: str) -> list[tup
     return sections
 
 
+def stage_round(stage: str) -> int:
+    """The round of an iterated strategy's stage: 'proxy-r2' -> 2, any other stage 1."""
+    match = re.fullmatch(r".*-r(\d+)", stage)
+    return int(match.group(1)) if match else 1
+
+
 def compute_table(compute: pd.DataFrame, grid: dict) -> pd.DataFrame:
-    """FLOPs per stage and in total (mean over seeds), relative to the baseline, and wall time."""
-    flops = compute.pivot_table(index=[*KEYS, "seed"], columns="stage", values="flops", aggfunc="sum", sort=False)
-    # Pipeline order: reference, proxy (and its rounds), final.
-    stages = sorted(dict.fromkeys(compute["stage"]), key=lambda s: ({"reference": 0, "final": 2}.get(s, 1), s))
+    """FLOPs per stage and in total (mean over seeds), relative to the baseline, and job time."""
+    # The runs of a fan-out stage (swarm-0 … swarm-{N-1}) sum into one column for their stage.
+    column = compute["stage"].map(stage_group)
+    flops = compute.assign(stage=column).pivot_table(index=[*KEYS, "seed"], columns="stage", values="flops",
+                                                     aggfunc="sum", sort=False)
+    # Pipeline order: reference, proxy, their later rounds (reference-r2, proxy-r2, ...), swarm, fit, final.
+    stages = sorted(dict.fromkeys(column),
+                    key=lambda s: (s == "final", stage_round(s), STAGE_ORDER.index(stage_kind(s))))
     flops = flops[stages]
     totals = pd.DataFrame({
         "total": flops.sum(axis=1),
@@ -228,7 +241,8 @@ def compute_table(compute: pd.DataFrame, grid: dict) -> pd.DataFrame:
         out["× baseline"] = [f"{t / base[size]:.2f}" for (size, _), t in mean["total"].items()]
     out["tokens"] = mean["tokens"].map(lambda v: f"{v:.3g}")
     hours = totals["hours"].groupby(level=KEYS, sort=False)
-    out["wall time (h)"] = [f"{m:.3f}" + (f" ± {s:.3f}" if len(grid["seeds"]) > 1 else "")
+    # Jobs' time added up: runs that ran side by side (a swarm's) count fully each.
+    out["job time (h)"] = [f"{m:.3f}" + (f" ± {s:.3f}" if len(grid["seeds"]) > 1 else "")
                             for m, s in zip(hours.mean(), hours.std(ddof=1))]
     if "max_epochs" in compute and compute["max_epochs"].notna().any():
         # The most any stage of any seed went over one domain's train split (> 1: repeated data).
@@ -256,7 +270,7 @@ def epochs_table(compute: pd.DataFrame) -> pd.DataFrame | None:
 
 def to_latex(frame: pd.DataFrame, caption: str) -> str:
     body = frame.to_latex(index=False, escape=True, column_format="l" * len(frame.columns))
-    body = body.replace("±", r"$\pm$").replace("−", "-").replace("×", r"$\times$")
+    body = body.replace("±", r"$\pm$").replace("−", "-").replace("×", r"$\times$").replace("ρ", r"$\rho$")
     return f"% {caption}\n{body}"
 
 

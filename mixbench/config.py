@@ -24,7 +24,7 @@ import yaml
 from mixbench import config_checks, variants
 from mixbench.errors import ConfigError
 from mixbench.config_fields import (  # noqa: F401 (re-exported: cfg.stage_training, ...)
-    where, strategy_entry, strategy_class_name, strategy_hparams, stage_training, stage_layers, stage_allows_larger, strategy_stages, resolve_stages, run_chain, cell_runs, run_dir, keyed_values, keyed_value, micro_batch_sizes, micro_batch_size, domain_cap)
+    where, strategy_entry, strategy_class_name, strategy_hparams, stage_training, stage_layers, stage_allows_larger, STAGE_PATTERN, TRAINED_STAGE_PATTERN, stage_kind, replica_index, stage_group, one_run_per_stage, strategy_stages, describe_stages, resolve_stages, run_chain, cell_runs, run_dir, keyed_values, keyed_value, micro_batch_sizes, micro_batch_size, domain_cap)
 
 from mixbench import REPO_ROOT
 SCHEMA_PATH = REPO_ROOT / "rules" / "schemas" / "config.schema.yaml"
@@ -179,14 +179,16 @@ def run_fingerprint(config: dict, strategy: str, chain: dict[str, dict]) -> str:
     resolved ``{"size", "steps"}`` of the run (last) and of every run it reads (seed and stage
     come from its path). A stage's own size and steps stand in for the grid's, so changing the
     final models' length reruns no shared proxy; a changed upstream run changes the fingerprint,
-    so no checkpoint made on the old one is resumed."""
+    so no checkpoint made on the old one is resumed. Of the hyperparameters, those the run's stage
+    depends on (``Strategy.stage_hparams``: a RegMix swarm run, its concentration range alone)."""
     from strategies import get_strategy_class
 
     corpus, tokenizer, training = relevant_sections(config, "corpus", "tokenizer", "training")
     # The hyperparameters with their defaults: writing a default out changes no run.
     cls = get_strategy_class(strategy_class_name(config, strategy))
-    entry = {"strategy": cls.__name__, **cls.defaults, **strategy_hparams(config, strategy)}
-    *_, own = chain.values()
+    *_, (stage, own) = chain.items()
+    hparams = cls.stage_hparams(stage, {**cls.defaults, **strategy_hparams(config, strategy)})
+    entry = {"strategy": cls.__name__, **hparams}
     return fingerprint([corpus, tokenizer, {**training, "steps": own["steps"]}, chain, entry])
 
 

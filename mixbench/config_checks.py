@@ -191,11 +191,13 @@ def stage_problems(config: dict, name: str) -> list[str]:
 
     problems, who = [], where_strategy(config, name, prose=True)
     for final_size in config["grid"]["sizes"]:
-        runs = cfg.cell_runs(config, final_size, name)
+        runs = cfg.one_run_per_stage(cfg.cell_runs(config, final_size, name))
         unknown = {stage: spec["size"] for stage, spec in runs.items() if spec["size"] not in SIZES}
         if unknown:
-            return [f"{stage_field(config, name, stage, 'size')}: unknown size {size!r} (stage {stage!r} of {who}); "
-                    f"known sizes: {sorted(SIZES)}" for stage, size in unknown.items()]
+            return list(dict.fromkeys(  # a swarm's runs said once
+                f"{stage_field(config, name, stage, 'size')}: unknown size {size!r} (stage "
+                f"{cfg.stage_group(stage)!r} of {who}); known sizes: {sorted(SIZES)}"
+                for stage, size in unknown.items()))
         if "reference" in runs and "proxy" in runs and runs["reference"]["size"] != runs["proxy"]["size"]:
             problems.append(f"{stage_field(config, name, 'proxy', 'size')}: the proxy must be the size of its "
                             f"reference model ({who}: reference {runs['reference']['size']!r} from "
@@ -205,9 +207,10 @@ def stage_problems(config: dict, name: str) -> list[str]:
             params = non_embedding_parameters(SIZES[spec["size"]])
             if stage != "final" and params > final_params and not cfg.stage_allows_larger(config, name, stage):
                 field = stage_field(config, name, stage, "size")
-                key = field.rsplit(".", 1)[0] if field.endswith(".size") else f"stages.{stage.split('-r')[0]}"
+                key = field.rsplit(".", 1)[0] if field.endswith(".size") else f"stages.{cfg.stage_kind(stage)}"
                 problems.append(
-                    f"{field}: {who}'s stage {stage!r} uses size {spec['size']!r} ({params:,} non-embedding "
+                    f"{field}: {who}'s stage {cfg.stage_group(stage)!r} uses size {spec['size']!r} "
+                    f"({params:,} non-embedding "
                     f"parameters), larger than the final size {final_size!r} it feeds ({final_params:,}); if this "
                     f"is intended, set `allow_larger_than_final: true` in {key}")
     return list(dict.fromkeys(problems))  # the same problem at several final sizes is said once
@@ -219,7 +222,7 @@ def stage_field(config: dict, name: str, stage: str, field: str) -> str:
     (grid.sizes: the size of the run it feeds; training.steps)."""
     if stage == "final":
         return {"size": "grid.sizes", "steps": "training.steps"}[field]
-    kind = stage.split("-r")[0]
+    kind = cfg.stage_kind(stage)
     glob, own = cfg.stage_layers(config, name, stage)
     swept = variants.variants(config)
     entry = swept[name].base if name in swept else name
@@ -229,8 +232,12 @@ def stage_field(config: dict, name: str, stage: str, field: str) -> str:
         return f"stages.{kind}.{field}"
     if field == "steps":
         return "training.steps"
+    # The size of the run it feeds: the next run of another stage (a swarm run feeds no sibling).
     stages = cfg.strategy_stages(config, name)
-    return stage_field(config, name, stages[stages.index(stage) + 1], field)  # the size of the run it feeds
+    later = stages[stages.index(stage) + 1:]
+    if cfg.replica_index(stage) is not None:
+        later = [s for s in later if not s.startswith(f"{cfg.stage_kind(stage)}-")]
+    return stage_field(config, name, later[0], field)
 
 
 def run_problems(config: dict, names: list[str]) -> list[str]:
@@ -244,10 +251,10 @@ def run_problems(config: dict, names: list[str]) -> list[str]:
     by_steps: dict[tuple[int, str], list[str]] = {(training["steps"], "training.steps"): ["the final models"]}
     for size in config["grid"]["sizes"]:
         for name in names:
-            for stage, spec in cfg.cell_runs(config, size, name).items():
-                if stage == "final" or spec["size"] not in SIZES:  # an unknown size: stage_problems says so
+            for stage, spec in cfg.one_run_per_stage(cfg.cell_runs(config, size, name)).items():
+                if stage in ("fit", "final") or spec["size"] not in SIZES:  # an unknown size: stage_problems says so
                     continue
-                who = f"{where_strategy(config, name, prose=True)}'s {stage}"
+                who = f"{where_strategy(config, name, prose=True)}'s {cfg.stage_group(stage)}"
                 by_size.setdefault(spec["size"], []).append(f"{stage_field(config, name, stage, 'size')} ({who})")
                 by_steps.setdefault((spec["steps"], stage_field(config, name, stage, "steps")), []).append(who)
     problems = [f"training.seq_len: {training['seq_len']} exceeds size {size!r}'s context of "

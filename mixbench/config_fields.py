@@ -5,6 +5,8 @@ dict, used by the validation (mixbench/config_checks.py) and by everything that 
 
 from __future__ import annotations
 
+import re
+
 from mixbench import variants
 from mixbench.errors import ConfigError
 
@@ -34,10 +36,12 @@ def stage_training(config: dict, name: str, stage: str, size: str) -> dict:
     """Size and step count of one stage of one strategy when the run it feeds has ``size``
     (`final` always uses the grid's size and ``training.steps``). A stage without a configured
     size takes the size of the run it feeds. Iterated stages (``proxy-r2``) take the settings
-    of their kind (``proxy``)."""
+    of their kind (``proxy``), and so do the runs of a fan-out stage (``swarm-3``: ``swarm``)."""
     resolved = {"size": size, "steps": config["training"]["steps"]}
     if stage == "final":
         return resolved
+    if stage == "fit":  # computes weights from the runs before it; trains nothing
+        return {"size": size, "steps": 0}
     for layer in stage_layers(config, name, stage):
         resolved.update({k: layer[k] for k in ("size", "steps") if layer.get(k) is not None})
     return resolved
@@ -45,7 +49,7 @@ def stage_training(config: dict, name: str, stage: str, size: str) -> dict:
 
 def stage_layers(config: dict, name: str, stage: str) -> list[dict]:
     """The config entries that set a stage: the global ``stages`` one, then the strategy's own."""
-    kind = stage.split("-r")[0]
+    kind = stage_kind(stage)
     return [config["stages"].get(kind, {}), strategy_entry(config, name).get("stages", {}).get(kind, {})]
 
 
@@ -56,12 +60,63 @@ def stage_allows_larger(config: dict, name: str, stage: str) -> bool:
     return bool(settings and settings[-1])
 
 
+# The `stage` wildcard of the workflow's run paths: DoReMi's rounds (proxy-r2), a swarm's runs
+# (swarm-3), RegMix's fit (its own rule: it trains nothing) and the final model.
+TRAINED_STAGE_PATTERN = r"(reference|proxy)(-r\d+)?|swarm-\d+|final"
+STAGE_PATTERN = TRAINED_STAGE_PATTERN + "|fit"
+
+
+def stage_kind(stage: str) -> str:
+    """The stage a run belongs to, whose settings it takes: 'proxy-r2' -> 'proxy' (a round of an
+    iterated strategy), 'swarm-3' -> 'swarm' (one run of a fan-out stage), 'final' -> 'final'."""
+    return re.sub(r"-r?\d+$", "", stage)
+
+
+def replica_index(stage: str) -> int | None:
+    """The index of one run of a fan-out stage ('swarm-3' -> 3); None for any other stage."""
+    match = re.fullmatch(r"[a-z]+-(\d+)", stage)
+    return int(match.group(1)) if match else None
+
+
+def stage_group(stage: str) -> str:
+    """The stage a run is listed under in tables, plans and messages: the runs of a fan-out stage
+    under their stage, one row or column for all N ('swarm-3' -> 'swarm'); any other run under its
+    own name ('proxy-r2' stays 'proxy-r2')."""
+    return stage_kind(stage) if replica_index(stage) is not None else stage
+
+
+def one_run_per_stage(runs: dict[str, dict]) -> dict[str, dict]:
+    """{stage: spec} with a fan-out stage's runs, which share their size and steps, as its first
+    run alone: what a check of sizes and lengths needs to look at."""
+    seen: set[str] = set()
+    kept = {}
+    for stage, spec in runs.items():
+        group = stage_group(stage)
+        if group not in seen:
+            seen.add(group)
+            kept[stage] = spec
+    return kept
+
+
 def strategy_stages(config: dict, name: str) -> tuple[str, ...]:
-    """The stages a configured strategy runs, from its class's declaration (torch-free)."""
+    """The runs a configured strategy makes per seed, in order, from its class's declaration
+    (torch-free): its stages, each fan-out stage as its N runs ``swarm-0 … swarm-{N-1}``."""
     from strategies import get_strategy_class
 
     cls = get_strategy_class(strategy_class_name(config, name))
-    return tuple(cls.stages_for({**cls.defaults, **strategy_hparams(config, name)}))
+    hparams = {**cls.defaults, **strategy_hparams(config, name)}
+    replicas = cls.replicas_for(hparams)
+    return tuple(f"{stage}-{index}" if stage in replicas else stage
+                 for stage in cls.stages_for(hparams) for index in range(replicas.get(stage, 1)))
+
+
+def describe_stages(stages: tuple[str, ...] | list[str]) -> str:
+    """A run list as prose, a fan-out stage said once with its count: 'swarm-0 … swarm-63 (64 runs), fit, final'."""
+    parts = []
+    for group in dict.fromkeys(map(stage_group, stages)):
+        runs = [s for s in stages if stage_group(s) == group]
+        parts.append(f"{runs[0]} … {runs[-1]} ({len(runs)} runs)" if group != runs[0] else group)
+    return ", ".join(parts)
 
 
 def resolve_stages(config: dict, name: str, stages: tuple[str, ...] | list[str], size: str) -> dict[str, dict]:
@@ -83,11 +138,15 @@ def resolve_stages(config: dict, name: str, stages: tuple[str, ...] | list[str],
 
 
 def run_chain(config: dict, name: str, stage: str, size: str) -> dict[str, dict]:
-    """{stage: {"size", "steps"}} of one run at its own ``size`` and of every run it reads."""
+    """{stage: {"size", "steps"}} of one run at its own ``size`` and of every run it reads: every
+    run before it, except that the runs of a fan-out stage read none of each other."""
     stages = strategy_stages(config, name)
     if stage not in stages:
-        raise ConfigError(f"strategy {name!r} has no stage {stage!r}; its stages: {stages}")
-    return resolve_stages(config, name, stages[: stages.index(stage) + 1], size)
+        raise ConfigError(f"strategy {name!r} has no stage {stage!r}; its runs: {describe_stages(stages)}")
+    before = stages[: stages.index(stage)]
+    if replica_index(stage) is not None:
+        before = tuple(s for s in before if stage_kind(s) != stage_kind(stage))
+    return resolve_stages(config, name, (*before, stage), size)
 
 
 def cell_runs(config: dict, size: str, name: str) -> dict[str, dict]:

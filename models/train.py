@@ -28,11 +28,11 @@ import torch.distributed as dist
 
 from corpus.budget import planned_tokens, repetition_warning
 from corpus.sampler import DomainSampler
-from corpus.tokens import TokenStore, uncapped_train_tokens
+from corpus.tokens import TokenStore
 from mixbench import config as cfg
 from mixbench.cli import add_config_argument, main_guard
 from mixbench.errors import ConfigError
-from mixbench.io import atomic_dir, read_json, remove_stale_temporaries, write_json
+from mixbench.io import atomic_dir, remove_stale_temporaries, write_json
 from mixbench.provenance import provenance
 from mixbench.runlock import RunLock
 from models.checkpoint import CHECKPOINTS, remove_checkpoints
@@ -46,18 +46,9 @@ from models.throughput import peak_tflops
 from models.loop import LoopSettings, TrainingLoop
 from models.signals import parameter_copies
 from models.signals.base import SignalSources
-from strategies import StrategyContext, get_strategy_class
+from models.upstream import read_upstream, strategy_context
+from strategies import get_strategy_class
 from strategies.base import Strategy, validate_weights
-
-
-def read_upstream(pairs: list[str]) -> dict[str, Path]:
-    upstream = {}
-    for pair in pairs:
-        stage, _, path = pair.partition("=")
-        if not path or not (Path(path) / "run.json").exists():
-            raise ConfigError(f"--upstream {pair!r}: expected STAGE=DIR of a finished run (with run.json)")
-        upstream[stage] = Path(path)
-    return upstream
 
 
 def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, out: Path,
@@ -77,11 +68,7 @@ def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, ou
     data_dir = Path(config["data_dir"])
     domains = config["corpus"]["domains"]
     store = TokenStore(data_dir / "tokens", "train", domains)
-    context = StrategyContext(
-        name=strategy_name, domains=tuple(domains), train_tokens=uncapped_train_tokens(data_dir, domains), stage=stage,
-        total_steps=stage_spec["steps"], seed=seed, vocab_size=store.vocab_size, warmup_steps=training["warmup_steps"],
-        upstream_weights={s: np.asarray(read_json(d / "weights.json")["final_weights"]) for s, d in upstream.items()},
-    )
+    context = strategy_context(config, strategy_name, stage, seed, stage_spec["steps"], upstream)
     strategy = cls(context, **cfg.strategy_hparams(config, strategy_name))
     if rank == 0:
         warn_data_budget(strategy, strategy_name, f"{strategy_name} {stage} (size {stage_spec['size']}, seed {seed})",

@@ -1,4 +1,5 @@
 # Validation of the config (before any job runs) and the helpers every rule file uses.
+import functools
 import os
 import re
 import shlex
@@ -104,7 +105,7 @@ def final_runs():
 from models.sizes import SIZES
 
 wildcard_constraints:
-    stage=r"(reference|proxy)(-r\d+)?|final",
+    stage=mbconfig.STAGE_PATTERN,
     seed=r"\d+",
     size="|".join(map(re.escape, SIZES)),
     strategy="|".join(map(re.escape, GRID["strategies"])),

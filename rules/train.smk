@@ -1,18 +1,36 @@
 # One generic training rule for every stage of every strategy. A strategy's stages come from
 # its class (strategies/*.py): each stage waits for the stages before it and reads their outputs.
 # A run's path holds its own size: a reference or proxy of fixed size is one run per seed that
-# every final size reads.
+# every final size reads. A fan-out stage (RegMix's swarm) is N runs, swarm-0 … swarm-{N-1}, that
+# read none of each other; a `fit` stage trains nothing and has a rule of its own.
+
+
+def stage_of(wildcards):
+    """The run's stage: the `stage` wildcard, or `fit` in the fit rule (whose path names it)."""
+    return getattr(wildcards, "stage", "fit")
+
+
+# Resolved once per run, not once per input function and job: a 512-run swarm's fit and final
+# runs each read all 512 runs.
+@functools.cache
+def chain_of(strategy, stage, size):
+    return mbconfig.run_chain(config, strategy, stage, size)
+
+
+@functools.cache
+def stage_groups(strategy):
+    return list(dict.fromkeys(map(mbconfig.stage_group, mbconfig.strategy_stages(config, strategy))))
 
 
 def stage_chain(wildcards):
     """{stage: {"size", "steps"}} of this run and of every run before it."""
-    return mbconfig.run_chain(config, wildcards.strategy, wildcards.stage, wildcards.size)
+    return chain_of(wildcards.strategy, stage_of(wildcards), wildcards.size)
 
 
 def upstream_dirs(wildcards):
     chain = stage_chain(wildcards)
     return {s: run_dir(spec["size"], wildcards.strategy, wildcards.seed, s) for s, spec in chain.items()
-            if s != wildcards.stage}
+            if s != stage_of(wildcards)}
 
 
 def upstream_runs(wildcards):
@@ -28,13 +46,19 @@ def upstream_args(wildcards):
 def stages_after(wildcards):
     """The scheduler's priority: how many of its strategy's stages still wait for this run. A
     reference starts before a proxy and a proxy before a final run, so that a strategy's chain is
-    not left to run alone on one core at the end while the others sit idle."""
-    stages = mbconfig.strategy_stages(config, wildcards.strategy)
-    return len(stages) - 1 - stages.index(wildcards.stage)
+    not left to run alone on one core at the end while the others sit idle. The runs of a
+    fan-out stage count as one stage."""
+    groups = stage_groups(wildcards.strategy)
+    return len(groups) - 1 - groups.index(mbconfig.stage_group(stage_of(wildcards)))
+
+
+@functools.cache
+def fingerprint_of(strategy, stage, size):
+    return mbconfig.run_fingerprint(config, strategy, chain_of(strategy, stage, size))
 
 
 def train_fingerprint(wildcards):
-    return mbconfig.run_fingerprint(config, wildcards.strategy, stage_chain(wildcards))
+    return fingerprint_of(wildcards.strategy, stage_of(wildcards), wildcards.size)
 
 
 TRAINING = config["training"]
@@ -73,6 +97,8 @@ rule train:
         upstream=upstream_runs,
     output:
         f"{RUNS}/{{size}}/{{strategy}}/seed{{seed}}/{{stage}}/run.json",
+    wildcard_constraints:
+        stage=mbconfig.TRAINED_STAGE_PATTERN,  # not `fit`: the fit rule's
     params:
         out=lambda w: run_dir(w.size, w.strategy, w.seed, w.stage),
         upstream=upstream_args,
@@ -89,3 +115,23 @@ rule train:
         "{TRAIN_LAUNCH} -m models.train --config {CONFIG_FILE:q} --size {wildcards.size:q}"
         " --strategy {wildcards.strategy:q} --seed {wildcards.seed:q} --stage {wildcards.stage:q} --out {params.out:q}"
         " {params.upstream:q} > {log:q} 2>&1"
+
+
+rule fit:
+    input:
+        tokens=rules.tokenize_corpus.output,
+        upstream=upstream_runs,
+    output:
+        f"{RUNS}/{{size}}/{{strategy}}/seed{{seed}}/fit/run.json",
+    params:
+        out=lambda w: run_dir(w.size, w.strategy, w.seed, "fit"),
+        upstream=upstream_args,
+        fingerprint=train_fingerprint,
+    priority: stages_after
+    benchmark:
+        bench("fit/{size}-{strategy}-seed{seed}"),
+    log:
+        f"{LOGS}/fit/{{size}}-{{strategy}}-seed{{seed}}.log",
+    shell:
+        "{PY:q} -m models.fit --config {CONFIG_FILE:q} --size {wildcards.size:q} --strategy {wildcards.strategy:q}"
+        " --seed {wildcards.seed:q} --out {params.out:q} {params.upstream:q} > {log:q} 2>&1"

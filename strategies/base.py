@@ -1,7 +1,8 @@
 """The strategy interface: training signals in, mixture weights out.
 
 The training loop (models/train.py) owns the loop. A strategy only
-- declares the ``stages`` it needs (the workflow builds its DAG from them) and the
+- declares the ``stages`` it needs (the workflow builds its DAG from them; a ``fan_out``
+  stage runs N times side by side, and a ``fit`` stage computes weights without training) and the
   extra ``signals`` the loop must compute for it (so nobody else pays for them), each by
   its name in the registry of signal providers (models/signals/__init__.py); it passes
   options to a signal's provider through ``signal_options`` and says when it wants a
@@ -26,7 +27,10 @@ import numpy as np
 
 from mixbench.errors import ConfigError, TrainingError
 
-STAGE_ORDER = ("reference", "proxy", "final")
+# ``swarm`` runs N times side by side (a ``fan_out`` stage); ``fit`` trains nothing: its job builds
+# the strategy, takes ``initial_weights()`` (computed from the runs before it) as the weights it
+# hands on and writes ``fit_report()`` next to them (models/fit.py).
+STAGE_ORDER = ("reference", "proxy", "swarm", "fit", "final")
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,11 @@ class StrategyContext:
     seed: int
     vocab_size: int
     upstream_weights: dict[str, np.ndarray] = field(default_factory=dict)  # stage -> final_weights
+    # stage -> held-out loss per domain after the run's last step (the last row of its val.csv),
+    # shape (K,); only for a ``fit`` stage, which reads what the runs before it reached.
+    upstream_heldout: dict[str, np.ndarray] = field(default_factory=dict)
     warmup_steps: int = 0
+    replica: int | None = None  # which run of a fan-out stage this is (swarm-3: 3); None elsewhere
 
 
 @dataclass
@@ -68,6 +76,10 @@ class Strategy(ABC):
     extra_figures: ClassVar[tuple[str, ...]] = ()
     # Hyperparameters with their defaults; the config may set exactly these keys.
     defaults: ClassVar[dict[str, Any]] = {}
+    # Stages that run several times side by side, each with the hyperparameter that says how
+    # many times: {"swarm": "swarm_runs"} makes runs swarm-0 … swarm-{N-1}, which read none of
+    # each other; every later stage reads all of them.
+    fan_out: ClassVar[dict[str, str]] = {}
 
     def __init__(self, context: StrategyContext, **hparams: Any):
         self.context = context
@@ -80,6 +92,12 @@ class Strategy(ABC):
         super().__init_subclass__(**kwargs)
         if list(cls.stages) != [s for s in STAGE_ORDER if s in cls.stages] or cls.stages[-1] != "final":
             raise TypeError(f"{cls.__name__}.stages must be an ordered subset of {STAGE_ORDER} ending in 'final'")
+        # The workflow names the runs of a fan-out stage swarm-0 … swarm-{N-1}: `swarm` and only
+        # `swarm` fans out.
+        if set(cls.fan_out) != {"swarm"} & set(cls.stages) or not set(cls.fan_out.values()) <= set(cls.defaults):
+            raise TypeError(f"{cls.__name__}: a `swarm` stage needs fan_out = {{'swarm': <hyperparameter with its "
+                            f"number of runs>}}, and only `swarm` fans out; got stages {cls.stages}, fan_out "
+                            f"{cls.fan_out}")
 
     @classmethod
     def check_hparams(cls, hparams: dict[str, Any], domains: list[str]) -> None:
@@ -111,6 +129,18 @@ class Strategy(ABC):
         Iterated methods repeat stages with a round suffix, e.g. ``proxy-r2``."""
         return cls.stages
 
+    @classmethod
+    def stage_hparams(cls, stage: str, hparams: dict[str, Any]) -> dict[str, Any]:
+        """The hyperparameters a run of ``stage`` depends on (what its fingerprint holds, so that a
+        change elsewhere retrains none of it); by default all of them."""
+        return hparams
+
+    @classmethod
+    def replicas_for(cls, hparams: dict[str, Any]) -> dict[str, int]:
+        """{fan-out stage: number of its runs} of a configured instance (its ``check_hparams``
+        makes sure each count is a positive integer)."""
+        return {stage: int(hparams[key]) for stage, key in cls.fan_out.items()}
+
     # -- the interface the loop calls -------------------------------------------------------
     def required_signals(self) -> frozenset[str]:
         """Optional signals this stage needs (a subset of ``signals``)."""
@@ -134,6 +164,11 @@ class Strategy(ABC):
         with the right marginals; for uniform weights an equal share) instead of i.i.d.: the same
         expected counts, no absent domain."""
         return False
+
+    def fit_report(self) -> dict[str, Any] | None:
+        """In a ``fit`` stage, after ``initial_weights()``: how the weights were chosen, JSON-ready
+        (written to the run's fit.json), or None."""
+        return None
 
     def trace(self) -> dict[str, Any] | None:
         """Anything worth recording after this step (written to trace.jsonl), or None."""

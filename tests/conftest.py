@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,11 @@ def snakemake(workdir: Path, config_files: Path | list[Path], *args: str, snakef
          "--cores", "2", *args],
         capture_output=True, text=True, env=env, timeout=900,
     )
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Jobs per rule from the "Job stats" table of Snakemake's output."""
+    return {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", output, flags=re.M) if rule != "total"}
 
 
 def write_config(path: Path, config: dict) -> Path:

@@ -1,0 +1,63 @@
+"""What a run knows of the runs before it, and the strategy context built from it. Torch-free:
+the training job (models/train.py) and the fit job (models/fit.py) both start from here."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from corpus.tokens import TokenStore, uncapped_train_tokens
+from mixbench.errors import ConfigError, DataError
+from mixbench.io import read_json
+from strategies import StrategyContext
+from mixbench.config_fields import replica_index
+
+
+def read_upstream(pairs: list[str]) -> dict[str, Path]:
+    """``--upstream STAGE=DIR ...`` as {stage: folder}; each folder must hold a finished run."""
+    upstream = {}
+    for pair in pairs:
+        stage, _, path = pair.partition("=")
+        if not path or not (Path(path) / "run.json").exists():
+            raise ConfigError(f"--upstream {pair!r}: expected STAGE=DIR of a finished run (with run.json)")
+        upstream[stage] = Path(path)
+    return upstream
+
+
+def final_heldout_loss(run_dir: Path, domains: list[str]) -> np.ndarray:
+    """The held-out loss per domain after a run's last step: the last row of its val.csv, which
+    the loop always measures after the last step (models/heldout.py)."""
+    path = run_dir / "val.csv"
+    if not path.exists():
+        raise DataError(f"{path} is missing: the run measured no held-out loss (training.heldout_windows: 0?)")
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise DataError(f"{path} has no measurement")
+    run = read_json(run_dir / "run.json")
+    last = rows[-1]
+    if int(last["step"]) != run["steps"]:
+        raise DataError(f"{path}: the last measurement is at step {last['step']}, not the run's last step "
+                        f"{run['steps']}")
+    missing = [d for d in domains if f"val_loss/{d}" not in last]
+    if missing:
+        raise DataError(f"{path} has no held-out loss for {missing}")
+    return np.array([float(last[f"val_loss/{d}"]) for d in domains])
+
+
+def strategy_context(config: dict, strategy_name: str, stage: str, seed: int, total_steps: int,
+                     upstream: dict[str, Path], *, heldout: bool = False) -> StrategyContext:
+    """The context of one run. ``heldout`` reads the upstream runs' final held-out losses too
+    (what a ``fit`` stage fits on)."""
+    data_dir = Path(config["data_dir"])
+    domains = list(config["corpus"]["domains"])
+    store = TokenStore(data_dir / "tokens", "train", domains)
+    return StrategyContext(
+        name=strategy_name, domains=tuple(domains), train_tokens=uncapped_train_tokens(data_dir, domains),
+        stage=stage, total_steps=total_steps, seed=seed, vocab_size=store.vocab_size,
+        warmup_steps=config["training"]["warmup_steps"], replica=replica_index(stage),
+        upstream_weights={s: np.asarray(read_json(d / "weights.json")["final_weights"]) for s, d in upstream.items()},
+        upstream_heldout={s: final_heldout_loss(d, domains) for s, d in upstream.items()} if heldout else {},
+    )
