@@ -20,7 +20,9 @@ Writes to ``{results_dir}/tables/`` (every ``.md`` also as ``.tex`` and ``.html`
   and DoReMi's per-domain excess losses;
 - ``curves.csv``: the held-out loss per domain of every stage over training, with tokens, FLOPs
   and the FLOPs of the stages before it (eval/collect_curves.py);
-- ``entropy.csv``: the entropy of every stage's mixture over its steps.
+- ``entropy.csv``: the entropy of every stage's mixture over its steps;
+- ``fits.csv``/``.md``: every ``fit`` stage (RegMix): target, regressor, its k-fold Spearman ρ per
+  seed and the mixture it chose; ``swarm.csv``: every run it fitted on (eval/collect_fits.py).
 
 Bits per byte is the tokenizer-independent number to compare; word perplexities of a small
 model span orders of magnitude across domains, so they are shown with significant digits.
@@ -32,15 +34,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from eval import collect, collect_curves
+from eval import collect, collect_curves, collect_fits
 from eval.tables import (MISSING, baseline_of, comparison_markdown, comparison_note, comparison_rows, compute_table,
                          downstream_sections, downstream_summary, epochs_table, mean_std_cells, per_seed, spread_label,
                          write_sections)
 from mixbench.cli import config_command
 from mixbench.io import write_csv
 
-TABLE_NAMES = ("perplexity", "downstream", "comparison", "weights", "compute")
-CSV_ONLY = ("trajectories", "curves", "entropy")
+TABLE_NAMES = ("perplexity", "downstream", "comparison", "weights", "compute", "fits")
+CSV_ONLY = ("trajectories", "curves", "entropy", "swarm")
 
 
 def table_files(name: str) -> list[str]:
@@ -119,6 +121,13 @@ def aggregate(config: dict) -> None:
     write_csv(collect.trajectories(config), out / "trajectories.csv")
     write_csv(collect_curves.curves(config), out / "curves.csv")
     write_csv(collect_curves.entropy(config), out / "entropy.csv")
+    fits = collect_fits.fits(config)
+    write_csv(fits, out / "fits.csv")
+    write_sections(out, "fits", [(
+        "Fits on a swarm of small runs (RegMix): the target regressed, the regressor, its Spearman rank correlation "
+        "between observed and out-of-fold predicted targets over k folds of the swarm, and the mixture it chose "
+        "(mean of the top-k of the sampled candidates), per seed", collect_fits.fits_table(fits))])
+    write_csv(collect_fits.swarm(config), out / "swarm.csv")
     print(f"wrote {len(TABLE_NAMES) + len(CSV_ONLY)} tables ({len(ppl)} perplexity rows, {len(down)} downstream rows) "
           f"to {out}", flush=True)
 

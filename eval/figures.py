@@ -236,6 +236,11 @@ class Figures:
 
         return gradient_pca(self)
 
+    def regmix_fit(self):
+        from eval.fit_figures import regmix_fit
+
+        return regmix_fit(self)
+
     def dograph_graph(self):
         from eval.gradient_figures import graph_snapshots
 

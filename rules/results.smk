@@ -25,7 +25,7 @@ rule tables:
             f"{folder}/run.json" for size, strat, seed in final_runs()
             for _, folder in cell_stage_runs(config, size, strat, seed).values()
         )),
-        code=code("aggregate", "collect", "tables", "stats"),
+        code=code("aggregate", "collect", "collect_curves", "collect_fits", "tables", "stats"),
     output:
         # The HTML versions go into `snakemake --report`, which cannot show Markdown.
         [
@@ -50,7 +50,7 @@ FIGURE_FILES = [f"{RESULTS}/figures/{name}.{fmt}" for name in FIGURES for fmt in
 rule figures:
     input:
         TABLES,
-        code=code("figures", "gradient_figures"),
+        code=code("figures", "curve_figures", "gradient_figures", "fit_figures"),
     output:
         [
             report(f"{RESULTS}/figures/{name}.png", caption=f"report/figures/{name}.rst", category="Figures",

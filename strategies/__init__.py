@@ -27,6 +27,7 @@ REGISTRY: dict[str, str] = {
     "doremi": "strategies.doremi:DoReMi",
     "doge": "strategies.doge:DoGE",
     "dograph": "strategies.dograph:DoGraph",
+    "regmix": "strategies.regmix:RegMix",
 }
 
 

@@ -27,21 +27,50 @@ import numpy as np
 REGRESSORS = ("lightgbm", "linear")
 
 
-def dirichlet_mixtures(natural: np.ndarray, count: int, *, seed: int, min_concentration: float = 0.1,
-                       max_concentration: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` mixtures (count, K) and the concentration each was drawn with (count,)."""
+def dirichlet_draw(natural: np.ndarray, rng: np.random.Generator, *, min_concentration: float = 0.1,
+                   max_concentration: float = 5.0) -> tuple[np.ndarray, float]:
+    """One mixture w ~ Dir(c · p) and its scale c, log-uniform in [min, max], from ``rng``."""
+    scale = float(np.exp(rng.uniform(np.log(min_concentration), np.log(max_concentration))))
+    mixture = rng.dirichlet(scale * natural)
+    if not np.all(np.isfinite(mixture)):  # numpy's sampler underflows for very small alphas
+        raise ValueError(f"a Dirichlet draw at concentration {scale:.3g} was not finite; raise min_concentration")
+    return mixture, scale
+
+
+def check_natural(natural: np.ndarray, min_concentration: float, max_concentration: float) -> np.ndarray:
     natural = np.asarray(natural, dtype=np.float64)
     if natural.ndim != 1 or len(natural) < 2 or not np.all(natural > 0) or not np.isclose(natural.sum(), 1.0):
         raise ValueError(f"the natural distribution must be positive over >= 2 domains and sum to 1, got {natural}")
-    if not 0 < min_concentration <= max_concentration:
-        raise ValueError(f"need 0 < min_concentration <= max_concentration, got {min_concentration}, {max_concentration}")
+    if not 0 < min_concentration <= max_concentration < np.inf:
+        raise ValueError(f"need 0 < min_concentration <= max_concentration < inf, got {min_concentration}, "
+                         f"{max_concentration}")
+    return natural
+
+
+def dirichlet_mixtures(natural: np.ndarray, count: int, *, seed: int | np.random.SeedSequence,
+                       min_concentration: float = 0.1, max_concentration: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` mixtures (count, K) and the concentration each was drawn with (count,), from one
+    stream: a sample of candidates, whose size is fixed."""
+    natural = check_natural(natural, min_concentration, max_concentration)
     rng = np.random.default_rng(seed)
-    scales = np.exp(rng.uniform(np.log(min_concentration), np.log(max_concentration), size=count))
-    mixtures = np.stack([rng.dirichlet(scale * natural) for scale in scales]) if count else np.empty((0, len(natural)))
-    if not np.all(np.isfinite(mixtures)):  # numpy's sampler underflows for very small alphas
-        raise ValueError(f"Dirichlet draws at concentrations down to {scales.min():.3g} were not finite; "
-                         f"raise min_concentration")
-    return mixtures, scales
+    draws = [dirichlet_draw(natural, rng, min_concentration=min_concentration, max_concentration=max_concentration)
+             for _ in range(count)]
+    if not draws:
+        return np.empty((0, len(natural))), np.empty(0)
+    return np.stack([w for w, _ in draws]), np.array([c for _, c in draws])
+
+
+def swarm_mixtures(natural: np.ndarray, count: int, *, seed: np.random.SeedSequence, min_concentration: float = 0.1,
+                   max_concentration: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
+    """The mixtures (count, K) and concentrations (count,) of a swarm: run r from a stream of its
+    own (``seed`` spawned at r), so that its mixture does not depend on how many runs there are
+    and a swarm can grow without retraining the runs it has."""
+    natural = check_natural(natural, min_concentration, max_concentration)
+    # What seed.spawn(count) gives, without advancing ``seed``'s own count of children.
+    streams = [np.random.SeedSequence(seed.entropy, spawn_key=(*seed.spawn_key, run)) for run in range(count)]
+    draws = [dirichlet_draw(natural, np.random.default_rng(stream), min_concentration=min_concentration,
+                            max_concentration=max_concentration) for stream in streams]
+    return np.stack([w for w, _ in draws]), np.array([c for _, c in draws])
 
 
 class MixtureRegressor:
@@ -62,11 +91,12 @@ class MixtureRegressor:
             return self
         import lightgbm
 
-        # The paper's settings (1,000 rounds at rate 0.01), with leaves allowed to hold as few
-        # runs as a laptop swarm has: LightGBM's default of 20 per leaf would make any swarm
-        # under 40 runs a constant.
+        # The paper's settings (1,000 rounds at rate 0.01), with leaves and histogram bins allowed
+        # to hold as few runs as a laptop swarm has: LightGBM's defaults (20 per leaf, 3 per bin)
+        # would make any swarm under 40 runs a constant, and one of 4 to 5 runs a single bin.
         self.model = lightgbm.LGBMRegressor(
-            n_estimators=1000, learning_rate=0.01, min_child_samples=max(2, len(losses) // 16), num_leaves=31,
+            n_estimators=1000, learning_rate=0.01, min_child_samples=max(2, len(losses) // 16), min_data_in_bin=1,
+            num_leaves=31,
             random_state=self.seed, deterministic=True, force_row_wise=True, n_jobs=1, verbose=-1)
         self.model.fit(mixtures, losses)
         spread = np.ptp(self.predict(mixtures))
@@ -84,7 +114,8 @@ class MixtureRegressor:
         return self.model.predict(mixtures)
 
 
-def predicted_best(regressor: MixtureRegressor, natural: np.ndarray, *, candidates: int, top_k: int, seed: int,
+def predicted_best(regressor: MixtureRegressor, natural: np.ndarray, *, candidates: int, top_k: int,
+                   seed: int | np.random.SeedSequence,
                    min_concentration: float = 0.1, max_concentration: float = 5.0) -> np.ndarray:
     """The mean of the ``top_k`` of ``candidates`` sampled mixtures with the lowest predicted loss."""
     if not 1 <= top_k <= candidates:
@@ -95,9 +126,11 @@ def predicted_best(regressor: MixtureRegressor, natural: np.ndarray, *, candidat
     return pool[best].mean(axis=0)
 
 
-def kfold_rank_correlation(mixtures: np.ndarray, losses: np.ndarray, *, kind: str, folds: int, seed: int) -> dict:
+def kfold_rank_correlation(mixtures: np.ndarray, losses: np.ndarray, *, kind: str, folds: int,
+                           seed: int | np.random.SeedSequence, regressor_seed: int = 0) -> dict:
     """Spearman ρ between observed losses and out-of-fold predictions (each run predicted by a
-    model that did not see it), pooled over ``folds`` folds; also the per-run predictions."""
+    model that did not see it), pooled over ``folds`` folds; also the per-run predictions.
+    ``seed`` assigns the folds; ``regressor_seed`` is LightGBM's."""
     from scipy.stats import spearmanr
 
     losses = np.asarray(losses, dtype=np.float64)
@@ -107,7 +140,7 @@ def kfold_rank_correlation(mixtures: np.ndarray, losses: np.ndarray, *, kind: st
     predicted = np.empty(len(losses))
     for held_out in np.array_split(order, folds):
         kept = np.setdiff1d(order, held_out)
-        predicted[held_out] = MixtureRegressor(kind=kind, seed=seed).fit(mixtures[kept], losses[kept]).predict(
+        predicted[held_out] = MixtureRegressor(kind=kind, seed=regressor_seed).fit(mixtures[kept], losses[kept]).predict(
             mixtures[held_out])
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a constant input makes ρ undefined: say so, do not return nan

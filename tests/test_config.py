@@ -45,7 +45,7 @@ def test_default_config_file_is_valid():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"grid": {"strategies": ["unifrom"]}}, "unknown strategy 'unifrom'; registered strategies: doge, dograph, doremi, natural, static, uniform"),
+        ({"grid": {"strategies": ["unifrom"]}}, "unknown strategy 'unifrom'; registered strategies: doge, dograph, doremi, natural, regmix, static, uniform"),
         ({"strategies": {"uniform": {"temperature": 2.0}}}, "unknown hyperparameter(s) ['temperature']; valid: none"),
         ({"training": {"stpes": 10}}, "training.stpes: unknown field; training takes steps, batch_size,"),
         ({"training": {"steps": 0}}, "training.steps: 0 is less than the minimum of 1"),
@@ -64,7 +64,7 @@ def test_default_config_file_is_valid():
         ({"training": {"lr": float("nan")}}, "training.lr: nan is not a finite number"),
         ({"training": {"steps": 30.0}}, "training.steps: 30.0 is not of type 'integer'"),
         ({"strategies": {1: {}}}, "strategies.1: a key must be text, got int 1"),
-        ({"stages": {"prxy": {"size": "test"}}}, "stages.prxy: 'prxy' is not one of ['reference', 'proxy']"),
+        ({"stages": {"prxy": {"size": "test"}}}, "stages.prxy: 'prxy' is not one of ['reference', 'proxy', 'swarm']"),
         ({"grid": {"strategies": ["../up"]}}, "grid.strategies.0: '../up' does not match"),
         ({"strategies": {"doremi": {"rounds": 10 ** 9}}, "grid": {"strategies": ["doremi"]}}, "1 <= rounds <= 20"),
         ({"strategies": {"dograph": {"update_every": None}}, "grid": {"strategies": ["dograph"]}},
@@ -166,8 +166,8 @@ def test_config_hash_is_stable_and_sensitive(tmp_path):
 def test_paper_config_is_valid_on_its_own():
     config = cfg.load(cfg.REPO_ROOT / "config" / "paper.yaml")
     assert config["grid"]["sizes"] == ["small", "medium", "large"]
-    assert config["grid"]["strategies"] == ["uniform", "natural", "doremi", "doge", "dograph", "doremi_published",
-                                            "doge_published"]
+    assert config["grid"]["strategies"] == ["uniform", "natural", "doremi", "doge", "dograph", "regmix",
+                                            "doremi_published", "doge_published"]
     for published in ("doremi_published", "doge_published"):  # rounded as printed: sums within 1e-4 of 1
         assert sum(cfg.strategy_hparams(config, published)["weights"]) == pytest.approx(1.0, abs=1e-4)
     assert cfg.strategy_hparams(config, "doremi_published")["normalize"] is True  # 1.00006: said explicitly
@@ -311,6 +311,8 @@ def test_without_a_config_file_the_workflow_runs_the_default_grid_with_config_on
                             timeout=600)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-3000:]
-    # 5 strategies × 3 seeds of tiny, DoReMi's reference and proxy and DoGE's proxy per seed.
-    assert re.search(r"^train\s+24$", out, flags=re.M), out[-2000:]
+    # 6 strategies × 3 seeds of tiny; per seed DoReMi's reference and proxy, DoGE's proxy and
+    # RegMix's 7 swarm runs (and its fit).
+    assert re.search(r"^train\s+48$", out, flags=re.M), out[-2000:]
+    assert re.search(r"^fit\s+3$", out, flags=re.M), out[-2000:]
     assert (tmp_path / "elsewhere" / "configs").is_dir() and not (tmp_path / "runs").exists()

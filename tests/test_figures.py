@@ -38,7 +38,9 @@ def test_every_table_is_written_in_every_format(results):
     _, out = results
     for name in (*TABLE_NAMES, *CSV_ONLY):
         for f in table_files(name):
-            assert (out / "tables" / f).stat().st_size > 100, f
+            # This grid has no fit stage: swarm.csv holds its header alone.
+            assert (out / "tables" / f).stat().st_size > (50 if f == "swarm.csv" else 100), f
+    assert "no strategy of the grid has a fit stage" in (out / "tables" / "fits.md").read_text()
     assert "\\begin{tabular}" in (out / "tables" / "perplexity.tex").read_text()
     assert "<table" in (out / "tables" / "comparison.html").read_text()
 

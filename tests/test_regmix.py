@@ -41,8 +41,10 @@ def test_the_concentration_sets_the_spread_as_configured(concentration):
 def test_bad_swarm_settings_fail_with_their_numbers():
     with pytest.raises(ValueError, match="sum to 1"):
         dirichlet_mixtures(np.array([0.5, 0.6]), 3, seed=0)
-    with pytest.raises(ValueError, match="min_concentration <= max_concentration, got 5.0, 0.1"):
+    with pytest.raises(ValueError, match="min_concentration <= max_concentration < inf, got 5.0, 0.1"):
         dirichlet_mixtures(NATURAL, 3, seed=0, min_concentration=5.0, max_concentration=0.1)
+    with pytest.raises(ValueError, match="< inf, got 0.1, inf"):
+        dirichlet_mixtures(NATURAL, 3, seed=0, max_concentration=np.inf)
     with pytest.raises(ValueError, match="regressor 'ridge'"):
         MixtureRegressor(kind="ridge")
     with pytest.raises(ValueError, match="top_k=20, candidates=10"):
