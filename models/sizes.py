@@ -20,6 +20,7 @@ class ModelSize:
 SIZES: dict[str, ModelSize] = {
     "test": ModelSize(n_layer=1, n_head=2, n_embd=32, n_positions=64),  # ~30k with a 512 vocab: pytest only
     "tiny": ModelSize(n_layer=2, n_head=4, n_embd=128, n_positions=128),  # 1.46M with 8k vocab: CPU grid
+    "micro": ModelSize(n_layer=2, n_head=2, n_embd=64, n_positions=128),  # 0.63M with 8k vocab: CPU grid's RegMix swarm
     "mini": ModelSize(n_layer=4, n_head=4, n_embd=256, n_positions=256),  # 5.3M with 8k vocab: CPU proxy
     "proxy-82m": ModelSize(n_layer=6, n_head=12, n_embd=768, n_positions=1024),  # 81.9M with 50k vocab: DoGE's proxy
     # The paper family at CPU scale (config/rehearsal.yaml): depth doubles and triples from small
@@ -28,6 +29,9 @@ SIZES: dict[str, ModelSize] = {
     "rehearsal-small": ModelSize(n_layer=2, n_head=2, n_embd=64, n_positions=128),  # 0.24M with 2k vocab
     "rehearsal-medium": ModelSize(n_layer=4, n_head=4, n_embd=96, n_positions=128),  # 0.66M with 2k vocab
     "rehearsal-large": ModelSize(n_layer=6, n_head=4, n_embd=128, n_positions=128),  # 1.47M with 2k vocab
+    # RegMix's 1M-class proxy (Liu et al. 2024: their `tinyllama_1M`, 2 layers, 8 heads, 256 wide)
+    # with GPT-2's blocks: 1.58M non-embedding parameters (theirs: ~1.3M, with a narrower MLP).
+    "regmix-1m": ModelSize(n_layer=2, n_head=8, n_embd=256, n_positions=1024),  # 14.7M with 50,257 vocab
     "small": ModelSize(n_layer=12, n_head=12, n_embd=768, n_positions=1024),  # 124.4M with 50,257 vocab
     "medium": ModelSize(n_layer=24, n_head=16, n_embd=1024, n_positions=1024),  # 354.8M
     "large": ModelSize(n_layer=36, n_head=20, n_embd=1280, n_positions=1024),  # 774.0M

@@ -12,16 +12,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import FIXTURE_CORPUS, REPO, make_test_config, snakemake, write_config
+from conftest import FIXTURE_CORPUS, REPO, job_counts, make_test_config, snakemake, write_config
 from corpus import budget
 from mixbench import config as cfg
 from mixbench.errors import ConfigError
 
 PAPER, REHEARSAL, DEFAULT = REPO / "config" / "paper.yaml", REPO / "config" / "rehearsal.yaml", REPO / "config" / "config.yaml"
-
-
-def job_counts(output: str) -> dict[str, int]:
-    return {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", output, flags=re.M)}
 
 
 def planned_outputs(output: str) -> set[str]:
@@ -52,13 +48,16 @@ def test_the_paper_grid_plans_every_strategy_offline(tmp_path):
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-3000:]
     jobs = job_counts(out)
-    # 7 strategies × 3 sizes × 3 seeds final models; per seed one DoReMi reference and proxy
-    # (GPT-2 small) and one DoGE proxy (82M), shared by the three final sizes.
-    assert jobs["train"] == 63 + 3 * 3 and jobs["evaluate"] == 63, out[-2000:]
+    # 8 strategies × 3 sizes × 3 seeds final models; per seed one DoReMi reference and proxy
+    # (GPT-2 small), one DoGE proxy (82M) and RegMix's 512 swarm runs (1M class), shared by the
+    # three final sizes; one RegMix fit per final model (a second, trains nothing).
+    assert jobs["train"] == 72 + 3 * (3 + 512) and jobs["evaluate"] == 72 and jobs["fit"] == 9, out[-2000:]
     stages = {p for p in planned_outputs(out) if "/final/" not in p}
     assert {str(Path(p).relative_to("runs/paper").parent) for p in stages} == {  # relative to --directory
         *(f"small/doremi/seed{s}/{stage}" for s in range(3) for stage in ("reference", "proxy")),
-        *(f"proxy-82m/doge/seed{s}/proxy" for s in range(3))}
+        *(f"proxy-82m/doge/seed{s}/proxy" for s in range(3)),
+        *(f"regmix-1m/regmix/seed{s}/swarm-{r}" for s in range(3) for r in range(512)),
+        *(f"{size}/regmix/seed{s}/fit" for size in ("small", "medium", "large") for s in range(3))}
 
 
 def test_a_stage_larger_than_its_final_model_is_refused_unless_allowed(tmp_path):
@@ -105,7 +104,7 @@ def test_a_run_of_a_fixed_size_stage_refuses_another_size(tmp_path):
     with pytest.raises(ConfigError, match="stage 'proxy' is configured at size 'test', not 'tiny'"):
         cfg.run_chain(config, "doremi", "proxy", "tiny")
     assert list(cfg.run_chain(config, "doremi", "proxy", "test")) == ["reference", "proxy"]
-    with pytest.raises(ConfigError, match=r"strategy 'uniform' has no stage 'proxy'; its stages: \('final',\)"):
+    with pytest.raises(ConfigError, match=r"strategy 'uniform' has no stage 'proxy'; its runs: final$"):
         cfg.run_chain(config, "uniform", "proxy", "test")
 
 
