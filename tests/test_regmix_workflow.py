@@ -25,18 +25,21 @@ def job_blocks(output: str, rule: str) -> list[str]:
 @pytest.fixture(scope="module")
 def regmix_grid(tmp_path_factory):
     root = tmp_path_factory.mktemp("regmix")
-    config = make_test_config(root, grid={"strategies": ["regmix"], "seeds": [0]}, strategies={"regmix": REGMIX})
+    # Downstream tasks and the figures job are covered by tests/test_workflow.py; here the tables
+    # (and the fit's figure, drawn in-process below) are the end of the line.
+    config = make_test_config(root, grid={"strategies": ["regmix"], "seeds": [0]}, strategies={"regmix": REGMIX},
+                              downstream={"tasks": []})
     config_file = write_config(root / "config.yaml", config)
-    plan = snakemake(root, config_file, "-n")
+    plan = snakemake(root, config_file, "-n", "tables")
     cell = root / "runs" / "test" / "regmix" / "seed0"
     # Half the swarm, as if the workflow had been stopped: two of the five runs finished.
     first = snakemake(root, config_file, *(str(cell / f"swarm-{r}" / "run.json") for r in (1, 3)))
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     finished = {r: (cell / f"swarm-{r}" / "model" / "model.safetensors").stat().st_mtime_ns for r in (1, 3)}
-    resumed = snakemake(root, config_file)
+    resumed = snakemake(root, config_file, "tables")
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     return {"root": root, "cell": cell, "plan": plan.stdout + plan.stderr, "finished": finished,
-            "resumed": resumed.stdout + resumed.stderr}
+            "resumed": resumed.stdout + resumed.stderr, "config": config}
 
 
 def test_the_swarm_fans_out_into_independent_jobs_then_one_fit_and_one_final(regmix_grid):
@@ -61,8 +64,7 @@ def test_a_half_finished_swarm_resumes_with_only_its_missing_runs(regmix_grid):
     for r, mtime in regmix_grid["finished"].items():  # the finished runs were not touched
         assert (cell / f"swarm-{r}" / "model" / "model.safetensors").stat().st_mtime_ns == mtime
     # The data the two runs needed is not built again; the evaluation tasks had not been.
-    assert job_counts(resumed) == {"train": 4, "fit": 1, "evaluate": 1, "lm_eval_tasks": 1, "downstream_tasks": 1,
-                                   "tables": 1, "figures": 1, "jobs": 1, "all": 1}
+    assert job_counts(resumed) == {"train": 4, "fit": 1, "evaluate": 1, "lm_eval_tasks": 1, "tables": 1}
 
 
 def test_the_final_model_trains_on_the_fit_s_choice_and_every_swarm_run_is_recorded(regmix_grid):
@@ -97,7 +99,19 @@ def test_the_tables_count_the_swarm_and_report_the_fit(regmix_grid):
     assert len(fits) == 1 and fits["swarm_runs"].item() == SWARM_RUNS and fits["target"].item() == "macro"
     assert len(pd.read_csv(tables / "swarm.csv")) == SWARM_RUNS
     assert "Spearman ρ (k-fold)" in (tables / "fits.md").read_text()
-    jobs = pd.read_csv(tables / "jobs.csv").set_index("rule")["jobs"]
-    assert jobs["train"] == SWARM_RUNS + 1 and jobs["fit"] == 1
-    figures = regmix_grid["root"] / "results" / "figures"
-    assert (figures / "regmix_fit.png").stat().st_size > 10_000
+    # The fit job's time and memory, for the jobs table (eval/jobs.py reads one folder per rule).
+    assert (regmix_grid["root"] / "runs" / "logs" / "benchmarks" / "fit" / "test-regmix-seed0.tsv").exists()
+
+
+def test_the_fit_s_figure_is_drawn_from_the_tables(regmix_grid):
+    from eval.figures import Figures, save
+    from mixbench import config as cfg
+
+    figures = Figures(cfg.validate(regmix_grid["config"]))
+    fig = figures.regmix_fit()
+    left, right = fig.axes
+    assert len(left.collections) == 1 and len(left.collections[0].get_offsets()) == SWARM_RUNS  # one point per run
+    assert "ρ = " in left.get_legend().get_texts()[0].get_text()
+    assert [t.get_text() for t in right.get_xticklabels()] == regmix_grid["config"]["corpus"]["domains"]
+    paths = save(fig, regmix_grid["root"] / "results" / "figures", "regmix_fit")
+    assert all(path.stat().st_size > 10_000 for path in paths)
