@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from eval.collect import _read, cell_stage_runs, grid_cells, trace
-from mixbench.config_fields import replica_index, stage_kind
+from mixbench.config_fields import same_fan_out
 
 CURVE_COLUMNS = ["size", "strategy", "seed", "stage", "stage_size", "step", "tokens", "flops", "upstream_flops",
                  "domain", "val_loss"]
@@ -32,15 +32,17 @@ MAX_POINTS = 200  # per run in the entropy table: a long run's every step would 
 def _stages(config: dict):
     """(size, strategy, seed, stage, stage size, folder, FLOPs of the cell's earlier stages)."""
     for size, strategy, seed, _ in grid_cells(config):
-        earlier: list[tuple[str, Path]] = []
+        flops: dict[str, int] = {}  # of the runs before, each run.json read once
+        previous: tuple[str, Path] | None = None
         for stage, (stage_size, folder) in cell_stage_runs(config, size, strategy, seed).items():
+            if previous is not None:  # read only once a later run needs it
+                run = _read(previous[1] / "run.json")
+                flops[previous[0]] = run.get("flops", run["train_flops"])
             # A stage runs once every run before it has finished, except that the runs of a
             # fan-out stage (swarm-0 … swarm-{N-1}) run side by side and spend nothing for each other.
-            siblings = replica_index(stage) is not None
-            read = [_read(f / "run.json") for s, f in earlier if not (siblings and stage_kind(s) == stage_kind(stage))]
-            upstream = sum(run.get("flops", run["train_flops"]) for run in read)
+            upstream = sum(f for s, f in flops.items() if not same_fan_out(stage, s))
             yield size, strategy, seed, stage, stage_size, folder, upstream
-            earlier.append((stage, folder))
+            previous = (stage, folder)
 
 
 def _with(config: dict, name: str):

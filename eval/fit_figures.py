@@ -5,6 +5,7 @@ first size of the grid (a fixed-size swarm is the same for every final size)."""
 from __future__ import annotations
 
 from itertools import cycle
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,8 +16,6 @@ SEED_MARKERS = "osD^v<>p*h"  # repeated beyond ten seeds
 
 
 def regmix_fit(figures):
-    from pathlib import Path
-
     tables = Path(figures.config["results_dir"]) / "tables"
     fits, swarm = pd.read_csv(tables / "fits.csv"), pd.read_csv(tables / "swarm.csv")
     strategies = list(dict.fromkeys(fits["strategy"])) if len(fits) else []

@@ -4,14 +4,13 @@ machine-readable form)."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from eval.stats import ALPHA, holm, paired_test, seeds_needed, smallest_p, wins
-from mixbench.config_fields import stage_group, stage_kind
+from mixbench.config_fields import stage_group, stage_kind, stage_round
 from mixbench.io import write_text
 from strategies.base import STAGE_ORDER
 
@@ -208,12 +207,6 @@ def downstream_sections(long: pd.DataFrame, grid: dict, spread: str) -> list[tup
         sections.append((f"Downstream tasks that failed, so their cells are {MISSING} or over fewer seeds",
                          failures))
     return sections
-
-
-def stage_round(stage: str) -> int:
-    """The round of an iterated strategy's stage: 'proxy-r2' -> 2, any other stage 1."""
-    match = re.fullmatch(r".*-r(\d+)", stage)
-    return int(match.group(1)) if match else 1
 
 
 def compute_table(compute: pd.DataFrame, grid: dict) -> pd.DataFrame:

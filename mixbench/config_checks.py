@@ -234,10 +234,8 @@ def stage_field(config: dict, name: str, stage: str, field: str) -> str:
         return "training.steps"
     # The size of the run it feeds: the next run of another stage (a swarm run feeds no sibling).
     stages = cfg.strategy_stages(config, name)
-    later = stages[stages.index(stage) + 1:]
-    if cfg.replica_index(stage) is not None:
-        later = [s for s in later if not s.startswith(f"{cfg.stage_kind(stage)}-")]
-    return stage_field(config, name, later[0], field)
+    fed = next(s for s in stages[stages.index(stage) + 1:] if not cfg.same_fan_out(stage, s))
+    return stage_field(config, name, fed, field)
 
 
 def run_problems(config: dict, names: list[str]) -> list[str]:

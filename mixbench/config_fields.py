@@ -5,6 +5,7 @@ dict, used by the validation (mixbench/config_checks.py) and by everything that 
 
 from __future__ import annotations
 
+import functools
 import re
 
 from mixbench import variants
@@ -66,18 +67,33 @@ TRAINED_STAGE_PATTERN = r"(reference|proxy)(-r\d+)?|swarm-\d+|final"
 STAGE_PATTERN = TRAINED_STAGE_PATTERN + "|fit"
 
 
+@functools.cache  # stage names are few, and these run per run and per pair of runs
 def stage_kind(stage: str) -> str:
     """The stage a run belongs to, whose settings it takes: 'proxy-r2' -> 'proxy' (a round of an
     iterated strategy), 'swarm-3' -> 'swarm' (one run of a fan-out stage), 'final' -> 'final'."""
     return re.sub(r"-r?\d+$", "", stage)
 
 
+@functools.cache
 def replica_index(stage: str) -> int | None:
     """The index of one run of a fan-out stage ('swarm-3' -> 3); None for any other stage."""
     match = re.fullmatch(r"[a-z]+-(\d+)", stage)
     return int(match.group(1)) if match else None
 
 
+def stage_round(stage: str) -> int:
+    """The round of an iterated strategy's stage: 'proxy-r2' -> 2; any other stage 1."""
+    match = re.fullmatch(r".*-r(\d+)", stage)
+    return int(match.group(1)) if match else 1
+
+
+def same_fan_out(stage: str, other: str) -> bool:
+    """Whether ``stage`` and ``other`` are runs of one fan-out stage (swarm-2 and swarm-5): they
+    run side by side, and neither reads nor feeds the other."""
+    return replica_index(stage) is not None and stage_group(other) == stage_group(stage)
+
+
+@functools.cache
 def stage_group(stage: str) -> str:
     """The stage a run is listed under in tables, plans and messages: the runs of a fan-out stage
     under their stage, one row or column for all N ('swarm-3' -> 'swarm'); any other run under its
@@ -143,9 +159,7 @@ def run_chain(config: dict, name: str, stage: str, size: str) -> dict[str, dict]
     stages = strategy_stages(config, name)
     if stage not in stages:
         raise ConfigError(f"strategy {name!r} has no stage {stage!r}; its runs: {describe_stages(stages)}")
-    before = stages[: stages.index(stage)]
-    if replica_index(stage) is not None:
-        before = tuple(s for s in before if stage_kind(s) != stage_kind(stage))
+    before = tuple(s for s in stages[: stages.index(stage)] if not same_fan_out(stage, s))
     return resolve_stages(config, name, (*before, stage), size)
 
 

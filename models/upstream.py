@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from corpus.tokens import TokenStore, uncapped_train_tokens
+from mixbench.config_fields import replica_index
 from mixbench.errors import ConfigError, DataError
 from mixbench.io import read_json
 from strategies import StrategyContext
-from mixbench.config_fields import replica_index
 
 
 def read_upstream(pairs: list[str]) -> dict[str, Path]:

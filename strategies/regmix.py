@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from mixbench.config_fields import replica_index
 from mixbench.errors import ConfigError, TrainingError
 from strategies.base import Strategy
 from strategies.regression_mixing import (REGRESSORS, MixtureRegressor, kfold_rank_correlation, predicted_best,
@@ -80,7 +81,7 @@ class RegMix(Strategy):
 
     @classmethod
     def stage_hparams(cls, stage: str, hparams: dict[str, Any]) -> dict[str, Any]:
-        if stage.startswith("swarm-"):
+        if replica_index(stage) is not None:  # swarm-r
             return {key: hparams[key] for key in SWARM_HPARAMS}
         return hparams
 
