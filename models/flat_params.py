@@ -87,8 +87,19 @@ class FlatParams:
         return runs
 
 
-def gram_matrix(vectors: list[torch.Tensor], runs: list[tuple[int, int]]) -> np.ndarray:
-    """⟨v_a, v_b⟩ over the given column ranges, in float64, chunk by chunk on the device."""
+def clip_in_place(vector: torch.Tensor, max_norm: float | None) -> torch.Tensor:
+    """Scale ``vector`` to norm ``max_norm`` (+1e-6) if it is longer; return its norm before, as a
+    float64 device scalar. No host synchronisation: the choice is made on the device (a factor of
+    exactly 1 where it does not clip), in the arithmetic a Python scalar factor would have."""
+    norm = vector.norm().double()
+    if max_norm is not None:
+        factor = torch.where(norm > max_norm, max_norm / (norm + 1e-6), torch.ones_like(norm))
+        vector.mul_(factor.to(vector.dtype))
+    return norm
+
+
+def gram_matrix(vectors: list[torch.Tensor], runs: list[tuple[int, int]]) -> torch.Tensor:
+    """⟨v_a, v_b⟩ over the given column ranges, in float64, chunk by chunk, on the device."""
     n = len(vectors)
     gram = torch.zeros(n, n, dtype=torch.float64, device=vectors[0].device)
     chunk = GRAM_CHUNK.get(vectors[0].device.type, GRAM_CHUNK["cuda"])
@@ -97,4 +108,4 @@ def gram_matrix(vectors: list[torch.Tensor], runs: list[tuple[int, int]]) -> np.
             hi = min(stop, lo + chunk)
             block = torch.stack([v[lo:hi] for v in vectors]).double()
             gram += block @ block.T
-    return gram.cpu().numpy()
+    return gram

@@ -8,6 +8,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from models.sizes import SIZES
+from models.token_loss import chunked_token_loss
 
 
 def gpt2_config(size: str, vocab_size: int, dropout: float = 0.0, bos_id: int = 0, eos_id: int = 0) -> GPT2Config:
@@ -27,12 +28,28 @@ def gpt2_config(size: str, vocab_size: int, dropout: float = 0.0, bos_id: int = 
     )
 
 
-def build_model(config: GPT2Config, device: str | torch.device = "cpu") -> GPT2LMHeadModel:
+class TrainableGPT2(GPT2LMHeadModel):
+    """GPT-2 whose forward also gives per-token losses: ``model(input_ids=x, targets=y)`` returns
+    the (b, L) next-token cross-entropy through models/token_loss.py, no logits kept. The loss is
+    the forward of the module itself, so torch.compile puts it in the compiled graph and DDP's
+    gradient hooks are armed by it. Its parameters, names and saved form are GPT-2's."""
+
+    loss_chunk_tokens: int | None = None  # tokens per chunk of the loss; None: models/memory.py's rule
+
+    def forward(self, input_ids=None, targets=None, **kwargs):
+        if targets is None:
+            return super().forward(input_ids=input_ids, **kwargs)
+        hidden = self.transformer(input_ids=input_ids, use_cache=False, **kwargs)[0]
+        return chunked_token_loss(hidden, self.lm_head.weight, targets, unpadded_vocab_size(self),
+                                  self.loss_chunk_tokens)
+
+
+def build_model(config: GPT2Config, device: str | torch.device = "cpu") -> TrainableGPT2:
     """GPT-2 with SDPA attention; on the meta device nothing is allocated (for counting). The
     model gets its own copy of ``config``: padding its vocabulary never changes the caller's."""
     config = copy.deepcopy(config)
     with torch.device(device):
-        model = GPT2LMHeadModel(config)
+        model = TrainableGPT2(config)
     # transformers picks SDPA by default when available; say so explicitly for the GPU path.
     model.config._attn_implementation = "sdpa"
     return model
@@ -73,7 +90,7 @@ def unpadded_vocab_size(model: torch.nn.Module) -> int:
 def unpadded_copy(model: GPT2LMHeadModel) -> GPT2LMHeadModel:
     """The model as it is saved and evaluated: the real vocabulary only."""
     vocab = unpadded_vocab_size(model)
-    if vocab == model.config.vocab_size:
+    if vocab == model.config.vocab_size and type(model) is GPT2LMHeadModel:
         return model
     config = GPT2Config.from_dict({k: v for k, v in model.config.to_dict().items() if k != "unpadded_vocab_size"})
     config.vocab_size = vocab

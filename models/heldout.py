@@ -5,7 +5,8 @@ next-token loss of each domain on a fixed set of windows of its val split. The w
 evenly spaced through the split, with no randomness, so every strategy, seed and stage is
 measured on exactly the same tokens and the curves compare across runs. The measurement uses
 no random numbers and changes no state of the run: a run's training is the same whatever
-``eval_every`` is (tests/test_heldout.py). Its forward passes are not counted in the run's
+``eval_every`` is (tests/test_heldout.py). It uses the training's loss path (models/token_loss.py)
+and brings its sums to the host in one transfer. Its forward passes are not counted in the run's
 FLOPs (they measure the run; they do not train it); their time is ``heldout_seconds`` in
 run.json.
 """
@@ -20,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from mixbench.errors import ConfigError
-from models.step import StepPasses, to_device
+from models.step import StepPasses, to_device, to_host
 
 
 def eval_steps(steps: int, eval_every: int | None) -> int:
@@ -94,4 +95,4 @@ class HeldOutEvaluator:
         model.train(was_training)
         if self.world_size > 1:
             dist.all_reduce(sums)
-        return (sums[0] / sums[1]).cpu().numpy()
+        return to_host(sums[0] / sums[1])

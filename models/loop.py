@@ -12,20 +12,18 @@ the forward and backward passes, in the orders models/step.py describes.
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from tqdm import tqdm
 
 from corpus.sampler import DomainSampler
 from mixbench.errors import ConfigError, TrainingError
 from models.flat_params import unwrap
-from models.gpt2 import count_parameters, unpadded_vocab_size
+from models.gpt2 import count_parameters
 from models.throughput import mfu, model_flops_per_token
 from models.optim import LoopSettings, lr_factor, make_optimizer  # noqa: F401 (LoopSettings: the public API)
 from models.loop_state import Checkpointing
@@ -33,20 +31,9 @@ from models.heldout import HeldOutEvaluator, HeldOutSet, eval_steps
 from models.runlog import FlushPolicy, HeldOutLog, StepLog, TraceLog
 from models.signals import computation_order, provider_class
 from models.signals.base import ProviderHandles, SignalSources, StepContext
-from models.step import Batch, StepPasses, to_device
+from models.loop_sync import PendingStep, StopAgreement, StopRequested
+from models.step import Batch, PendingHostCopy, StepPasses, to_device, values_to_host
 from strategies.base import StepStats, Strategy, validate_weights
-
-class StopRequested:
-    """SIGINT/SIGTERM ask the loop to checkpoint at the end of the current step and exit."""
-
-    def __init__(self):
-        self.requested = False
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
 
 class TrainingLoop(Checkpointing):
     def __init__(self, model, strategy: Strategy, sampler: DomainSampler, settings: LoopSettings, *,
@@ -61,7 +48,7 @@ class TrainingLoop(Checkpointing):
         self.num_parameters = count_parameters(self.raw_model)  # the vocabulary's padding excluded
         self.passes = StepPasses(model=model, seq_len=settings.seq_len, num_domains=self.k, device=settings.device,
                                  bf16=settings.bf16, world_size=settings.world_size,
-                                 num_parameters=self.num_parameters, vocab_size=unpadded_vocab_size(self.raw_model))
+                                 num_parameters=self.num_parameters)
         config = self.raw_model.config
         self.flops_per_token = model_flops_per_token(self.num_parameters, config.n_layer, config.n_embd,
                                                      settings.seq_len)
@@ -81,6 +68,7 @@ class TrainingLoop(Checkpointing):
         self.checkpoint_dir = Path(checkpoint_dir)  # models/checkpoint.py: one folder per checkpoint
         self.fingerprint = fingerprint  # of the config the run belongs to: a stale checkpoint is not resumed
         self.step, self.tokens_seen, self.elapsed, self.heldout_seconds = 0, 0, 0.0, 0.0
+        self.waiting: PendingStep | None = None  # the last step's log row, until its losses are on the host
         self._resume()
         # The held-out loss of the model as the loop trains it (dropout off), every eval_every steps.
         self.forward_model = forward_model
@@ -148,13 +136,13 @@ class TrainingLoop(Checkpointing):
         """The signals due at this step, computed in dependency order."""
         return {p.name: p.compute(context) for p in providers}
 
-    def _domain_loss(self, loss_sum: np.ndarray, token_count: np.ndarray) -> np.ndarray:
+    def _domain_loss(self, loss_sum: np.ndarray, token_count: np.ndarray, step: int) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
             domain_loss = np.where(token_count > 0, loss_sum / token_count, np.nan)
         present = token_count > 0
         if not np.all(np.isfinite(domain_loss[present])):
             bad = [self.domains[j] for j in np.flatnonzero(present & ~np.isfinite(domain_loss))]
-            raise TrainingError(f"strategy {self.name!r}: non-finite loss at step {self.step + 1} on domain(s) {bad}")
+            raise TrainingError(f"strategy {self.name!r}: non-finite loss at step {step} on domain(s) {bad}")
         return domain_loss
 
     def _update(self, stats: StepStats) -> None:
@@ -170,46 +158,60 @@ class TrainingLoop(Checkpointing):
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def train_step(self, lr: float) -> StepStats:
-        """Sample, forward/backward, hand the signals to the strategy, take the optimizer step."""
-        batch = self._batch()
+    def train_step(self, lr: float, batch: Batch | None = None) -> PendingStep:
+        """Forward/backward on the step's batch (sampled now unless prefetched), hand the signals to
+        the strategy when it needs them, take the optimizer step. A step whose stats nobody needs
+        at once waits for nothing: its per-domain sums come to the host later (``PendingStep``)."""
+        batch = self._batch() if batch is None else batch
         context = StepContext(step=self.step + 1, lr=lr, batch=batch)
         due = [p for p in self.providers if self.strategy.signal_due(p.name, context.step)]
+        now = bool(due) or self.strategy.needs_step_stats(context.step)
         owner = next((p for p in due if p.computes_step_gradient), None)
+        counts = self.passes.domain_counts(batch)
         if owner is not None:
             # The provider's passes are the step's: it makes the gradient from what the strategy returns.
-            loss_sum, token_count = owner.forward_backward(context)
-            stats = self._stats(context, loss_sum, token_count, due)
+            pending = self._stats(context, owner.forward_backward(context), counts, due)
             owner.apply_gradient(self._loss_weights())
             self._optimizer_step(clip=False)  # its pieces are already clipped by the strategy's rule
-            return stats
+            return pending
         if not self.strategy.reweights_current_step():
             context.token_loss = torch.cat(self._backward_all(batch))
-            stats = self._stats(context, *self.passes.domain_sums(context.token_loss, batch), due)
+            loss_sum = self.passes.domain_sums(context.token_loss, batch)
+            pending = self._stats(context, loss_sum, counts, due) if now else self._later(context, loss_sum, counts)
         elif self.s.reweighted_step == "one_forward":
             # The step's loss uses the weights its own signals produce: keep every micro-batch's
             # graph until then, and backpropagate the same forward.
             graphs = self.passes.forward_only(batch, keep_graph=True)
             context.token_loss = torch.cat([g.detach() for g in graphs])
-            stats = self._stats(context, *self.passes.domain_sums(context.token_loss, batch), due)
+            pending = self._stats(context, self.passes.domain_sums(context.token_loss, batch), counts, due)
             self.passes.backward_kept(batch, graphs, *self._row_weights(batch))
         else:
             # A no-grad pass for the signals, then each micro-batch again: replay the RNG so the
             # second forward draws the dropout masks of the first.
             rng = self._rng_state()
             context.token_loss = torch.cat(self.passes.forward_only(batch, keep_graph=False))
-            stats = self._stats(context, *self.passes.domain_sums(context.token_loss, batch), due)
+            pending = self._stats(context, self.passes.domain_sums(context.token_loss, batch), counts, due)
             self._set_rng_state(rng)
             self._backward_all(batch)
         self._optimizer_step(clip=True)
-        return stats
+        return pending
 
-    def _stats(self, context: StepContext, loss_sum: np.ndarray, token_count: np.ndarray, due) -> StepStats:
-        """The step's signals, then the strategy's update with them."""
-        stats = StepStats(context.step, context.lr, self._domain_loss(loss_sum, token_count), token_count,
-                          self._signals(due, context))
+    def _stats(self, context: StepContext, loss_sum: torch.Tensor, token_count: np.ndarray, due) -> PendingStep:
+        """The step's signals and loss sums in one transfer to the host, then the strategy's update."""
+        used = self.weights
+        signals = self._signals(due, context)
+        host = values_to_host({"loss_sum": loss_sum, "signals": signals})
+        stats = StepStats(context.step, context.lr, self._domain_loss(host["loss_sum"], token_count, context.step),
+                          token_count, host["signals"])
         self._update(stats)
-        return stats
+        return PendingStep(context.step, context.lr, used, token_count, self.strategy.trace(),
+                           loss_sum=host["loss_sum"])
+
+    def _later(self, context: StepContext, loss_sum: torch.Tensor, token_count: np.ndarray) -> PendingStep:
+        """A step the strategy does not update on: its loss sums go to the host behind its work."""
+        self.strategy.record(self.weights)
+        return PendingStep(context.step, context.lr, self.weights, token_count, self.strategy.trace(),
+                           copy=PendingHostCopy({"loss_sum": loss_sum}))
 
     def mfu(self, tokens_per_s: float) -> float | None:
         """Model FLOPs utilisation of every device of the run at this rate (models/throughput.py)."""
@@ -229,60 +231,70 @@ class TrainingLoop(Checkpointing):
                 self.tensorboard.write_heldout(self.step, domain_loss)
         return domain_loss
 
-    def _agree(self, flag: bool) -> bool:
-        """True on every rank if it is True on any: all ranks must checkpoint and stop together."""
-        if self.s.world_size == 1:
-            return flag
-        t = torch.tensor([float(flag)], device=self.s.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
+    def _log(self, row: PendingStep) -> None:
+        """Check a finished step's losses and write its log row (rank 0)."""
+        domain_loss = self._domain_loss(row.domain_loss_sum(), row.token_count, row.step)
+        loss = float(np.nansum(domain_loss * row.token_count) / row.token_count.sum())
+        if self.s.rank != 0:
+            return
+        tokens_per_s = float(row.token_count.sum()) / row.step_time
+        self.log.write(row.step, row.lr, loss, row.tokens_seen, row.elapsed, row.step_time, tokens_per_s,
+                       self.mfu(tokens_per_s), domain_loss, row.token_count, row.weights)
+        if self.tensorboard:
+            self.tensorboard.write_step(row.step, lr=row.lr, loss=loss, tokens_per_s=tokens_per_s,
+                                        domain_loss=domain_loss, weights=row.weights)
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss:.3f}")
+        if self.bar.disable and (row.step % self.report_every == 0 or row.step == self.s.steps):
+            print(f"{self.name} step {row.step}/{self.s.steps} loss {loss:.4f} lr {row.lr:.2e} "
+                  f"{row.step_time:.3f}s/step", file=sys.stderr, flush=True)
+
+    def drain(self) -> None:
+        """Write the log row still waiting for its step's losses (before a checkpoint, and at the end)."""
+        if self.waiting is not None:
+            row, self.waiting = self.waiting, None
+            self._log(row)
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self, stop_after: int | None = None) -> bool:
-        """Train to ``steps``; return False if stopped early (checkpoint saved), True when done."""
-        stop = StopRequested()
+        """Train to ``steps``; return False if stopped early (checkpoint saved), True when done.
+
+        Step t is queued, then step t+1's batch is sampled and its copy to the device started
+        (its weights are known: the strategy has updated, or does not update on t), and only then
+        does the host wait, for step t−1's losses, to write t−1's log row: the device always has
+        a step queued."""
+        stop, agree = StopRequested(), StopAgreement(self.s.device, self.s.world_size)
         self.model.train()
-        bar = tqdm(total=self.s.steps, initial=self.step, desc=self.name, unit="step",
-                   disable=self.s.rank != 0 or not sys.stderr.isatty())
-        report_every = max(1, self.s.steps // 20)
-        while self.step < self.s.steps:
+        self.bar = tqdm(total=self.s.steps, initial=self.step, desc=self.name, unit="step",
+                        disable=self.s.rank != 0 or not sys.stderr.isatty())
+        self.report_every = max(1, self.s.steps // 20)
+        batch = self._batch() if self.step < self.s.steps else None
+        interrupted = False
+        while self.step < self.s.steps and not interrupted:
             started = time.perf_counter()
-            lr = self.scheduler.get_last_lr()[0]
-            used = self.weights
-            stats = self.train_step(lr)
+            row = self.train_step(self.scheduler.get_last_lr()[0], batch)
             self.step += 1
-            self.tokens_seen += int(stats.domain_tokens.sum())
-            loss = float(np.nansum(stats.domain_loss * stats.domain_tokens) / stats.domain_tokens.sum())
-            step_time = time.perf_counter() - started
-            self.elapsed += step_time
+            self.tokens_seen += int(row.token_count.sum())
+            done = self.step == self.s.steps  # the final model is saved instead of a checkpoint
+            batch = None if done else self._batch()  # prefetched while the device trains
             if self.s.rank == 0:
-                tokens_per_s = float(stats.domain_tokens.sum()) / step_time
-                self.log.write(self.step, lr, loss, self.tokens_seen, self.elapsed, step_time, tokens_per_s,
-                               self.mfu(tokens_per_s), stats.domain_loss, stats.domain_tokens, used)
-                self.trace.write(self.step, self.strategy.trace())
-                if self.tensorboard:
-                    self.tensorboard.write_step(self.step, lr=lr, loss=loss, tokens_per_s=tokens_per_s,
-                                                domain_loss=stats.domain_loss, weights=used)
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}")
-                if bar.disable and (self.step % report_every == 0 or self.step == self.s.steps):
-                    print(f"{self.name} step {self.step}/{self.s.steps} loss {loss:.4f} lr {lr:.2e} "
-                          f"{step_time:.3f}s/step", file=sys.stderr, flush=True)
-            if self.heldout is not None and (self.step % self.eval_every == 0 or self.step == self.s.steps):
+                self.trace.write(self.step, row.trace)
+            self.drain()  # the previous step's row
+            row.step_time = time.perf_counter() - started
+            self.elapsed += row.step_time
+            row.elapsed, row.tokens_seen, self.waiting = self.elapsed, self.tokens_seen, row
+            if self.heldout is not None and (self.step % self.eval_every == 0 or done):
                 self.measure_heldout()
             if self.s.rank == 0 and self.flushes.due():
+                self.drain()  # every step so far reaches the disk (waits for this step, once per flush)
                 for log in self._logs():
                     log.flush()
-            interrupted = self._agree(stop.requested or (stop_after is not None and self.step >= stop_after))
-            done = self.step == self.s.steps  # the final model is saved instead of a checkpoint
+            interrupted = agree(stop.requested) or (stop_after is not None and self.step >= stop_after)
             if not done and (interrupted or self.step % self.s.checkpoint_every == 0):
-                self.save()
-            if interrupted and not done:
-                bar.close()
-                for log in self._logs():  # flushed by the checkpoint just saved
-                    log.close()
-                return False
-        bar.close()
+                self.save()  # drains first
+        self.drain()
+        agree.close()
+        self.bar.close()
         for log in self._logs():
             log.close()
-        return True
+        return self.step == self.s.steps

@@ -46,6 +46,7 @@ class Checkpointing:
         }
 
     def save(self) -> None:
+        self.drain()  # the log row of the step being saved, checked for NaN first
         state = self._state()
         if self.s.rank == 0:
             for log in self._logs():

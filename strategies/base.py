@@ -182,6 +182,12 @@ class Strategy(ABC):
         """New sampling weights after a step, or None to keep the current ones."""
         return None
 
+    def needs_step_stats(self, step: int) -> bool:
+        """Whether ``update`` must see this (1-based) step's stats before the next step is sampled.
+        A step that needs none makes the host wait for nothing: its losses reach the log a step
+        later, and ``update`` is not called for it. By default: whenever ``update`` is overridden."""
+        return type(self).update is not Strategy.update
+
     def loss_weights(self) -> np.ndarray | None:
         """Per-domain weights of the training objective, or None for the plain token mean."""
         return None

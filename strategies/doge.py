@@ -122,6 +122,9 @@ class DoGE(Strategy):
     def stratified_batches(self) -> bool:
         return self.context.stage == "proxy"
 
+    def needs_step_stats(self, step: int) -> bool:
+        return self.context.stage == "proxy"
+
     def signal_options(self) -> dict[str, dict[str, Any]]:
         if self.context.stage != "proxy":
             return {}

@@ -91,6 +91,9 @@ class DoGraph(Strategy):
         return self.active and step % every == 0 and step > self.context.warmup_steps \
             and step < self.context.total_steps
 
+    def needs_step_stats(self, step: int) -> bool:
+        return self.signal_due("example_gradient_features", step)  # update reads only the probe
+
     def signal_options(self) -> dict[str, dict[str, Any]]:
         h = self.hparams
         return {"example_gradient_features": {"params": h["probe_params"], "sketch_dim": h["sketch_dim"],

@@ -116,6 +116,9 @@ class DoReMi(Strategy):
     def reweights_current_step(self) -> bool:
         return self.kind == "proxy"
 
+    def needs_step_stats(self, step: int) -> bool:
+        return self.kind == "proxy"
+
     def signal_options(self) -> dict[str, dict[str, Any]]:
         if self.kind != "proxy":
             return {}

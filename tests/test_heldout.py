@@ -56,7 +56,7 @@ def test_the_domain_loss_is_the_mean_token_cross_entropy_of_its_windows():
                                                              (np.arange(60) * 3) % 64])
     heldout = HeldOutSet(store, seq_len=8, windows_per_domain=3)
     passes = StepPasses(model=model, seq_len=8, num_domains=3, device=torch.device("cpu"), bf16=False, world_size=1,
-                        num_parameters=1, vocab_size=64)
+                        num_parameters=1)
     # Micro-batches of 2 split each domain's windows across batches: the sums must still add up.
     got = HeldOutEvaluator(heldout, passes=passes, micro_batch_size=2, rank=0, world_size=1).domain_loss(model)
     tokens = torch.as_tensor(heldout.tokens)

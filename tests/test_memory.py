@@ -6,18 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from mixbench import config as cfg
-from models.memory import (ACTIVATION_BYTES, GIB, HEADROOM, LOGIT_BYTES, largest_fitting_micro_batch,
-                           training_memory)
+from models.memory import (ACTIVATION_BYTES, CUDA_CONTEXT_BYTES, GIB, HEADROOM, LOSS_WORKSPACE_BYTES,
+                           largest_fitting_micro_batch, loss_chunk_tokens, training_memory)
 from models.signals import parameter_copies
 from models.sizes import SIZES, ModelSize
 from strategies import StrategyContext, get_strategy_class
 
 
 def saved_bytes(n_layer: int, width: int, vocab: int, rows: int, seq_len: int, bf16: bool) -> int:
-    """Bytes autograd keeps for backward through one forward and the loss (parameters excluded)."""
+    """Bytes autograd keeps for backward through one forward and the loop's loss (parameters excluded)."""
     from transformers import GPT2Config
 
     from models.gpt2 import build_model
@@ -35,8 +34,7 @@ def saved_bytes(n_layer: int, width: int, vocab: int, rows: int, seq_len: int, b
     tokens = torch.randint(0, vocab, (rows, seq_len + 1))
     with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(input_ids=tokens[:, :-1]).logits
-        F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten())
+            model(input_ids=tokens[:, :-1], targets=tokens[:, 1:]).mean()
     return sum(n for ptr, n in storages.items() if ptr not in parameters)
 
 
@@ -44,7 +42,7 @@ def saved_bytes(n_layer: int, width: int, vocab: int, rows: int, seq_len: int, b
 def test_activation_coefficients_are_what_autograd_saves(precision):
     """Differences that isolate each term: two depths and two batch sizes give the bytes per token
     per layer (what does not grow with the batch, the bf16 weight copies, cancels); two
-    vocabularies give the logits' bytes per token."""
+    vocabularies show that the loss keeps nothing per token that grows with the vocabulary."""
     bf16, width, seq = precision == "bf16", 64, 32
     measure = lambda layers, vocab, rows: saved_bytes(layers, width, vocab, rows, seq, bf16)
     per_layer_token = ((measure(3, 512, 4) - measure(1, 512, 4)) - (measure(3, 512, 2) - measure(1, 512, 2))) / (
@@ -52,7 +50,20 @@ def test_activation_coefficients_are_what_autograd_saves(precision):
     assert per_layer_token == pytest.approx(ACTIVATION_BYTES[precision] * width, rel=0.02)
     per_vocab_token = ((measure(1, 1024, 4) - measure(1, 512, 4)) - (measure(1, 1024, 2) - measure(1, 512, 2))) / (
         512 * 2 * seq)
-    assert per_vocab_token == pytest.approx(LOGIT_BYTES[precision], rel=0.02)
+    assert per_vocab_token == 0  # no logits kept, in any dtype
+
+
+def test_the_loss_workspace_is_one_chunk_and_the_cuda_context_is_counted():
+    small, vocab = SIZES["small"], 50304
+    chunk = loss_chunk_tokens(vocab)
+    assert chunk == 1280 and chunk % 128 == 0 and loss_chunk_tokens(10**7) == 128
+    parts = training_memory(small, vocab_size=vocab, seq_len=1024, micro_batch=16, bf16=True)
+    assert parts["loss_workspace"] == chunk * vocab * LOSS_WORKSPACE_BYTES + 4 * vocab * small.n_embd
+    assert parts["cuda_context"] == CUDA_CONTEXT_BYTES and 0.5 * GIB <= CUDA_CONTEXT_BYTES <= GIB
+    # Without full logits, a token costs its layers' activations (and the loss's hidden state and id) only.
+    assert parts["activations"] == 16 * 1024 * (12 * 768 * ACTIVATION_BYTES["bf16"] + 4 * 768 + 8)
+    tiny = training_memory(small, vocab_size=vocab, seq_len=8, micro_batch=1, bf16=True)
+    assert tiny["loss_workspace"] == 8 * vocab * LOSS_WORKSPACE_BYTES + 4 * vocab * small.n_embd  # one short chunk
 
 
 def test_the_estimate_grows_as_the_micro_batch_and_the_strategy_say():
@@ -99,7 +110,7 @@ def test_every_run_of_the_paper_grid_fits_an_80_gib_gpu():
                 keeps = strategy.reweights_current_step() and training["reweighted_step"] == "one_forward"
                 estimate = training_memory(
                     SIZES[spec["size"]], vocab_size=vocab, seq_len=training["seq_len"], bf16=True,
-                    micro_batch=cfg.micro_batch_size(training, spec["size"]),
+                    micro_batch=cfg.run_resources(config, name, stage, spec["size"]).micro_batch_size,
                     signal_copies=parameter_copies(strategy.required_signals(), len(domains)),
                     kept_rows=training["batch_size"] if keeps else None)
                 checked[(spec["size"], name, stage)] = estimate["total"] / GIB
@@ -117,4 +128,4 @@ def test_a_size_of_unusual_shape_is_estimated_from_its_own_shape():
     narrow = ModelSize(n_layer=2, n_head=4, n_embd=128, n_positions=128)
     args = dict(vocab_size=512, seq_len=128, micro_batch=4, bf16=False)
     a, b = training_memory(wide, **args), training_memory(narrow, **args)
-    assert a["activations"] - b["activations"] == 4 * 128 * 2 * 128 * ACTIVATION_BYTES["fp32"]
+    assert a["activations"] - b["activations"] == 4 * 128 * (2 * 128 * ACTIVATION_BYTES["fp32"] + 4 * 128)

@@ -51,7 +51,7 @@ def test_the_padded_vocabulary_is_never_scored_and_never_trained():
     losses = {}
     for model in (plain, padded):
         passes = StepPasses(model=model, seq_len=16, num_domains=1, device=torch.device("cpu"), bf16=False,
-                            world_size=1, num_parameters=count_parameters(model), vocab_size=unpadded_vocab_size(model))
+                            world_size=1, num_parameters=count_parameters(model))
         optimizer = make_optimizer(model, settings)
         losses[id(model)] = []
         for batch in tokens:

@@ -7,8 +7,9 @@ new signal needs no change to the loop, the entry point, the benchmark or the fi
 How to add a signal
 -------------------
 1. Write ``models/signals/<module>.py`` with a subclass of ``models.signals.base.SignalProvider``:
-   ``compute(step)`` returns what the strategy receives in ``stats.extra[<name>]`` (host
-   values: numpy arrays, floats; never tensors of the model's size). Count the token passes it
+   ``compute(step)`` returns what the strategy receives in ``stats.extra[<name>]`` (numpy
+   arrays, floats, or small device tensors, which the loop brings to the host with the step's
+   other results in one transfer; never tensors of the model's size). Count the token passes it
    makes with ``handles.passes.count(kind, tokens)`` (register a new kind and its FLOPs per
    token with ``handles.passes.register``), and return anything that must survive a resume
    from ``state_dict``. Its options come from the strategy's ``signal_options()[<name>]``. If it

@@ -3,7 +3,10 @@
 A provider is built once per run with the loop's ``ProviderHandles`` (the model, the pass
 counter, the settings, the domains, where data and upstream runs live) and the options the
 strategy gave for its signal. At each step on which the strategy wants the signal, the loop
-calls ``compute`` and hands the result to the strategy as ``stats.extra[name]``.
+calls ``compute`` and hands the result to the strategy as ``stats.extra[name]``. A result may
+hold device tensors (small ones: norms, inner products, gathered losses): the loop brings every
+tensor of the step's results to the host in one transfer (models/step.py: ``values_to_host``),
+so a provider should not copy them itself.
 
 A provider that ``computes_step_gradient`` (per-domain gradients) replaces the loop's own
 forward and backward pass: the loop calls ``forward_backward`` instead, then, once the strategy
@@ -76,7 +79,8 @@ class SignalProvider(ABC):
 
     @abstractmethod
     def compute(self, step: StepContext) -> Any:
-        """The signal's value for ``stats.extra[name]``; host data only."""
+        """The signal's value for ``stats.extra[name]``: host data, or small device tensors the loop
+        brings over (as numpy arrays of the same dtype and shape) with the step's other results."""
 
     @classmethod
     def parameter_copies(cls, num_domains: int) -> float:
@@ -92,9 +96,9 @@ class SignalProvider(ABC):
         pass
 
     # -- only for providers that compute the step's gradient themselves ---------------------
-    def forward_backward(self, step: StepContext) -> tuple[np.ndarray, np.ndarray]:
-        """Every forward and backward pass of the step; returns (summed token loss, token count)
-        per domain over every rank."""
+    def forward_backward(self, step: StepContext) -> torch.Tensor:
+        """Every forward and backward pass of the step; returns the summed token loss per domain
+        over every rank, float64, on the device."""
         raise NotImplementedError
 
     def apply_gradient(self, loss_weights: np.ndarray | None) -> None:

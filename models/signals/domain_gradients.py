@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.flat_params import FlatParams, gram_matrix
+from models.flat_params import FlatParams, clip_in_place, gram_matrix
 from models.signals.base import SignalProvider, StepContext
+from models.step import to_device
 
 
 class DomainGradients(SignalProvider):
@@ -43,34 +44,33 @@ class DomainGradients(SignalProvider):
     def parameter_copies(cls, num_domains: int) -> float:
         return num_domains  # one flat gradient per domain present in the step
 
-    def forward_backward(self, step: StepContext) -> tuple[np.ndarray, np.ndarray]:
+    def forward_backward(self, step: StepContext) -> torch.Tensor:
         passes, batch = self.handles.passes, step.batch
         k = len(self.handles.domains)
         # Every rank knows the domains of the whole step: all join the same all-reduces below.
-        counts = np.bincount(batch.all_domain_ids(), minlength=k).astype(np.float64) * passes.seq_len
+        counts = passes.domain_counts(batch)
         loss_sum = torch.zeros(k, dtype=torch.float64, device=passes.device)
         self.grads = [None] * k
-        self.norms, self.present = np.zeros(k), counts > 0
+        # Norms stay on the device (the strategy gets them with the step's other stats, in one transfer).
+        self.norms, self.present = torch.zeros(k, dtype=torch.float64, device=passes.device), counts > 0
         micro = max(1, batch.micro[0].stop - batch.micro[0].start)
         clip = self.options.get("clip_norm")
         for slot, i in enumerate(np.flatnonzero(self.present)):
-            rows = torch.nonzero(batch.domains == i).flatten()
+            rows = np.flatnonzero(batch.domain_ids == i)  # on the host: no device sync
             self.grads[i] = self.flat.buffer(slot)
             if len(rows) == 0:  # present on another rank only: this rank adds a zero gradient
                 self.grads[i].zero_()
-            # (an empty tensor splits into one empty chunk: no pass at all then)
-            for n, chunk in enumerate(rows.split(micro) if len(rows) else ()):
-                token_loss = passes.token_loss(self.handles.model, batch.tokens[chunk])
+            for n, start in enumerate(range(0, len(rows), micro)):
+                chunk = rows[start:start + micro]
+                token_loss = passes.token_loss(self.handles.model, batch.tokens[to_device(chunk, passes.device)])
                 loss_sum[i] += token_loss.detach().sum().double()
                 # the gradient of the domain's mean token loss
                 self.flat.write_grad(self.grads[i], token_loss.sum() / float(counts[i]), accumulate=n > 0)
                 passes.count("backward", token_loss.numel())
             passes.all_reduce(self.grads[i])
-            self.norms[i] = float(self.grads[i].norm())
-            if clip is not None and self.norms[i] > clip:
-                self.grads[i] *= clip / (self.norms[i] + 1e-6)
+            self.norms[i] = clip_in_place(self.grads[i], clip)
         passes.all_reduce(loss_sum)
-        return loss_sum.cpu().numpy(), counts
+        return loss_sum
 
     def compute(self, step: StepContext) -> dict[str, Any]:
         k = len(self.grads)
@@ -80,9 +80,11 @@ class DomainGradients(SignalProvider):
         if target is not None:
             rows.append(k)
             vectors.append(target)
-        gram = np.zeros((k + 1, k + 1) if target is not None else (k, k))  # an absent domain's g_i is 0
-        gram[np.ix_(rows, rows)] = gram_matrix(vectors, self.runs)
-        return {"gram": gram, "norms": self.norms.copy(), "present": self.present.copy(),
+        size = k + 1 if target is not None else k
+        gram = torch.zeros(size * size, dtype=torch.float64, device=vectors[0].device)  # an absent domain's g_i is 0
+        index = to_device((np.asarray(rows)[:, None] * size + np.asarray(rows)[None, :]).ravel(), gram.device)
+        gram[index] = gram_matrix(vectors, self.runs).flatten()
+        return {"gram": gram.view(size, size), "norms": self.norms.clone(), "present": self.present.copy(),
                 "target_index": k if target is not None else None}
 
     def apply_gradient(self, loss_weights: np.ndarray | None) -> None:

@@ -2,8 +2,10 @@
 
 Options: ``stage``, the upstream stage whose saved model is the reference (DoReMi: its
 ``reference`` run). The reference runs in eval mode (no dropout: a fixed function of the
-tokens), without a graph, micro-batch by micro-batch. The strategy receives, gathered over
-every rank: the training forward's per-token losses, the reference's, and each row's domain.
+tokens), without a graph, micro-batch by micro-batch, through the same chunked loss as the
+training forward (models/token_loss.py). The strategy receives, gathered over every rank: the
+training forward's per-token losses, the reference's, and each row's domain (gathered on the
+device; the loop brings them to the host with the step's other stats in one transfer).
 """
 
 from __future__ import annotations
@@ -43,6 +45,6 @@ class ReferenceTokenLoss(SignalProvider):
         passes, batch = self.handles.passes, step.batch
         reference = torch.cat([passes.token_loss(self.reference, batch.tokens[rows], kind="reference_forward")
                                for rows in batch.micro])
-        return {"token_loss": passes.gather(step.token_loss.float()),
+        return {"token_loss": passes.gather(step.token_loss.float()),  # device tensors: see the docstring
                 "reference_token_loss": passes.gather(reference.float()),
                 "token_domains": passes.gather(batch.domains)}

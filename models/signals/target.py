@@ -18,9 +18,8 @@ import math
 from typing import Any
 
 import numpy as np
-import torch
 
-from models.flat_params import FlatParams
+from models.flat_params import FlatParams, clip_in_place
 from models.signals.base import SignalProvider, StepContext
 from models.step import to_device
 
@@ -54,12 +53,9 @@ class TargetGradient(SignalProvider):
             self.flat.write_grad(grad, token_loss.sum() / total_tokens, accumulate=n > 0)
             passes.count("backward", token_loss.numel())
         passes.all_reduce(grad)  # Σ over ranks of their share of the mean
-        norm = float(grad.norm())
-        clip = self.options.get("clip_norm")
-        if clip is not None and norm > clip:
-            grad *= clip / (norm + 1e-6)
+        norm = clip_in_place(grad, self.options.get("clip_norm"))
         step.shared[self.name] = grad
-        return {"norm": norm}
+        return {"norm": norm}  # a device scalar: the loop brings it over with the step's other stats
 
     def state_dict(self) -> dict[str, Any]:
         return {}  # the batches are keyed by step: nothing to carry over
