@@ -27,6 +27,16 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", nargs="+", required=True, help="config YAML file(s), later ones win")
 
 
+def add_run_arguments(parser: argparse.ArgumentParser, *, size_help: str, upstream_help: str) -> None:
+    """The config and what names a run of the grid (size, strategy, seed) and the runs it reads:
+    the arguments every entry point of the train and fit rules takes."""
+    add_config_argument(parser)
+    parser.add_argument("--size", required=True, help=size_help)
+    parser.add_argument("--strategy", required=True)
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--upstream", nargs="*", default=[], metavar="STAGE=DIR", help=upstream_help)
+
+
 def config_command(step, description: str):
     """``main`` for an entry point whose only argument is the config: ``step(config)``."""
 

@@ -19,6 +19,7 @@ import jsonschema
 from mixbench import config_fields as cfg
 from mixbench import variants
 from mixbench.errors import ConfigError
+from mixbench.model_sizes import SIZES, non_embedding_parameters
 
 
 def value_problems(config) -> list[str]:
@@ -107,7 +108,6 @@ def overlay_problem(config: dict) -> str | None:
 
 def semantic_problems(config: dict) -> list[str]:
     """Everything wrong with a schema-valid config with its variants expanded."""
-    from models.sizes import SIZES
 
     unknown_sizes = [s for s in config["grid"]["sizes"] if s not in SIZES]
     if unknown_sizes:  # every check below reads the size table
@@ -124,6 +124,7 @@ def semantic_problems(config: dict) -> list[str]:
         said |= {(entry, p.split(": ", 1)[-1]) for p in found}
     for name in sound:
         problems += stage_problems(config, name)
+    problems += fan_out_field_problems(config)
     problems += run_problems(config, sound)
     corpus = config["corpus"]
     if corpus["source"] == "debian":
@@ -133,9 +134,10 @@ def semantic_problems(config: dict) -> list[str]:
         if unknown:
             problems.append(f"corpus.domains: {unknown} are not Debian corpus domains; valid: {', '.join(DOMAINS)}")
     problems += corpus_problems(corpus)
-    unsized = sorted(set(cfg.micro_batch_sizes(config["training"])) - {"default"} - set(SIZES))
-    if unsized:
-        problems.append(f"training.micro_batch_size: unknown size(s) {unsized}; known sizes: {sorted(SIZES)}")
+    for field in cfg.RESOURCE_FIELDS:  # one value per size, or one for all
+        unsized = sorted(set(cfg.keyed_values(config["training"][field])) - {"default"} - set(SIZES))
+        if unsized:
+            problems.append(f"training.{field}: unknown size(s) {unsized}; known sizes: {sorted(SIZES)}")
     downstream = config["downstream"]
     if any(t.startswith("mixbench_") for t in downstream["tasks"]):
         for size in config["grid"]["sizes"]:
@@ -187,7 +189,6 @@ def strategy_problems(config: dict, name: str) -> list[str]:
 
 def stage_problems(config: dict, name: str) -> list[str]:
     """What is wrong with the sizes of a strategy's stages at any final size of the grid."""
-    from models.sizes import SIZES, non_embedding_parameters
 
     problems, who = [], where_strategy(config, name, prose=True)
     for final_size in config["grid"]["sizes"]:
@@ -216,6 +217,18 @@ def stage_problems(config: dict, name: str) -> list[str]:
     return list(dict.fromkeys(problems))  # the same problem at several final sizes is said once
 
 
+FAN_OUT_FIELDS = ("pack", "save_model")  # settings of a fan-out stage's runs (cfg.stage_pack, stage_saves_model)
+
+
+def fan_out_field_problems(config: dict) -> list[str]:
+    """``pack`` and ``save_model`` set on a stage that does not fan out (only ``swarm`` does)."""
+    entries = {"stages": config["stages"], **{f"strategies.{name}.stages": entry.get("stages") or {}
+                                              for name, entry in config["strategies"].items()}}
+    return [f"{where}.{kind}.{field}: `{field}` applies to the runs of a fan-out stage (swarm) only, not to {kind!r}"
+            for where, stages in entries.items() for kind, layer in stages.items()
+            for field in FAN_OUT_FIELDS if kind != "swarm" and layer.get(field) is not None]
+
+
 def stage_field(config: dict, name: str, stage: str, field: str) -> str:
     """The field that sets a stage's ``size`` or ``steps``: the strategy's own stage entry (a
     variant's is its base's), the global ``stages`` one, or else what a stage without one takes
@@ -242,23 +255,25 @@ def run_problems(config: dict, names: list[str]) -> list[str]:
     """Each run of the grid (final models, and the stages of ``names``) against training: the
     context of its size holds training.seq_len, its global batch splits into micro-batches, and
     it is longer than the warmup. Each problem is said once, with every run it concerns."""
-    from models.sizes import SIZES
 
     training = config["training"]
     by_size: dict[str, list[str]] = {size: ["grid.sizes"] for size in config["grid"]["sizes"]}
     by_steps: dict[tuple[int, str], list[str]] = {(training["steps"], "training.steps"): ["the final models"]}
+    # (strategy, stage, size) of a run -> who it is; no stage entry sets a final model's resources.
+    by_run: dict[tuple, str] = {(None, "final", size): "the final models" for size in config["grid"]["sizes"]}
     for size in config["grid"]["sizes"]:
         for name in names:
             for stage, spec in cfg.one_run_per_stage(cfg.cell_runs(config, size, name)).items():
                 if stage in ("fit", "final") or spec["size"] not in SIZES:  # an unknown size: stage_problems says so
                     continue
                 who = f"{where_strategy(config, name, prose=True)}'s {cfg.stage_group(stage)}"
+                by_run[(name, stage, spec["size"])] = who
                 by_size.setdefault(spec["size"], []).append(f"{stage_field(config, name, stage, 'size')} ({who})")
                 by_steps.setdefault((spec["steps"], stage_field(config, name, stage, "steps")), []).append(who)
     problems = [f"training.seq_len: {training['seq_len']} exceeds size {size!r}'s context of "
                 f"{SIZES[size].n_positions} tokens (models/sizes.py), used by {', '.join(dict.fromkeys(users))}"
                 for size, users in by_size.items() if training["seq_len"] > SIZES[size].n_positions]
-    problems += [batch_split_problem(training, size) for size in by_size]
+    problems += batch_split_problems(config, by_run)
     problems += [f"training.warmup_steps: {training['warmup_steps']} is not below the {steps} steps ({field}) of "
                  f"{', '.join(dict.fromkeys(users))}"
                  for (steps, field), users in by_steps.items() if training["warmup_steps"] >= steps]
@@ -278,15 +293,22 @@ def corpus_problems(corpus: dict) -> list[str]:
     return problems
 
 
-def batch_split_problem(training: dict, size: str) -> str | None:
-    """Why the global batch does not split into the micro-batches of every rank at ``size``, if it does not."""
-    try:
-        micro = cfg.micro_batch_size(training, size)
-    except ConfigError as exc:
-        return str(exc)
-    ranks = training["nodes"] * training["processes"]
-    if training["batch_size"] % (ranks * micro):
-        return (f"training.batch_size: batch_size {training['batch_size']} is not a multiple of nodes × processes × "
-                f"micro_batch_size at size {size!r} = {training['nodes']} × {training['processes']} × {micro} "
-                f"(training.nodes, training.processes, training.micro_batch_size)")
-    return None
+def batch_split_problems(config: dict, runs: dict[tuple, str]) -> list[str]:
+    """Runs, {(strategy, stage, size): who}, whose global batch does not split into the
+    micro-batches of every rank (cfg.run_resources), each problem said once with every run it
+    concerns and the fields that set its numbers."""
+    batch, problems, users = config["training"]["batch_size"], [], {}
+    for (name, stage, size), who in runs.items():
+        try:
+            resolved = {field: cfg.resource_setting(config, name, stage, size, field) for field in cfg.RESOURCE_FIELDS}
+        except ConfigError as exc:  # a keyed field names neither the size nor a default
+            problems.append(str(exc))
+            continue
+        settings = [resolved[field] for field in ("nodes", "processes", "micro_batch_size")]
+        nodes, processes, micro = (value for value, _ in settings)
+        if batch % (nodes * processes * micro):
+            fields = ", ".join(field for _, field in settings)
+            key = (f"training.batch_size: batch_size {batch} is not a multiple of nodes × processes × "
+                   f"micro_batch_size at size {size!r} = {nodes} × {processes} × {micro} ({fields})")
+            users.setdefault(key, []).append(who)
+    return problems + [f"{key}, for {', '.join(dict.fromkeys(who))}" for key, who in users.items()]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import re
+from dataclasses import dataclass
 
 from mixbench import variants
 from mixbench.errors import ConfigError
@@ -46,6 +47,42 @@ def stage_training(config: dict, name: str, stage: str, size: str) -> dict:
     for layer in stage_layers(config, name, stage):
         resolved.update({k: layer[k] for k in ("size", "steps") if layer.get(k) is not None})
     return resolved
+
+
+def stage_setting(config: dict, name: str, stage: str, field: str, default):
+    """A field of a stage's entries as the last layer that sets it says (the strategy's over the
+    global one), else ``default``."""
+    settings = [layer[field] for layer in stage_layers(config, name, stage) if layer.get(field) is not None]
+    return settings[-1] if settings else default
+
+
+def stage_pack(config: dict, name: str, stage: str) -> int:
+    """How many runs of a fan-out stage one job trains, one after another in one process
+    (``pack`` of its entry; 1 by default, and for any other stage). A swarm smaller than its
+    pack is one job. It changes where runs compute, not what: no run fingerprint holds it."""
+    return int(stage_setting(config, name, stage, "pack", 1))
+
+
+def stage_saves_model(config: dict, name: str, stage: str) -> bool:
+    """Whether a run writes its model folder: always, except a fan-out stage's runs (a swarm's,
+    whose val.csv and weights.json are what the fit reads), which do when ``save_model: true``."""
+    if replica_index(stage) is None:
+        return True
+    return bool(stage_setting(config, name, stage, "save_model", False))
+
+
+def pack_of(config: dict, name: str, stage: str) -> tuple[str, ...]:
+    """The runs one job trains with ``stage``: the run alone, or for a run of a fan-out stage with
+    ``pack`` P, its pack of P consecutive runs (swarm-0 … swarm-{P-1}, swarm-P …; the last pack
+    of a swarm holds the rest)."""
+    pack, index = stage_pack(config, name, stage), replica_index(stage)
+    if index is None or pack == 1:
+        return (stage,)
+    runs = [s for s in strategy_stages(config, name) if stage_group(s) == stage_group(stage)]
+    if stage not in runs:
+        raise ConfigError(f"strategy {name!r} has no run {stage!r}; its runs: {describe_stages(runs)}")
+    first = index - index % pack
+    return tuple(runs[first:first + pack])
 
 
 def stage_layers(config: dict, name: str, stage: str) -> list[dict]:
@@ -193,8 +230,74 @@ def micro_batch_sizes(training: dict) -> dict[str, int]:
 
 
 def micro_batch_size(training: dict, size: str) -> int:
-    """The micro-batch of a run of model size ``size``."""
+    """The micro-batch of model size ``size`` (training.micro_batch_size alone; a run's own,
+    which a stage entry may set, is ``run_resources(...).micro_batch_size``)."""
     return keyed_value(training["micro_batch_size"], size, "training.micro_batch_size", "micro-batch for size")
+
+
+# Where and how a run computes, not what: set in `training` (one value, or one per size with a
+# `default`) and overridden on a stage entry. None of them enters a run's fingerprint
+# (mixbench.config.OPERATIONAL_FIELDS): every step's data is the same for any of them.
+RESOURCE_FIELDS = ("processes", "nodes", "micro_batch_size", "runtime")
+
+
+@dataclass(frozen=True)
+class RunResources:
+    """What one training run asks for: ``processes`` DDP processes on each of ``nodes`` nodes, each
+    process with ``threads`` torch threads and micro-batches of ``micro_batch_size``; per node
+    ``gpus`` GPUs (one per process; none on training.device cpu) and ``cpus`` CPUs (threads ×
+    processes: SLURM's --cpus-per-task for the job and for the launcher's srun alike); ``runtime``
+    its job's time limit in minutes (SLURM's --time; a job training a pack of runs asks for the sum)."""
+    processes: int
+    nodes: int
+    micro_batch_size: int
+    threads: int
+    gpus: int
+    cpus: int
+    runtime: int
+
+    @property
+    def ranks(self) -> int:
+        return self.nodes * self.processes
+
+
+def resource_setting(config: dict, name: str, stage: str, size: str, field: str) -> tuple[int, str]:
+    """One of RESOURCE_FIELDS for a run of stage ``stage`` at its own ``size``, and the field that
+    sets it. Precedence: the strategy's stage entry (strategies.NAME.stages.KIND.FIELD), the global
+    one (stages.KIND.FIELD), then training.FIELD: its entry for ``size``, else its ``default``."""
+    kind = stage_kind(stage)
+    glob, own = stage_layers(config, name, stage)
+    if own.get(field) is not None:
+        swept = variants.variants(config)
+        return own[field], f"strategies.{swept[name].base if name in swept else name}.stages.{kind}.{field}"
+    if glob.get(field) is not None:
+        return glob[field], f"stages.{kind}.{field}"
+    value = config["training"][field]
+    key = (size if size in value else "default") if isinstance(value, dict) else None
+    what = "micro-batch" if field == "micro_batch_size" else field
+    return (keyed_value(value, size, f"training.{field}", f"{what} for size"),
+            f"training.{field}" + (f".{key}" if key else ""))
+
+
+def run_resources(config: dict, name: str, stage: str, size: str) -> RunResources:
+    """The resources of one run of strategy ``name`` (stage ``stage``, e.g. swarm-3 or final, at
+    its own ``size``): what the rules ask the scheduler for, what mixbench.launch starts, the
+    micro-batch models/train.py uses. No stage entry sets a final model's, so for `final` any
+    ``name`` (None too) gives the same. Raises ConfigError naming a keyed field without the size."""
+    processes, nodes, micro, runtime = (resource_setting(config, name, stage, size, field)[0]
+                                        for field in RESOURCE_FIELDS)
+    threads = config["training"]["threads"]
+    gpus = 0 if config["training"]["device"] == "cpu" else processes
+    return RunResources(processes=processes, nodes=nodes, micro_batch_size=micro, threads=threads, gpus=gpus,
+                        cpus=threads * processes, runtime=runtime)
+
+
+def grid_run_resources(config: dict) -> dict[tuple[str, str, str], RunResources]:
+    """{(strategy, stage, size): resources} of every run the grid trains, a fan-out stage's runs as
+    their first (they share their resources)."""
+    return {(name, stage, spec["size"]): run_resources(config, name, stage, spec["size"])
+            for size in config["grid"]["sizes"] for name in config["grid"]["strategies"]
+            for stage, spec in one_run_per_stage(cell_runs(config, size, name)).items() if stage != "fit"}
 
 
 def domain_cap(corpus: dict, domain: str) -> int:

@@ -29,6 +29,26 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 RDZV_PORT_BASE, RDZV_PORT_SPAN = 29500, 3000
 
 
+def job_resources(run) -> dict:
+    """What a training job asks the scheduler for, from its run's resources
+    (``mixbench.config_fields.run_resources``): Snakemake resources read by the local scheduler
+    (`gpu`, under profiles/gpu) and by snakemake-executor-plugin-slurm (profiles/slurm). Its CPUs
+    are the plugin's `cpus_per_task`, which sbatch and the jobstep's srun take as they are (threads
+    are capped at the submitting host's --cores); the rule passes the same number to --cpus, and
+    `gpus_per_node`/`processes_per_node` to this launcher, so a job starts what it asked for."""
+    resources = {"nodes": run.nodes, "cpus_per_task": run.cpus, "runtime": run.runtime,
+                 "gpus_per_node": run.gpus, "processes_per_node": run.processes}
+    if run.nodes == 1:
+        return {**resources, "gpu": run.gpus}  # sbatch --gpus: the job's total
+    # Per node: `gres`, and one task per node for srun. `mpi` keeps the jobstep plugin from
+    # wrapping the job in an `srun -n1` step (the launcher runs srun itself); tasks_per_gpu=0
+    # keeps the plugin from turning `tasks` into --ntasks-per-gpu.
+    resources.update(tasks=run.nodes, tasks_per_gpu=0, mpi="srun")
+    if run.gpus:
+        resources["gres"] = f"gpu:{run.gpus}"
+    return resources
+
+
 def local_command(processes: int, args: list[str]) -> list[str]:
     if processes == 1:
         return [sys.executable, *args]

@@ -15,14 +15,22 @@ import sys
 import torch
 import torch.distributed as dist
 
+from mixbench.errors import TrainingError
+from mixbench.gpu_checks import TorchFacts, job_device_problem
+
 
 def init_distributed(device_setting: str) -> tuple[int, int, torch.device]:
     """(rank, world size, device) of this process; joins the process group under torchrun. With
     ``CUDA_VISIBLE_DEVICES`` set per job (mixbench.gpus, SLURM), LOCAL_RANK indexes the job's own GPUs."""
+    # A job meant for a GPU (given one by mixbench.gpus, or on device cuda) that cannot use it
+    # fails here, before any compute: never a silent fallback to days of CPU training.
+    problem = job_device_problem(device_setting, TorchFacts.here())
+    if problem:
+        raise TrainingError(problem)
     use_cuda = device_setting == "cuda" or (device_setting == "auto" and torch.cuda.is_available())
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    if world > 1:
+    if world > 1 and not dist.is_initialized():  # a pack's later runs reuse the group (models/train_pack.py)
         dist.init_process_group("nccl" if use_cuda else "gloo")
     if use_cuda:
         local = int(os.environ.get("LOCAL_RANK", "0"))

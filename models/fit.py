@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from mixbench import config as cfg
-from mixbench.cli import add_config_argument, main_guard
+from mixbench.cli import add_run_arguments, main_guard
 from mixbench.errors import ConfigError
 from mixbench.io import remove_stale_temporaries, write_json
 from mixbench.provenance import provenance
@@ -65,12 +65,9 @@ def fit(config: dict, size: str, strategy_name: str, seed: int, out: Path, upstr
 @main_guard
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_argument(parser)
-    parser.add_argument("--size", required=True, help="the size of the final model the fit feeds")
-    parser.add_argument("--strategy", required=True)
-    parser.add_argument("--seed", type=int, required=True)
+    add_run_arguments(parser, size_help="the size of the final model the fit feeds",
+                      upstream_help="the runs before the fit")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--upstream", nargs="*", default=[], metavar="STAGE=DIR", help="the runs before the fit")
     args = parser.parse_args(argv)
     config = cfg.load(*args.config)
     args.out.mkdir(parents=True, exist_ok=True)

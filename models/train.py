@@ -7,7 +7,8 @@
 
 Resumes from the newest good checkpoint in ``OUT/checkpoints/`` (models/checkpoint.py), and
 holds ``OUT/.lock`` while it runs: a second trainer on the same folder exits at once. On success writes ``OUT/model/`` (model and
-tokenizer via ``save_pretrained``), ``OUT/log.csv``, ``OUT/val.csv`` (held-out loss per domain,
+tokenizer via ``save_pretrained``; not for a swarm run unless its stage entry says
+``save_model: true``), ``OUT/log.csv``, ``OUT/val.csv`` (held-out loss per domain,
 models/heldout.py), TensorBoard events, ``OUT/weights.json`` and, last, ``OUT/run.json`` (the marker the workflow waits for, with provenance). Under ``torchrun``
 it trains with DDP (gloo on CPU, NCCL on GPU).
 """
@@ -30,7 +31,7 @@ from corpus.budget import planned_tokens, repetition_warning
 from corpus.sampler import DomainSampler
 from corpus.tokens import TokenStore
 from mixbench import config as cfg
-from mixbench.cli import add_config_argument, main_guard
+from mixbench.cli import add_run_arguments, main_guard
 from mixbench.errors import ConfigError
 from mixbench.io import atomic_dir, remove_stale_temporaries, write_json
 from mixbench.provenance import provenance
@@ -53,8 +54,9 @@ from strategies.base import Strategy, validate_weights
 
 def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, out: Path,
           upstream: dict[str, Path], stop_after: int | None = None) -> bool:
-    # The micro-batch of this run's own size (a proxy's may differ from its final model's).
-    training = {**config["training"], "micro_batch_size": cfg.micro_batch_size(config["training"], size)}
+    # The micro-batch of this run's own size or stage (a proxy's may differ from its final model's).
+    micro_batch = cfg.run_resources(config, strategy_name, stage, size).micro_batch_size
+    training = {**config["training"], "micro_batch_size": micro_batch}
     cls = get_strategy_class(cfg.strategy_class_name(config, strategy_name))
     # --size is this run's own size; a stage of fixed size refuses any other.
     chain = cfg.run_chain(config, strategy_name, stage, size)
@@ -100,8 +102,7 @@ def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, ou
     out.mkdir(parents=True, exist_ok=True)
     sampler = DomainSampler(store, training["seq_len"], seed)
     heldout = heldout_set(data_dir, domains, training)
-    # Not the number of processes: every step's data is the same for any number (corpus/sampler.py).
-    fingerprint = cfg.fingerprint([cfg.run_fingerprint(config, strategy_name, chain), seed, stage])
+    fingerprint = run_fingerprint(config, strategy_name, seed, stage, size)
     loop = TrainingLoop(model, strategy, sampler, settings, log_path=out / "log.csv",
                         checkpoint_dir=out / CHECKPOINTS, strategy_name=strategy_name, fingerprint=fingerprint,
                         sources=SignalSources(data_dir=data_dir, seed=seed, upstream=upstream, run_dir=out),
@@ -114,6 +115,14 @@ def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, ou
     if world > 1:
         dist.barrier()  # rank 0 has written the outputs
     return finished
+
+
+def run_fingerprint(config: dict, strategy_name: str, seed: int, stage: str, size: str) -> str:
+    """What one run's result depends on, as its checkpoints and run.json record it: a checkpoint or
+    a finished run of another fingerprint is not this run's. Not the number of processes (every
+    step's data is the same for any number: corpus/sampler.py), nor a swarm's pack."""
+    chain = cfg.run_chain(config, strategy_name, stage, size)
+    return cfg.fingerprint([cfg.run_fingerprint(config, strategy_name, chain), seed, stage])
 
 
 def warn_data_budget(strategy, name: str, label: str, planned: int, available: np.ndarray) -> None:
@@ -136,6 +145,7 @@ def memory_estimate(size: str, vocab_size: int, training: dict, strategy, *, bf1
     local_batch = training["batch_size"] // world
     keeps_graphs = strategy.reweights_current_step() and training["reweighted_step"] == "one_forward"
     shape = dict(vocab_size=vocab_size, seq_len=training["seq_len"], bf16=bf16, world_size=world,
+                 cuda=device.type == "cuda",
                  signal_copies=parameter_copies(strategy.required_signals(), len(strategy.context.domains)),
                  kept_rows=local_batch if keeps_graphs else None)
     parts = training_memory(SIZES[size], micro_batch=training["micro_batch_size"], **shape)
@@ -144,7 +154,8 @@ def memory_estimate(size: str, vocab_size: int, training: dict, strategy, *, bf1
         print(f"memory estimate at micro-batch {training['micro_batch_size']}: {describe(parts)}", file=sys.stderr)
         if available is not None and parts["total"] > HEADROOM * available:
             fits = largest_fitting_micro_batch(SIZES[size], device_bytes=available, local_batch=local_batch, **shape)
-            advice = (f"set training.micro_batch_size for {size!r} to {fits}" if fits else
+            advice = (f"set the micro-batch of {size!r} to {fits} (training.micro_batch_size, or the stage "
+                      f"entry's micro_batch_size)" if fits else
                       "no micro-batch fits: use more processes" + (" or reweighted_step: two_forwards" if keeps_graphs else ""))
             print(f"warning: the estimate is more than {HEADROOM:.0%} of this device's {available / GIB:.0f} GiB; "
                   f"{advice}", file=sys.stderr)
@@ -164,9 +175,10 @@ def close_distributed() -> None:
 
 def save_outputs(loop: TrainingLoop, tokenizer, config, strategy_name, seed, stage, stage_spec, out: Path,
                  n_params: int, wall_seconds: float, memory_estimate: float) -> None:
-    with atomic_dir(out / "model") as tmp:
-        unpadded_copy(loop.raw_model).save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+    if cfg.stage_saves_model(config, strategy_name, stage):  # not a swarm run's, unless its entry asks
+        with atomic_dir(out / "model") as tmp:
+            unpadded_copy(loop.raw_model).save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
     domains = list(loop.domains)
     write_json(out / "weights.json", {
         "domains": domains,
@@ -177,6 +189,7 @@ def save_outputs(loop: TrainingLoop, tokenizer, config, strategy_name, seed, sta
     passes = {kind: n * loop.s.world_size for kind, n in loop.passes.token_passes.items()}  # ranks do equal work
     write_json(out / "run.json", {
         "strategy": strategy_name, "stage": stage, "size": stage_spec["size"], "steps": stage_spec["steps"],
+        "fingerprint": loop.fingerprint,  # what a pack compares to skip a finished run (models/train_pack.py)
         "parameters": n_params, "tokens": tokens,
         # 6·N·D: forward and backward of every parameter for every training token.
         "train_flops": 6 * n_params * tokens,
@@ -191,7 +204,7 @@ def save_outputs(loop: TrainingLoop, tokenizer, config, strategy_name, seed, sta
         **throughput_summary(loop, memory_estimate),
         **provenance(cfg.config_hash(config), seed),
     })
-    remove_checkpoints(out / CHECKPOINTS)  # finished: the model above supersedes them
+    remove_checkpoints(out / CHECKPOINTS)  # finished: the outputs above supersede them
 
 
 def throughput_summary(loop: TrainingLoop, memory_estimate: float) -> dict:
@@ -225,13 +238,9 @@ def own_run_folder(out: Path):
 @main_guard
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_argument(parser)
-    parser.add_argument("--size", required=True)
-    parser.add_argument("--strategy", required=True)
-    parser.add_argument("--seed", type=int, required=True)
+    add_run_arguments(parser, size_help="the run's own size", upstream_help="finished earlier stages")
     parser.add_argument("--stage", default="final")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--upstream", nargs="*", default=[], metavar="STAGE=DIR", help="finished earlier stages")
     parser.add_argument("--stop-after", type=int, default=None,
                         help="checkpoint and stop after this many steps (resume by running again)")
     args = parser.parse_args(argv)

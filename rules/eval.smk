@@ -82,6 +82,8 @@ rule evaluate:
     threads: config["training"]["threads"]
     resources:
         gpu=EVAL_GPUS,
+        # SLURM's --cpus-per-task, not capped at the submitting host's --cores as threads are.
+        cpus_per_task=config["training"]["threads"],
     benchmark:
         bench("evaluate/{size}-{strategy}-seed{seed}"),
     log:

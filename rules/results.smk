@@ -21,9 +21,9 @@ rule tables:
             for size, strat, seed in final_runs()
             for name in EVAL_FILES
         ],
-        runs=list(dict.fromkeys(  # shared reference and proxy runs once
-            f"{folder}/run.json" for size, strat, seed in final_runs()
-            for _, folder in cell_stage_runs(config, size, strat, seed).values()
+        runs=list(dict.fromkeys(  # shared reference and proxy runs once; a swarm's by its marker
+            stage_finished(own_size, strat, seed, stage) for size, strat, seed in final_runs()
+            for stage, (own_size, _) in cell_stage_runs(config, size, strat, seed).items()
         )),
         code=code("aggregate", "collect", "collect_curves", "collect_fits", "tables", "stats"),
     output:

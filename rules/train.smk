@@ -2,11 +2,38 @@
 # its class (strategies/*.py): each stage waits for the stages before it and reads their outputs.
 # A run's path holds its own size: a reference or proxy of fixed size is one run per seed that
 # every final size reads. A fan-out stage (RegMix's swarm) is N runs, swarm-0 … swarm-{N-1}, that
-# read none of each other; a `fit` stage trains nothing and has a rule of its own.
+# read none of each other; with `pack` P > 1 on its stage entry, one job (train_pack) trains P of
+# them in one process and writes a marker, packs/swarm-{first}-{last}.json. The runs after the
+# swarm wait for packs/swarm.json (rule swarm_finished), written once every run is finished. A
+# `fit` stage trains nothing and has a rule of its own.
+
+from mixbench.launch import job_resources
+
+# A training job's time limit is the config's (training.runtime, per size, under a stage entry's
+# `runtime`): set-resources in a profile or on the command line would replace it for every run.
+for rule_name in ("train", "train_pack"):
+    if "runtime" in workflow.resource_settings.overwrite_resources.get(rule_name, {}):
+        sys.exit(f"mixbench: set-resources {rule_name}:runtime (in a profile or --set-resources) would override "
+                 f"training.runtime and the stages' `runtime` for every training job; set them in the config instead")
+
+# A run that asks for more GPUs than the scheduler's pool (profiles/gpu: the machine's, or
+# --resources gpu=G) would fail when it starts, after the runs before it: refuse the grid now.
+# (An empty pool is the preflight's to report.)
+GPU_POOL = getattr(workflow.global_resources.get("gpu"), "value", None)
+if isinstance(GPU_POOL, int) and GPU_POOL > 0:
+    for (strategy, stage, size), run in mbconfig.grid_run_resources(config).items():
+        if run.nodes == 1 and run.gpus > GPU_POOL:
+            sys.exit(f"mixbench: {strategy}'s {mbconfig.stage_group(stage)} at size {size!r} asks for {run.gpus} GPUs "
+                     f"(processes: {mbconfig.resource_setting(config, strategy, stage, size, 'processes')[1]}) "
+                     f"and the GPU pool has {GPU_POOL} (resources gpu: profiles/gpu counts the machine's); "
+                     f"lower it in a config file given after yours")
 
 
 def stage_of(wildcards):
-    """The run's stage: the `stage` wildcard, or `fit` in the fit rule (whose path names it)."""
+    """The run's stage: the `stage` wildcard; in a pack's rule, its first run (its runs share
+    their upstream runs, resources and priority); `fit` in the fit rule (whose path names it)."""
+    if hasattr(wildcards, "first"):
+        return f"{wildcards.group}-{wildcards.first}"
     return getattr(wildcards, "stage", "fit")
 
 
@@ -33,8 +60,37 @@ def upstream_dirs(wildcards):
             if s != stage_of(wildcards)}
 
 
+@functools.cache
+def pack_of(strategy, stage):
+    return mbconfig.pack_of(config, strategy, stage)
+
+
+def run_target(size, strategy, seed, stage):
+    """The file that says a run is finished: its run.json, or for a run of a packed fan-out stage
+    (`pack` > 1) its pack's marker, which the job writes once every run of the pack is finished."""
+    if mbconfig.replica_index(stage) is None or mbconfig.stage_pack(config, strategy, stage) == 1:
+        return f"{run_dir(size, strategy, seed, stage)}/run.json"
+    pack = pack_of(strategy, stage)
+    first, last = (mbconfig.replica_index(s) for s in (pack[0], pack[-1]))
+    return f"{RUNS}/{size}/{strategy}/seed{seed}/packs/{mbconfig.stage_group(stage)}-{first}-{last}.json"
+
+
+def stage_finished(size, strategy, seed, stage):
+    """The file that says a run is finished to the runs after it and the tables: its run.json, or
+    for a run of a fan-out stage the whole stage's marker (rule swarm_finished)."""
+    if mbconfig.replica_index(stage) is None:
+        return f"{run_dir(size, strategy, seed, stage)}/run.json"
+    return f"{RUNS}/{size}/{strategy}/seed{seed}/packs/{mbconfig.stage_group(stage)}.json"
+
+
 def upstream_runs(wildcards):
-    return [f"{d}/run.json" for d in upstream_dirs(wildcards).values()]
+    files = {}
+    for stage, spec in stage_chain(wildcards).items():
+        if stage != stage_of(wildcards):
+            path = stage_finished(spec["size"], wildcards.strategy, wildcards.seed, stage)
+            # A fan-out stage's marker as `ancient`: see rule swarm_finished.
+            files[path] = path if mbconfig.replica_index(stage) is None else ancient(path)
+    return list(files.values())
 
 
 def upstream_args(wildcards):
@@ -44,12 +100,31 @@ def upstream_args(wildcards):
 
 
 def stages_after(wildcards):
-    """The scheduler's priority: how many of its strategy's stages still wait for this run. A
-    reference starts before a proxy and a proxy before a final run, so that a strategy's chain is
-    not left to run alone on one core at the end while the others sit idle. The runs of a
-    fan-out stage count as one stage."""
+    """How many of its strategy's stages still wait for this run; the runs of a fan-out stage
+    count as one stage."""
     groups = stage_groups(wildcards.strategy)
     return len(groups) - 1 - groups.index(mbconfig.stage_group(stage_of(wildcards)))
+
+
+@functools.cache
+def seed_priority_step():
+    """More than any grid strategy's stages after its first: one seed's priorities above the next's."""
+    return max(len(stage_groups(strategy)) for strategy in GRID["strategies"])
+
+
+def run_priority(wildcards):
+    """The scheduler's priority: the grid's seeds in order, then within a seed `stages_after`.
+    Seed first, so that the first seed's final models (every strategy's, every size) finish
+    before the later seeds' swarms, references and proxies start: a user has a whole seed of
+    results after about a third of the grid, rather than no final model until every seed's
+    swarm is done. Within a seed a reference starts before a proxy and a swarm or proxy before a
+    final run, so that a strategy's chain is not left to run alone at the end while the others
+    sit idle; whenever the current seed has fewer ready jobs than free slots, the next seed's
+    fill them, so no slot waits for a seed to finish."""
+    seeds = [str(seed) for seed in GRID["seeds"]]
+    # A run of a seed outside the grid (a target given by hand) with the last seed's.
+    later = len(seeds) - 1 - seeds.index(wildcards.seed) if wildcards.seed in seeds else 0
+    return later * seed_priority_step() + stages_after(wildcards)
 
 
 @functools.cache
@@ -61,34 +136,35 @@ def train_fingerprint(wildcards):
     return fingerprint_of(wildcards.strategy, stage_of(wildcards), wildcards.size)
 
 
-TRAINING = config["training"]
-# GPUs per node of one run: one per DDP process, none when the config keeps training on the CPU.
-TRAIN_GPUS = 0 if TRAINING["device"] == "cpu" else TRAINING["processes"]
-TRAIN_THREADS = TRAINING["threads"] * TRAINING["processes"]
-
-# How a run starts (a global, not a param: it changes where a run computes, not what, so it must
-# not trigger reruns): mixbench.gpus gives the job GPUs of its own among the machine's (or its SLURM
-# allocation's), then mixbench.launch starts python, torchrun, or srun + torchrun on every node.
-TRAIN_LAUNCH = shlex.join([
-    PY, "-m", "mixbench.gpus", "run", "--gpus", str(TRAIN_GPUS), "--",
-    PY, "-m", "mixbench.launch", "--nodes", str(TRAINING["nodes"]), "--processes", str(TRAINING["processes"]),
-    "--cpus", str(TRAIN_THREADS), "--gpus", str(TRAIN_GPUS), "--",
-])
+@functools.cache
+def resources_of(strategy, stage, size):
+    return mbconfig.run_resources(config, strategy, stage, size)
 
 
-def train_resources():
-    """What a run asks the scheduler for: `gpu` for the local scheduler (profiles/gpu) and the SLURM
-    executor plugin (--gpus, the job's total) on one node; on several nodes (SLURM only) the
-    plugin's per-node `gres`, and one task per node for srun."""
-    nodes = TRAINING["nodes"]
-    if nodes == 1:
-        return {"gpu": TRAIN_GPUS}
-    # `mpi` keeps the jobstep plugin from wrapping the job in an `srun -n1` step (the launcher runs
-    # srun itself); tasks_per_gpu=0 keeps the plugin from turning `tasks` into --ntasks-per-gpu.
-    resources = {"nodes": nodes, "tasks": nodes, "tasks_per_gpu": 0, "mpi": "srun"}
-    if TRAIN_GPUS:
-        resources["gres"] = f"gpu:{TRAIN_GPUS}"
-    return resources
+def run_resources(wildcards):
+    """The run's processes, nodes, GPUs, CPUs and time limit: training's, per size, under its
+    stage entry's (mixbench.config_fields.run_resources)."""
+    return resources_of(wildcards.strategy, stage_of(wildcards), wildcards.size)
+
+
+def job_resource(name):
+    """One resource of a training job (mixbench.launch.job_resources; None leaves it unset)."""
+    return lambda wildcards: job_resources(run_resources(wildcards)).get(name)
+
+
+# Every resource a training job may ask for; which ones a job sets depends on its nodes.
+TRAIN_RESOURCES = ("nodes", "cpus_per_task", "runtime", "gpus_per_node", "processes_per_node", "gpu", "tasks",
+                   "tasks_per_gpu", "mpi", "gres")
+
+# How a run starts, from the job's own resources (not params: they change where a run computes,
+# not what, so they must not trigger reruns): mixbench.gpus gives the job GPUs of its own among
+# the machine's (or its SLURM allocation's), then mixbench.launch starts python, torchrun, or
+# srun + torchrun on every node. The CPUs per node given to srun are the job's SLURM request.
+TRAIN_LAUNCH = (
+    "{PY:q} -m mixbench.gpus run --gpus {resources.gpus_per_node:q} -- {PY:q} -m mixbench.launch"
+    " --nodes {resources.nodes:q} --processes {resources.processes_per_node:q} --cpus {resources.cpus_per_task:q}"
+    " --gpus {resources.gpus_per_node:q} --"
+)
 
 
 rule train:
@@ -103,18 +179,89 @@ rule train:
         out=lambda w: run_dir(w.size, w.strategy, w.seed, w.stage),
         upstream=upstream_args,
         fingerprint=train_fingerprint,
-    threads: TRAIN_THREADS
-    priority: stages_after
+    threads: lambda wildcards: run_resources(wildcards).cpus
+    priority: run_priority
     resources:
-        **train_resources(),
+        **{name: job_resource(name) for name in TRAIN_RESOURCES},
     benchmark:
         bench("train/{size}-{strategy}-seed{seed}-{stage}"),
     log:
         f"{LOGS}/train/{{size}}-{{strategy}}-seed{{seed}}-{{stage}}.log",
     shell:
-        "{TRAIN_LAUNCH} -m models.train --config {CONFIG_FILE:q} --size {wildcards.size:q}"
+        TRAIN_LAUNCH + " -m models.train --config {CONFIG_FILE:q} --size {wildcards.size:q}"
         " --strategy {wildcards.strategy:q} --seed {wildcards.seed:q} --stage {wildcards.stage:q} --out {params.out:q}"
         " {params.upstream:q} > {log:q} 2>&1"
+
+
+def pack_stages(wildcards):
+    """The runs of the pack its marker names; a name that is not a pack of the config is refused."""
+    first = stage_of(wildcards)
+    pack = pack_of(wildcards.strategy, first)
+    if pack[0] != first or pack[-1] != f"{wildcards.group}-{wildcards.last}":
+        raise ConfigError(f"{wildcards.strategy}: runs {first} … {wildcards.group}-{wildcards.last} are not a pack "
+                          f"of the config (pack {mbconfig.stage_pack(config, wildcards.strategy, first)}: "
+                          f"{pack[0]} … {pack[-1]})")
+    return list(pack)
+
+
+# P runs of a fan-out stage in one job, one after another (models/train_pack.py): the runs'
+# folders are as if each had its own job, and the marker lists them once all are finished. A
+# pack that was stopped resumes with its first unfinished run.
+rule train_pack:
+    input:
+        tokens=rules.tokenize_corpus.output,
+        upstream=upstream_runs,
+    output:
+        f"{RUNS}/{{size}}/{{strategy}}/seed{{seed}}/packs/{{group}}-{{first}}-{{last}}.json",
+    wildcard_constraints:
+        group="swarm",  # the fan-out stage (strategies/base.py: only `swarm` fans out)
+        first=r"\d+",
+        last=r"\d+",
+    params:
+        stages=pack_stages,
+        upstream=upstream_args,
+        fingerprint=train_fingerprint,  # one run's: its siblings' differ only in their names
+    threads: lambda wildcards: run_resources(wildcards).cpus
+    priority: run_priority
+    resources:
+        **{name: job_resource(name) for name in TRAIN_RESOURCES if name != "runtime"},
+        # A stage's runtime is one run's: the pack's job asks for the time of all its runs.
+        runtime=lambda wildcards: run_resources(wildcards).runtime * len(pack_stages(wildcards)),
+    benchmark:
+        bench("train_pack/{size}-{strategy}-seed{seed}-{group}-{first}-{last}"),
+    log:
+        f"{LOGS}/train/{{size}}-{{strategy}}-seed{{seed}}-{{group}}-{{first}}-{{last}}.log",
+    shell:
+        TRAIN_LAUNCH + " -m models.train_pack --config {CONFIG_FILE:q} --size {wildcards.size:q}"
+        " --strategy {wildcards.strategy:q} --seed {wildcards.seed:q} --stages {params.stages:q}"
+        " --manifest {output:q} {params.upstream:q} > {log:q} 2>&1"
+
+
+def fan_out_runs(wildcards):
+    """What says each run of the fan-out stage is finished: its run.json, or its pack's marker."""
+    runs = [s for s in mbconfig.strategy_stages(config, wildcards.strategy) if mbconfig.stage_group(s) == wildcards.group]
+    return list(dict.fromkeys(run_target(wildcards.size, wildcards.strategy, wildcards.seed, s) for s in runs))
+
+
+localrules:
+    swarm_finished,
+
+
+# Every run of a fan-out stage finished, whatever its `pack`: the runs after it (the fit, the final
+# model) wait for this file as `ancient`, so that changing `pack`, which changes the files this
+# rule reads and reruns it, reruns neither them nor any run; what changes a swarm's results
+# changes their fingerprint (params), which reruns them.
+rule swarm_finished:
+    input:
+        fan_out_runs,
+    output:
+        f"{RUNS}/{{size}}/{{strategy}}/seed{{seed}}/packs/{{group}}.json",
+    wildcard_constraints:
+        group="swarm",
+    run:
+        from mixbench.io import write_json
+
+        write_json(output[0], {"finished": list(input)})
 
 
 rule fit:
@@ -127,7 +274,7 @@ rule fit:
         out=lambda w: run_dir(w.size, w.strategy, w.seed, "fit"),
         upstream=upstream_args,
         fingerprint=train_fingerprint,
-    priority: stages_after
+    priority: run_priority
     benchmark:
         bench("fit/{size}-{strategy}-seed{seed}"),
     log:

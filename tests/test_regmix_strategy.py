@@ -196,8 +196,8 @@ def test_the_cost_plan_lists_a_swarm_as_one_row_and_no_fit(tmp_path):
 
     config = cfg.validate(make_test_config(tmp_path, grid={"strategies": ["regmix"]}, strategies={
         "regmix": {"swarm_runs": 5, "folds": 5, "stages": {"swarm": {"size": "test", "steps": 7}}}}))
-    rows = plan(config, None, peak_tflops=100.0, mfu=0.5).set_index("stage")
-    assert rows.index.tolist() == ["swarm", "final"]
+    rows = plan(config, peak_tflops=100.0).set_index("stage")
+    assert rows.index.tolist() == ["swarm", "final", "start-up", "evaluation"]
     assert rows.loc["swarm", "runs"] == 5 * 2  # five runs for each of the two seeds
-    assert rows.loc["swarm", "hours"] == pytest.approx(5 * 2 * rows.loc["swarm", "hours_per_run"])
+    assert rows.loc["swarm", "optimistic_hours"] == pytest.approx(5 * 2 * rows.loc["swarm", "optimistic_hours_per_run"])
     assert rows.loc["swarm", "tokens"] == 7 * 8 * 32  # steps × batch × sequence length

@@ -101,9 +101,12 @@ def test_only_result_relevant_changes_rerun_jobs(finished_workflow, tmp_path):
     root, config_file = finished_workflow
     config = yaml.safe_load(config_file.read_text())
     # How the jobs run, not what they compute: threads, checkpoints, processes (the same data for
-    # any number: tests/test_ddp.py), the device, compilation, the micro-batch.
+    # any number: tests/test_ddp.py), the device, compilation, the micro-batch, the time limit,
+    # and a stage entry's own resources.
     operational = cfg_with(config, training={"threads": 2, "checkpoint_every": 7, "processes": 2, "nodes": 2,
-                                             "device": "cpu", "compile": True, "micro_batch_size": {"test": 2}},
+                                             "device": "cpu", "compile": True, "micro_batch_size": {"test": 2},
+                                             "runtime": {"default": 5}},
+                           stages={"reference": {"processes": 1, "micro_batch_size": 4, "runtime": 9}},
                            evaluation={"batch_size": 3})
     result = snakemake(root, write_config(tmp_path / "ops.yaml", operational), "-n")
     assert "Nothing to be done" in result.stdout + result.stderr, result.stdout[-2000:]

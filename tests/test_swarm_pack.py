@@ -1,0 +1,99 @@
+"""Packs of a swarm's runs (`pack` on a fan-out stage's entry, models/train_pack.py): which runs
+each job trains, where `pack` and `save_model` may be set, that neither changes a run's
+fingerprint, and which runs a pack trains and which it finds finished. The packed runs' outputs
+against runs of their own, and the workflow's packs: tests/test_regmix_workflow.py."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from conftest import make_test_config
+from mixbench import config as cfg
+from mixbench.errors import ConfigError
+from mixbench.io import write_json
+
+
+def regmix_config(tmp_path, runs=7, **swarm) -> dict:
+    regmix = {"swarm_runs": runs, "folds": 4, "stages": {"swarm": {"size": "test", "steps": 6, **swarm}}}
+    return cfg.validate(make_test_config(tmp_path, grid={"strategies": ["regmix"]}, strategies={"regmix": regmix}))
+
+
+def swarm(*indices) -> tuple[str, ...]:
+    return tuple(f"swarm-{r}" for r in indices)
+
+
+def test_packs_split_the_swarm_into_consecutive_runs(tmp_path):
+    config = regmix_config(tmp_path, pack=3)
+    assert sorted({cfg.pack_of(config, "regmix", f"swarm-{r}") for r in range(7)}) == [
+        swarm(0, 1, 2), swarm(3, 4, 5), swarm(6)]
+    assert cfg.pack_of(config, "regmix", "final") == ("final",) and cfg.stage_pack(config, "regmix", "final") == 1
+    # A pack larger than the swarm is the whole swarm in one job; by default one job per run.
+    assert cfg.pack_of(regmix_config(tmp_path, pack=64), "regmix", "swarm-4") == swarm(*range(7))
+    assert cfg.pack_of(regmix_config(tmp_path), "regmix", "swarm-4") == swarm(4)
+    with pytest.raises(ConfigError, match=r"no run 'swarm-7'; its runs: swarm-0 … swarm-6 \(7 runs\)"):
+        cfg.pack_of(config, "regmix", "swarm-7")
+
+
+def test_pack_and_save_model_change_no_run_fingerprint(tmp_path):
+    from models.train import run_fingerprint
+
+    plain, packed = regmix_config(tmp_path), regmix_config(tmp_path, pack=4, save_model=True)
+    for stage in ("swarm-2", "fit", "final"):
+        assert run_fingerprint(plain, "regmix", 0, stage, "test") == run_fingerprint(packed, "regmix", 0, stage, "test")
+    assert cfg.stage_saves_model(packed, "regmix", "swarm-2") and not cfg.stage_saves_model(plain, "regmix", "swarm-2")
+    assert cfg.stage_saves_model(plain, "regmix", "final")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"stages": {"proxy": {"pack": 2}}},
+     r"^invalid configuration: stages.proxy.pack: `pack` applies to the runs of a fan-out stage \(swarm\) only, "
+     r"not to 'proxy'$"),
+    ({"strategies": {"doremi": {"stages": {"reference": {"save_model": False}}}}},
+     r"strategies.doremi.stages.reference.save_model: `save_model` applies to the runs of a fan-out stage"),
+    ({"strategies": {"regmix": {"stages": {"swarm": {"pack": 0}}}}},
+     r"strategies.regmix.stages.swarm.pack: 0 is less than the minimum of 1"),
+    ({"strategies": {"regmix": {"stages": {"swarm": {"pack": 2.5}}}}},
+     r"strategies.regmix.stages.swarm.pack: 2.5 is not of type 'integer', 'null'"),
+])
+def test_pack_and_save_model_are_checked_before_any_job(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        cfg.validate(make_test_config(tmp_path, grid={"strategies": ["regmix", "doremi"]}, **overrides))
+
+
+def test_a_pack_trains_its_unfinished_runs_in_turn_and_stops_with_a_stopped_run(tmp_path, monkeypatch, capsys):
+    import models.train_pack as pack_job
+
+    config = regmix_config(tmp_path, pack=3)
+    calls = []
+
+    def fake_train(config, size, strategy, seed, stage, out, upstream, stop_after):
+        """Stops swarm-1 when asked to stop; otherwise finishes the run as models.train does. Like
+        the training loop, it leaves a SIGTERM handler behind that only records the signal."""
+        calls.append(stage)
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        if stage == "swarm-1" and stop_after:
+            return False
+        write_json(out / "run.json", {"fingerprint": pack_job.run_fingerprint(config, strategy, seed, stage, size)})
+        return True
+
+    monkeypatch.setattr(pack_job, "train", fake_train)
+    runs = list(swarm(0, 1, 2))
+    assert pack_job.train_pack(config, "test", "regmix", 0, runs, {}, stop_after=5) is None  # stopped in swarm-1
+    assert calls == ["swarm-0", "swarm-1"]
+    record = pack_job.train_pack(config, "test", "regmix", 0, runs, {})  # resumed: swarm-0 is not trained again
+    assert calls[2:] == ["swarm-1", "swarm-2"] and record["trained"] == ["swarm-1", "swarm-2"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # between runs a signal ends the job at once
+    assert record["skipped"] == ["swarm-0"] and record["runs"] == runs
+    # A run finished under another configuration of it is trained again; one recorded before runs
+    # kept their fingerprint counts as finished when its size, steps and seed are this run's.
+    folder = tmp_path / "runs" / "test" / "regmix" / "seed0"
+    write_json(folder / "swarm-1" / "run.json", {"fingerprint": "0123456789ab"})
+    write_json(folder / "swarm-2" / "run.json", {"size": "test", "steps": 6, "seed": 0})
+    record = pack_job.train_pack(config, "test", "regmix", 0, runs, {})
+    assert record["trained"] == ["swarm-1"] and record["skipped"] == ["swarm-0", "swarm-2"]
+    assert "swarm-2/run.json records no fingerprint (an older run)" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="swarm-3 swarm-4 is not a pack of 'regmix' with pack 3: expected swarm-3 "
+                                          "swarm-4 swarm-5"):
+        pack_job.train_pack(config, "test", "regmix", 0, list(swarm(3, 4)), {})
