@@ -32,6 +32,11 @@ def log(msg: str) -> None:
 def resolve_device(device: str) -> str:
     import torch
 
+    from mixbench.gpu_checks import TorchFacts, job_device_problem
+
+    problem = job_device_problem(device, TorchFacts.here())  # given a GPU: use it, never the CPU unseen
+    if problem:
+        raise ConfigError(problem)
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():

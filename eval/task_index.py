@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Iterable
 
 from mixbench.errors import ConfigError
+from mixbench.eval_datasets import GENERATED_TASKS
 from mixbench.io import write_text
 
-GENERATED = ("mixbench_cloze", "mixbench_choice")  # written by eval.downstream_tasks
+GENERATED = GENERATED_TASKS  # written by eval.downstream_tasks; the preflight knows them too
 
 
 def registry_names(cache_dir: str | Path | None = None) -> set[str]:

@@ -17,6 +17,8 @@ Inside a SLURM job (``SLURM_JOB_ID`` set) the pool is the allocation's ``CUDA_VI
 (none if unset) and the locks are the allocation's own: a job of the SLURM executor, alone in its
 allocation, takes all of it; jobs sharing one allocation (``salloc`` + profiles/gpu) get one each.
 
+CMD gets ``MIXBENCH_JOB_GPUS`` with the devices it was given: a training job that then cannot use
+them (a CPU-only torch, a driver too old for the build) fails instead of training on the CPU.
 ``--gpus 0`` hides every GPU from CMD: a job that reserved none must not use one by accident.
 Where there is no GPU at all, CMD runs without and says so. A CMD that runs without a GPU gets
 tcmalloc preloaded (mixbench/allocator.py: about a quarter faster CPU steps, same results).
@@ -38,6 +40,7 @@ from pathlib import Path
 from mixbench.allocator import cpu_job_env
 from mixbench.cli import main_guard
 from mixbench.errors import ConfigError
+from mixbench.gpu_checks import EXPECT_GPU, JOB_GPUS
 
 POLL_SECONDS = 2.0
 
@@ -134,10 +137,17 @@ def take(pool: list[str], count: int, directory: Path, owner: str) -> dict[str, 
 def run(count: int, command: list[str], env=os.environ) -> None:
     """Replace this process with ``command`` on ``count`` devices of its own."""
     env = dict(env)
+    env.pop(JOB_GPUS, None)  # set below only for the devices this job gets
     owner = f"SLURM job {env['SLURM_JOB_ID']}" if "SLURM_JOB_ID" in env else "this machine"
     if count == 0 or not (pool := gpu_pool(env)):
         if count == 0:
             env["CUDA_VISIBLE_DEVICES"] = ""
+        elif "SLURM_JOB_ID" in env and env.get(EXPECT_GPU) != "none":
+            # SLURM was asked for GPUs (profiles/slurm) and gave none: a partition without GPUs, or
+            # a plugin setting lost. Days of CPU training are never what that job was for.
+            raise ConfigError(f"the job asks for {count} GPU(s) and {owner} has none (CUDA_VISIBLE_DEVICES is "
+                              f"unset): give train and evaluate a GPU partition in profiles/slurm, or set "
+                              f"training.device: cpu ({EXPECT_GPU}=none runs GPU jobs on CPU nodes on purpose)")
         else:
             log(f"the job asks for {count} GPU(s) and {owner} has none: it runs without")
         env, allocator = cpu_job_env(env)
@@ -147,6 +157,7 @@ def run(count: int, command: list[str], env=os.environ) -> None:
         for fd in taken.values():
             os.set_inheritable(fd, True)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(taken)
+        env[JOB_GPUS] = env["CUDA_VISIBLE_DEVICES"]  # the job then refuses to train without them (models/device.py)
         log(f"CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']} ({count} of the {len(pool)} GPU(s) of {owner})")
     os.execvpe(command[0], command, env)
 

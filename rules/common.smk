@@ -55,6 +55,32 @@ onstart:
             check_tokenizer_source(config["tokenizer"])
     except MixbenchError as exc:
         sys.exit(f"mixbench: {exc}")
+    # Before anything trains or evaluates: the evaluation datasets are cached, a GPU run gets its
+    # GPUs, the disk holds the grid (mixbench/preflight.py), each failure said at once with its fix.
+    if {job.rule.name for job in workflow.dag.needrun_jobs()} & {"train", "evaluate"}:
+        from mixbench.preflight import preflight
+
+        resources = workflow.resource_settings
+        if config["training"]["device"] == "cpu":
+            expect_gpu = "none"
+        elif os.environ.get("MIXBENCH_EXPECT_GPU"):  # said outright (e.g. the SLURM path rehearsed on CPU nodes)
+            expect_gpu = os.environ["MIXBENCH_EXPECT_GPU"]
+        elif "slurm" in workflow.executor_plugin.name:
+            expect_gpu = "build"  # the GPUs are on the nodes: here, the torch build only
+        else:  # profiles/gpu, or any --resources gpu=N: the jobs' GPUs are on this machine
+            expect_gpu = "machine" if "gpu" in resources.resources else "none"
+        # Runs training at once, each holding checkpoints: at most one per GPU, job slot or core.
+        gpus = resources.resources.get("gpu")
+        parallel = getattr(gpus, "value", gpus) if expect_gpu == "machine" else (
+            resources.nodes if expect_gpu == "build" else resources.cores)
+        try:
+            lines, problems = preflight([CONFIG_FILE], expect_gpu=expect_gpu, parallel_runs=max(1, int(parallel or 1)))
+        except MixbenchError as exc:
+            sys.exit(f"mixbench: {exc}")
+        print("\n".join(f"mixbench: {line}" for line in lines), file=sys.stderr)
+        if problems:  # the same lines as `python -m mixbench.preflight --config CONFIG_FILE`
+            sys.exit(f"mixbench: the preflight found {len(problems)} problem(s); nothing trains until they are "
+                     f"fixed:\n" + "\n".join(f"  - {p}" for p in problems))
     # What writes cut short by a crash left behind (mixbench/io.py), except in run folders a live
     # trainer holds (one Snakemake killed before this one may have left it running).
     from mixbench.io import remove_stale_temporaries

@@ -125,14 +125,21 @@ def test_jobs_sharing_a_slurm_allocation_split_its_gpus_and_another_allocation_h
     assert sorted(shared[0].gpus + shared[1].gpus) == ["0", "1"], logs
     assert alone.gpus == ["0"] and alone.started < min(job.ended for job in shared), logs  # no wait for job 77
     assert "(1 of the 2 GPU(s) of SLURM job 77)" in logs[0] and "waiting" not in logs[2]
-    # An allocation without CUDA_VISIBLE_DEVICES has no GPU, whatever the node's nvidia-smi lists.
+    # An allocation without CUDA_VISIBLE_DEVICES has no GPU, whatever the node's nvidia-smi lists:
+    # a job that asked SLURM for GPUs and got none fails before it starts, never trains on the CPU.
     fake_smi = tmp_path / "bin" / "nvidia-smi"
     fake_smi.parent.mkdir()
     fake_smi.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H200 (UUID: GPU-a)'\n")
     fake_smi.chmod(0o755)
-    cpu_job = Job(tmp_path, "cpu_job", gpus=1, seconds=0, SLURM_JOB_ID="79", MIXBENCH_GPUS=None,
+    gpu_job = Job(tmp_path, "gpu_job", gpus=1, seconds=0, SLURM_JOB_ID="79", MIXBENCH_GPUS=None,
                   PATH=f"{fake_smi.parent}:/usr/bin:/bin")
-    assert "asks for 1 GPU(s) and SLURM job 79 has none: it runs without" in cpu_job.finish()
+    log = gpu_job.finish()
+    assert gpu_job.proc.returncode == 2 and not gpu_job.out.with_suffix(".start").exists(), log
+    assert "asks for 1 GPU(s) and SLURM job 79 has none (CUDA_VISIBLE_DEVICES is unset): give train" in log
+    # ... unless running GPU jobs on CPU nodes is what the user said (the fake-SLURM tests do).
+    cpu_job = Job(tmp_path, "cpu_job", gpus=1, seconds=0, SLURM_JOB_ID="80", MIXBENCH_GPUS=None,
+                  MIXBENCH_EXPECT_GPU="none", PATH=f"{fake_smi.parent}:/usr/bin:/bin")
+    assert "asks for 1 GPU(s) and SLURM job 80 has none: it runs without" in cpu_job.finish()
 
 
 def test_count_reads_the_override_the_parent_devices_or_nvidia_smi(tmp_path):
@@ -149,21 +156,35 @@ def test_count_reads_the_override_the_parent_devices_or_nvidia_smi(tmp_path):
     assert count(**base, CUDA_VISIBLE_DEVICES="3", MIXBENCH_GPUS="0,1,2") == "3"
 
 
-@pytest.mark.parametrize("device, train_gpus, eval_gpus", [("auto", 3, 1), ("cpu", 0, 0)])
-def test_the_gpu_profile_limits_jobs_to_the_machines_gpus_and_rules_ask_for_what_the_config_needs(
-        tmp_path, device, train_gpus, eval_gpus):
-    config = make_test_config(tmp_path, grid={"strategies": ["uniform"], "seeds": [0]},
-                              training={"processes": 3, "device": device, "batch_size": 18, "micro_batch_size": 6})
-    # From the repository root, as the profile says; two GPUs in the pool.
-    result = subprocess.run(
+def gpu_profile_dry_run(tmp_path: Path, training: dict) -> subprocess.CompletedProcess:
+    """`snakemake --profile profiles/gpu -n -p` of one run, from the repository root as the
+    profile says, with two GPUs in the pool."""
+    config = make_test_config(tmp_path, grid={"strategies": ["uniform"], "seeds": [0]}, training=training)
+    return subprocess.run(
         [*SNAKEMAKE, "--profile", "profiles/gpu", "--directory", str(tmp_path), "--configfiles",
          str(write_config(tmp_path / "config.yaml", config)), "-n", "-p"],
         cwd=REPO, env={**allocator_env(tmp_path), "MIXBENCH_GPUS": "0,1"}, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("device, processes, train_gpus, eval_gpus", [("auto", 2, 2, 1), ("cpu", 3, 0, 0)])
+def test_the_gpu_profile_limits_jobs_to_the_machines_gpus_and_rules_ask_for_what_the_config_needs(
+        tmp_path, device, processes, train_gpus, eval_gpus):
+    result = gpu_profile_dry_run(tmp_path, {"processes": processes, "device": device, "batch_size": 36,
+                                            "micro_batch_size": 6})
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-3000:]
     jobs = re.findall(r"^rule (\w+):.*?resources: ([^\n]*)", out, flags=re.M | re.S)
-    gpus = {rule: re.search(r"gpu=(\d+)", resources) for rule, resources in jobs}
-    # The job's scheduler share is capped at the pool's 2 GPUs; the allocator still gets what the run
-    # needs and refuses a request the machine cannot meet.
-    assert int(gpus["train"][1]) == min(train_gpus, 2) and int(gpus["evaluate"][1]) == eval_gpus, jobs
+    gpus = {rule: re.search(r"\bgpu=(\d+)", resources) for rule, resources in jobs}
+    # The scheduler's share and the allocator's request are the run's GPUs (none on device cpu,
+    # whatever the processes).
+    assert int(gpus["train"][1]) == train_gpus and int(gpus["evaluate"][1]) == eval_gpus, jobs
     assert f"mixbench.gpus run --gpus {train_gpus} --" in out and f"mixbench.gpus run --gpus {eval_gpus} --" in out
+
+
+def test_the_gpu_profile_refuses_a_run_that_asks_for_more_gpus_than_the_machine_has(tmp_path):
+    # Refused at the start, not when that run's turn comes after the others.
+    result = gpu_profile_dry_run(tmp_path, {"processes": {"default": 1, "test": 3}, "batch_size": 18,
+                                            "micro_batch_size": 6})
+    assert result.returncode == 1
+    assert ("mixbench: uniform's final at size 'test' asks for 3 GPUs (processes: training.processes.test) and the "
+            "GPU pool has 2") in result.stderr, result.stderr[-3000:]
