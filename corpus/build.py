@@ -11,8 +11,10 @@ splits are made from the ids, so they are the same on every machine, for every s
 the same data in any file format, file names or order (when no cap cuts a domain short; with
 stream selection, a capped domain keeps the first documents read). Exact duplicate texts are
 dropped. Bad records stop the build with their file and line, or, with ``corpus.bad_records:
-skip``, are skipped and counted per file in the manifest. Everything is written to a temporary
-folder that replaces ``{data_dir}/corpus`` only when the whole build succeeded.
+skip``, are skipped and counted per file in the manifest. Everything is written to
+``{data_dir}/corpus.partial``, which replaces ``{data_dir}/corpus`` only when the whole build
+succeeded. A build that stops resumes after the last input it finished, into the same splits,
+as long as its settings and input files are the same (``corpus.progress``).
 
 ``available_bytes`` of a domain is the size of its documents read (duplicates found removed):
 the whole domain when the source was read to its end, else what the read saw before it stopped
@@ -27,13 +29,15 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from corpus.records import BadRecord
+from corpus import progress
+from corpus.progress import BuildProgress, build_settings
+from corpus.records import BadRecord, Finished
 from corpus.sources import check_source, describe, records
 from corpus.spool import SPLITS, DomainSpool
 from mixbench import config as cfg
 from mixbench.cli import config_command
 from mixbench.errors import DataError
-from mixbench.io import atomic_dir, write_json
+from mixbench.io import write_json
 
 PROGRESS_EVERY_S = 30.0
 MAX_DOMAIN_NAMES_SEEN = 1000  # names of unwanted domains remembered for the "not in the data" error
@@ -48,18 +52,25 @@ def selection_of(corpus: dict) -> str:
 class ReadLog:
     """What the read saw: record counts, bytes, skipped and empty records per file, and progress."""
 
-    def __init__(self, bad_records: str):
+    def __init__(self, bad_records: str, saved: dict | None = None):
+        """``saved``: the ``state`` of the read this one continues."""
+        saved = saved or {}
         self.bad_records = bad_records
-        self.records = 0
-        self.bytes = 0
-        self.skipped: dict[str, Counter] = defaultdict(Counter)
-        self.empty: Counter = Counter()
-        self.other_domains: Counter = Counter()
+        self.records = saved.get("records", 0)
+        self.bytes = saved.get("bytes", 0)
+        self.skipped: dict[str, Counter] = defaultdict(Counter, {k: Counter(v) for k, v in saved.get("skipped", {}).items()})
+        self.empty: Counter = Counter(saved.get("empty", {}))
+        self.other_domains: Counter = Counter(saved.get("other_domains", {}))
         self.started = self.last_report = time.monotonic()
+        self.resumed_bytes = self.bytes  # read by an earlier process: not in this one's rate
+
+    def state(self) -> dict:
+        return {"records": self.records, "bytes": self.bytes, "skipped": {k: dict(v) for k, v in self.skipped.items()},
+                "empty": dict(self.empty), "other_domains": dict(self.other_domains)}
 
     def bad(self, record: BadRecord) -> None:
         if self.bad_records == "error":
-            raise DataError(f"{record.where}: {record.problem}. Nothing was written. Fix the record, or set "
+            raise DataError(f"{record.where}: {record.problem}. The corpus was not written. Fix the record, or set "
                             f"corpus.bad_records: skip to skip such records (they are counted in the manifest)")
         self.skipped[record.origin][record.kind] += 1
 
@@ -68,7 +79,7 @@ class ReadLog:
         if force or now - self.last_report >= PROGRESS_EVERY_S:
             self.last_report = now
             full = [d for d, s in spools.items() if s.at_cap]
-            rate = self.bytes / max(now - self.started, 1e-9) / 1e6
+            rate = (self.bytes - self.resumed_bytes) / max(now - self.started, 1e-9) / 1e6
             print(f"read {self.records:,} records, {self.bytes / 1e6:,.1f} MB ({rate:.1f} MB/s); "
                   f"{len(full)}/{len(spools)} domains at their cap", file=sys.stderr, flush=True)
 
@@ -82,10 +93,18 @@ class ReadLog:
         }
 
 
-def read_into(spools: dict[str, DomainSpool], corpus: dict, log: ReadLog) -> str | None:
-    """Stream the source into the spools; return why the read stopped early, or None at its end."""
+def read_into(spools: dict[str, DomainSpool], corpus: dict, log: ReadLog, saver: BuildProgress,
+              position: dict | None) -> str | None:
+    """Stream the source from ``position`` into the spools, saving the progress now and then;
+    return why the read stopped early, or None at its end."""
     budget = corpus["max_read_bytes"]
-    for record in records(corpus):
+    last_save = time.monotonic()
+    for record in records(corpus, position):
+        if isinstance(record, Finished):
+            if time.monotonic() - last_save >= progress.SAVE_EVERY_S:
+                saver.save(spools, log.state(), record.position, record.what)
+                last_save = time.monotonic()
+            continue
         if isinstance(record, BadRecord):
             log.bad(record)
             continue
@@ -115,38 +134,42 @@ def build(config: dict) -> dict:
     corpus = config["corpus"]
     check_source(corpus)  # before any reading: missing packages, files or network fail here
     selection = selection_of(corpus)
-    log = ReadLog(corpus["bad_records"])
     out = Path(config["data_dir"]) / "corpus"
-    with atomic_dir(out) as tmp:
-        spools = {
-            domain: DomainSpool(domain=domain, path=tmp / f".{domain}.spool", cap=cfg.domain_cap(corpus, domain),
-                                selection=selection)
-            for domain in corpus["domains"]
-        }
-        stopped = read_into(spools, corpus, log)
-        log.progress(spools, force=True)
-        missing = [d for d, s in spools.items() if s.documents_read == 0]
-        if missing:
-            raise DataError(f"no documents for domain(s) {missing}; domains present in the data: "
-                            f"{sorted(set(log.other_domains) | set(spools) - set(missing))}")
-        manifest = {
-            "source": corpus["source"],
-            **describe(corpus),
-            "selection": selection,
-            "bad_records": corpus["bad_records"],
-            "read": {**log.summary(), "complete": stopped is None, "stopped_because": stopped},
-            "domains": {},
-        }
-        for domain, spool in spools.items():
-            entry = spool.write_splits(tmp / domain, val_fraction=corpus["val_fraction"],
-                                       test_fraction=corpus["test_fraction"], min_docs=corpus["min_split_documents"])
-            manifest["domains"][domain] = entry
-            print(f"{domain:>14}: " + ", ".join(
-                f"{s} {entry['splits'][s]['documents']:,} docs / {entry['splits'][s]['bytes']:,} B" for s in SPLITS)
-                + f"; {entry['available_bytes']:,} B available", file=sys.stderr)
-        for origin, kinds in manifest["read"]["skipped"].items():
-            print(f"skipped in {origin}: " + ", ".join(f"{n} {kind}" for kind, n in kinds.items()), file=sys.stderr)
-        write_json(tmp / "manifest.json", manifest)
+    saver = BuildProgress(out.with_name("corpus.partial"), build_settings(corpus))
+    saved = saver.resume()
+    caps = {domain: cfg.domain_cap(corpus, domain) for domain in corpus["domains"]}
+    if saved is None:
+        spools = {domain: DomainSpool(domain=domain, path=saver.spool_path(domain), cap=caps[domain], selection=selection)
+                  for domain in corpus["domains"]}
+        log, read = ReadLog(corpus["bad_records"]), None
+    else:
+        spools = saver.spools(saved, caps, selection)
+        log, read = ReadLog(corpus["bad_records"], saved["log"]), saved["log"].get("read")
+    if read is None:
+        stopped = read_into(spools, corpus, log, saver, saved["position"] if saved else None)
+        read = {**log.summary(), "complete": stopped is None, "stopped_because": stopped}
+        # The read is over: a stop while the splits are written resumes here, without reading again.
+        saver.save(spools, {**log.state(), "read": read}, None, "the whole read")
+    log.progress(spools, force=True)
+    missing = [d for d, s in spools.items() if s.documents_read == 0]
+    if missing:
+        raise DataError(f"no documents for domain(s) {missing}; domains present in the data: "
+                        f"{sorted(set(log.other_domains) | set(spools) - set(missing))}")
+    manifest = {"source": corpus["source"], **describe(corpus), "selection": selection,
+                "bad_records": corpus["bad_records"], "read": read, "domains": {}}
+    for domain, spool in spools.items():
+        entry = spool.write_splits(saver.folder / domain, val_fraction=corpus["val_fraction"],
+                                   test_fraction=corpus["test_fraction"], min_docs=corpus["min_split_documents"])
+        manifest["domains"][domain] = entry
+        print(f"{domain:>14}: " + ", ".join(
+            f"{s} {entry['splits'][s]['documents']:,} docs / {entry['splits'][s]['bytes']:,} B" for s in SPLITS)
+            + f"; {entry['available_bytes']:,} B available", file=sys.stderr)
+    for origin, kinds in manifest["read"]["skipped"].items():
+        print(f"skipped in {origin}: " + ", ".join(f"{n} {kind}" for kind, n in kinds.items()), file=sys.stderr)
+    write_json(saver.folder / "manifest.json", manifest)
+    for spool in spools.values():
+        spool.remove()
+    saver.commit(out)
     return manifest
 
 

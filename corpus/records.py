@@ -39,6 +39,15 @@ class BadRecord:
 Read = Union[Record, BadRecord]
 
 
+@dataclass(frozen=True)
+class Finished:
+    """A point in the source that a read can resume after: every record before it was yielded.
+    ``position`` is JSON (what ``corpus.sources.records`` takes to start there); ``what`` names the
+    input finished, for messages."""
+    position: dict
+    what: str
+
+
 class FieldProblem(Exception):
     def __init__(self, kind: str, problem: str):
         super().__init__(problem)
@@ -145,9 +154,9 @@ def read_local(path: str, text_field: str, domain_field: str) -> Iterator[Read]:
     return reader(path, text_field, domain_field)
 
 
-def read_stream(records, name: str, text_field: str, domain_field: str) -> Iterator[Read]:
-    """Records of a hub stream (``datasets`` IterableDataset), numbered from 1."""
-    for number, record in enumerate(records, 1):
+def read_stream(records, name: str, text_field: str, domain_field: str, first: int = 1) -> Iterator[Read]:
+    """Records of a hub stream (``datasets`` IterableDataset), numbered from ``first``."""
+    for number, record in enumerate(records, first):
         yield _checked(record, name, f"{name}: record {number}", text_field, domain_field)
 
 

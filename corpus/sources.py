@@ -2,7 +2,8 @@
 
 ``records(corpus)`` yields every record of the configured source in the source's own order, as
 ``corpus.records.Record`` / ``BadRecord``, one at a time: the builder streams them and stops
-reading when it has what it needs. ``check_source`` fails before any reading when the source
+reading when it has what it needs, and saves its progress at the ``Finished`` points between
+inputs, where a read can resume. ``check_source`` fails before any reading when the source
 cannot be read at all (missing packages or files, no network for a hub dataset).
 """
 
@@ -13,8 +14,10 @@ from pathlib import Path
 from typing import Iterator
 
 from corpus.hub import hub_unreachable
-from corpus.records import Read, Record, read_local, read_stream
+from corpus.records import Finished, Read, Record, read_local, read_stream
 from mixbench.errors import DataError
+
+HUB_POSITION_EVERY = 10_000  # records of a hub stream between two points a read can resume after
 
 
 def check_source(corpus: dict) -> None:
@@ -67,32 +70,53 @@ def describe(corpus: dict) -> dict:
     return {"packages": {d: debian.package_versions(d, corpus["deb_dir"]) for d in corpus["domains"]}}
 
 
-def records(corpus: dict) -> Iterator[Read]:
-    """Every record of the source, in its order (files by sorted path, then line or row)."""
+def records(corpus: dict, position: dict | None = None) -> Iterator[Read | Finished]:
+    """Every record of the source, in its order (files by sorted path, then line or row), with a
+    ``Finished`` after each input whose records are all yielded: a local file, a Debian domain,
+    or ``HUB_POSITION_EVERY`` records of a hub stream. ``position`` (a ``Finished``'s) starts
+    the read after it."""
     text_field, domain_field = corpus["text_field"], corpus["domain_field"]
+    if corpus["source"] == "huggingface":
+        yield from _hub_records(corpus, position or {"records": 0})
+        return
     if corpus["source"] == "debian":
-        yield from _debian_records(corpus)
-    elif corpus["source"] == "jsonl":
-        for path in local_files(corpus["path"]):
-            yield from read_local(path, text_field, domain_field)
+        inputs = [(domain, lambda domain=domain: _debian_records(corpus, domain)) for domain in corpus["domains"]]
     else:
-        yield from read_stream(_hub_stream(corpus), corpus["dataset"], text_field, domain_field)
+        inputs = [(path, lambda path=path: read_local(path, text_field, domain_field))
+                  for path in local_files(corpus["path"])]
+    done = (position or {"inputs": 0})["inputs"]
+    for index, (name, read) in enumerate(inputs[done:], done + 1):
+        yield from read()
+        yield Finished({"inputs": index}, name)
 
 
-def _debian_records(corpus: dict) -> Iterator[Read]:
+def _debian_records(corpus: dict, domain: str) -> Iterator[Read]:
     from corpus import debian
 
-    for domain in corpus["domains"]:
-        origin = f"debian:{domain}"
-        for number, (name, text) in enumerate(debian.iter_documents(domain, corpus["deb_dir"]), 1):
-            yield Record(origin, f"{origin} document {number} ({name})", domain, text)
+    origin = f"debian:{domain}"
+    for number, (name, text) in enumerate(debian.iter_documents(domain, corpus["deb_dir"]), 1):
+        yield Record(origin, f"{origin} document {number} ({name})", domain, text)
+
+
+def _hub_records(corpus: dict, position: dict) -> Iterator[Read | Finished]:
+    """The stream's records; its ``state_dict`` (shard and record within it) is the position,
+    so a resumed stream skips the shards before it without reading them."""
+    stream = _hub_stream(corpus)
+    if "stream" in position:
+        stream.load_state_dict(position["stream"])
+    number = position["records"]
+    for read in read_stream(stream, corpus["dataset"], corpus["text_field"], corpus["domain_field"], number + 1):
+        yield read
+        number += 1
+        if number % HUB_POSITION_EVERY == 0:
+            yield Finished({"records": number, "stream": stream.state_dict()}, f"{corpus['dataset']} record {number:,}")
 
 
 def _hub_stream(corpus: dict):
     import datasets
 
     try:
-        stream = datasets.load_dataset(
+        return datasets.load_dataset(
             corpus["dataset"], corpus["dataset_config"], split=corpus["dataset_split"], streaming=True
         )
     except FileNotFoundError as exc:  # datasets' DatasetNotFoundError: a name the hub does not have
@@ -100,4 +124,3 @@ def _hub_stream(corpus: dict):
     except (ConnectionError, TimeoutError, OSError) as exc:
         # requests' and huggingface_hub's connection errors derive from these.
         raise DataError(hub_unreachable_message(corpus, f"{type(exc).__name__}: {str(exc)[:300]}")) from None
-    yield from stream

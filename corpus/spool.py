@@ -18,6 +18,11 @@ Which documents a capped domain keeps (``selection``):
 
 Either way the cap is hard: the document that crosses it is cut at a line (or else word, or else
 character) boundary so that the domain holds at most ``cap`` bytes.
+
+A spool can be saved and restored (``state`` / ``restore``: corpus/progress.py) for a build that
+resumes. The spool file only grows between rewrites, and a rewrite writes a new generation of
+the file (``{path}.{generation}``), so the file a saved state names is whole until the next save
+``pin``s a newer one; restoring truncates it to the saved length.
 """
 
 from __future__ import annotations
@@ -70,11 +75,17 @@ def split_sizes(n: int, val_fraction: float, test_fraction: float, min_docs: int
 
 
 class DomainSpool:
+    # The scalars of a spool's state; its keys, offsets and lengths are saved as arrays.
+    STATE = ("generation", "spool_bytes", "kept_bytes", "cutoff", "full", "read_bytes", "documents_read",
+             "cut_documents", "duplicates_dropped", "duplicate_bytes", "dedupe_at_cap")
+
     def __init__(self, *, domain: str, path: Path, cap: int, selection: str):
         if selection not in ("stream", "hash"):
             raise ValueError(f"selection must be 'stream' or 'hash', not {selection!r}")
-        self.domain, self.path, self.cap, self.selection = domain, path, cap, selection
-        self.file = open(path, "w+b")
+        self.domain, self.path, self.cap, self.selection = domain, Path(path), cap, selection
+        self.generation = 0  # which file holds the documents: a rewrite writes the next one
+        self.pinned: int | None = None  # the generation a saved state names: kept until the next save
+        self.file = open(self.file_path(0), "w+b")
         self.keys, self.offsets, self.lengths = array("Q"), array("Q"), array("Q")
         self.spool_bytes = 0  # bytes in the spool file, compacted-away ones included
         self.kept_bytes = 0  # bytes of the documents still kept (before duplicates are dropped)
@@ -86,6 +97,41 @@ class DomainSpool:
         self.duplicates_dropped = 0  # by rewrites before the end; the rest are counted there
         self.duplicate_bytes = 0
         self.dedupe_at_cap = True  # stream selection: drop duplicates before calling the domain full
+
+    def file_path(self, generation: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.{generation}")
+
+    def state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """(scalars, arrays) of this spool now, its file flushed to disk: what ``restore`` takes."""
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        arrays = {name: np.frombuffer(getattr(self, name), dtype=np.uint64).copy()
+                  for name in ("keys", "offsets", "lengths")}
+        return {name: getattr(self, name) for name in self.STATE}, arrays
+
+    def pin(self) -> None:
+        """The state just saved names the current generation: an older one is no longer needed."""
+        if self.pinned is not None and self.pinned != self.generation:
+            self.file_path(self.pinned).unlink(missing_ok=True)
+        self.pinned = self.generation
+
+    @classmethod
+    def restore(cls, *, domain: str, path: Path, cap: int, selection: str, scalars: dict,
+                arrays: dict[str, np.ndarray]) -> "DomainSpool":
+        """The spool as ``state`` saved it; documents appended after that are cut off its file."""
+        spool = cls.__new__(cls)
+        spool.domain, spool.path, spool.cap, spool.selection = domain, Path(path), cap, selection
+        for name in cls.STATE:
+            setattr(spool, name, scalars[name])
+        spool.pinned = spool.generation
+        for name in ("keys", "offsets", "lengths"):
+            setattr(spool, name, array("Q", np.asarray(arrays[name], dtype=np.uint64).tobytes()))
+        spool.file = open(spool.file_path(spool.generation), "r+b")
+        spool.file.truncate(spool.spool_bytes)
+        for stale in path.parent.glob(f"{path.name}.*"):  # generations written after the save
+            if stale.name != spool.file_path(spool.generation).name:
+                stale.unlink()
+        return spool
 
     def offer(self, data: bytes) -> None:
         """Take one non-empty document of this domain (its UTF-8 text), or refuse it (full, or above the cut-off)."""
@@ -157,7 +203,7 @@ class DomainSpool:
         self.duplicates_dropped += count
         self.duplicate_bytes += size
         before = self.kept_bytes
-        fresh = self.path.with_suffix(".compact")
+        fresh = self.file_path(self.generation + 1)
         keys, offsets, sizes = array("Q"), array("Q"), array("Q")
         with open(fresh, "wb") as out:
             for index in map(int, np.sort(keep)):
@@ -167,8 +213,10 @@ class DomainSpool:
                 sizes.append(self.lengths[index])
             written = out.tell()
         self.file.close()
-        os.replace(fresh, self.path)
-        self.file = open(self.path, "r+b")
+        if self.generation != self.pinned:  # a saved state does not name it
+            self.file_path(self.generation).unlink()
+        self.generation += 1
+        self.file = open(fresh, "r+b")
         self.keys, self.offsets, self.lengths = keys, offsets, sizes
         self.spool_bytes = self.kept_bytes = written
         return before - written
@@ -227,9 +275,14 @@ class DomainSpool:
             "cap_reached": reached,
             "splits": stats,
         }
-        self.file.close()
-        self.path.unlink()
+        self.file.close()  # its files stay until ``remove``: a build that stops here resumes from them
         return entry
+
+    def remove(self) -> None:
+        """Delete this spool's files (the split files are written)."""
+        self.file.close()
+        for generation in {self.generation, self.pinned} - {None}:
+            self.file_path(generation).unlink(missing_ok=True)
 
     def _duplicates(self) -> tuple[int, int]:
         """(documents, bytes) of the kept documents that repeat an earlier one's text."""

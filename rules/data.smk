@@ -1,12 +1,20 @@
 # Corpus -> train/val/test splits -> tokenizer -> flat token files.
 
+from corpus.build_time import build_minutes
 
+
+# A build that stops (killed, out of time) resumes after the last input it finished when rerun
+# with the same settings: its progress is kept in {DATA}/corpus.partial (corpus/progress.py).
 rule build_corpus:
     output:
         manifest=f"{DATA}/corpus/manifest.json",
         splits=expand(f"{DATA}/corpus/{{domain}}/{{split}}.jsonl", domain=DOMAINS, split=SPLITS),
     params:
         fingerprint=fingerprint("corpus"),
+    resources:
+        # The time limit (minutes; SLURM's --time): the read budget and the kept bytes at the
+        # measured read rate, with a margin (corpus/build_time.py).
+        runtime=build_minutes(config["corpus"]),
     benchmark:
         bench("build_corpus"),
     log:

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import make_test_config
-from corpus import build
+from corpus import build, sources
+from corpus import progress as corpus_progress
+from corpus.records import Record
 from corpus.spool import SPLITS, DomainSpool, content_key, document_id, split_sizes
 from corpus.tokens import TokenStore
 from mixbench import config as cfg
@@ -177,6 +179,28 @@ def test_hub_source_streams_a_local_dataset_with_a_nested_domain_field(tmp_path)
         assert 900 < total <= 1000  # the cap is hard: the document that crosses it is cut
         rows = (tmp_path / "data" / "corpus" / domain / "train.jsonl").read_text().splitlines()
         assert all(json.loads(r)["text"].startswith(domain) for r in rows)
+
+
+def test_a_hub_stream_resumes_from_its_saved_position(tmp_path, monkeypatch, capsys):
+    """Here, beside the other hub test: ``datasets`` takes seconds to start, once per process."""
+    from test_corpus_resume import Interrupted, built, config_for, counting_records, interrupt_after, shuffled_parts
+
+    monkeypatch.setattr(corpus_progress, "SAVE_EVERY_S", 0.0)
+    monkeypatch.setattr(sources, "HUB_POSITION_EVERY", 50)
+    dataset = shuffled_parts(tmp_path / "dataset")
+    stopped = config_for(tmp_path / "stopped", source="huggingface", dataset=str(dataset), max_bytes_per_domain=35000)
+    interrupt_after(monkeypatch, finished=3, then_records=20)  # after record 150, at 170
+    with pytest.raises(Interrupted):
+        build.build(stopped)
+    read = counting_records(monkeypatch)
+    build.build(stopped)
+    assert f"resuming the corpus build after {dataset} record 150" in capsys.readouterr().err
+    assert sum(isinstance(item, Record) for item in read) == 360 - 150
+    # The same documents in the same order as local files: the same corpus.
+    whole = config_for(tmp_path / "whole", path=str(dataset / "*.jsonl"), max_bytes_per_domain=35000)
+    build.build(whole)
+    (resumed, resumed_files), (expected, expected_files) = built(stopped), built(whole)
+    assert resumed_files == expected_files and resumed["domains"] == expected["domains"]
 
 
 def test_local_parquet_files_work_like_jsonl(tmp_path):

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+from eval.plan_costs import planned_passes
 from mixbench import config as cfg
 from mixbench.io import read_json
 from models.checkpoint import checkpoint_dirs, read_checkpoint
@@ -180,6 +181,7 @@ def test_proxy_trace_average_and_resume(built_data, tmp_path):
     # each of the 6 domains: 6 sequences a step.
     with_target = a["tokens"] * (8 + 6) // 8
     assert a["token_passes"] == b["token_passes"] == {"forward": with_target, "backward": with_target}
+    assert planned_passes(config, "doge", "proxy", "test") == a["token_passes"]  # the cost plan's count (eval/plan.py)
     assert a["flops"] == 6 * a["parameters"] * with_target
     log = pd.read_csv(tmp_path / "whole" / "log.csv")
     assert np.allclose(log[[c for c in log if c.startswith("weight/")]].to_numpy(), 1 / 6)  # sampling uniform

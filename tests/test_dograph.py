@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import strategies
+from eval.plan_costs import planned_passes
 from mixbench import config as cfg
 from mixbench.errors import ConfigError
 from mixbench.io import read_json
@@ -116,6 +117,7 @@ def test_online_schedule_updates_every_interval_and_traces_the_graph(built_data,
     info = read_json(tmp_path / "run" / "run.json")
     probed = 2 * 6 * k * config["training"]["seq_len"]
     assert info["token_passes"] == {"forward": info["tokens"] + probed, "backward": info["tokens"] + probed}
+    assert planned_passes(config, "dograph", "final", "test") == info["token_passes"]  # the cost plan's count
     assert info["flops"] == 6 * info["parameters"] * (info["tokens"] + probed)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from eval.plan_costs import planned_passes
 from mixbench import config as cfg
 from mixbench.io import read_json
 from models.train import train
@@ -110,6 +111,7 @@ def test_one_forward_equals_the_two_forward_step(doremi_config, reference_run, t
                                                                 dropout=dropout, reweighted_step=mode)))
         assert proxy(config, tmp_path / mode, reference_run)
         runs[mode] = read_json(tmp_path / mode / "run.json")
+        assert planned_passes(config, "doremi", "proxy", "test") == runs[mode]["token_passes"]  # the cost plan's count
     one, two = (np.array([r["alpha"] for r in trace(tmp_path / m)]) for m in ("one_forward", "two_forwards"))
     assert np.allclose(one, two, atol=1e-6, rtol=0) and np.abs(one - 1 / 6).max() > 1e-3
     a, b = (load_file(tmp_path / m / "model" / "model.safetensors") for m in ("one_forward", "two_forwards"))
