@@ -54,7 +54,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from corpus.sampler import DomainSampler
 from corpus.tokens import TokenStore, uncapped_train_tokens
@@ -70,7 +69,7 @@ from models.gpt2 import build_model, count_parameters, gpt2_config, pad_vocabula
 from models.loop import LoopSettings, TrainingLoop
 from models.optim import make_optimizer
 from models.signals.base import SignalSources
-from models.step import to_device
+from models.step import model_token_loss, to_device
 from models.throughput import mfu, model_flops_per_token, peak_tflops
 from strategies import StrategyContext, get_strategy_class
 
@@ -81,14 +80,16 @@ HELDOUT_TARGET = 0.05  # the held-out curves may cost at most 5% of a run's time
 def minimal_step(model, optimizer, micro_batches: list[torch.Tensor], vocab_size: int, bf16: bool,
                  grad_clip: float) -> None:
     """The loop's computation and nothing else: per micro-batch a forward (bf16 autocast when the
-    loop uses it), the mean cross-entropy over the real vocabulary in fp32 (the padding sliced
-    off, as the loop does), a backward accumulating the gradient; then clipping and the optimizer
-    step. No per-domain statistics, no host synchronisation. (No learning-rate schedule either:
-    setting a float is host work of microseconds.)"""
+    loop uses it) through the loop's loss path (the model's chunked cross-entropy over the real
+    vocabulary, ``vocab_size`` of them: models/token_loss.py), the mean, a backward accumulating
+    the gradient; then clipping and the optimizer step. No per-domain statistics, no host
+    synchronisation. (No learning-rate schedule either: setting a float is host work of
+    microseconds.)"""
+    if unpadded_vocab_size(unwrap(model)) != vocab_size:
+        raise ValueError(f"the model scores {unpadded_vocab_size(unwrap(model))} entries, not {vocab_size}")
     for tokens in micro_batches:
         with torch.autocast(tokens.device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(input_ids=tokens[:, :-1]).logits[..., :vocab_size]
-        loss = F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten())
+            loss = model_token_loss(model, tokens[:, :-1], tokens[:, 1:]).mean()
         (loss / len(micro_batches)).backward()
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -218,18 +219,21 @@ def due_groups(strategy, total_steps: int) -> dict[frozenset, list[int]]:
 class Subject:
     """One strategy's loop on its working stage, and its steps grouped by the signals due."""
 
-    def __init__(self, config: dict, strategy_name: str, size: str, setup: Setup, store: TokenStore, scratch: Path):
+    def __init__(self, config: dict, strategy_name: str, size: str, setup: Setup, store: TokenStore, scratch: Path,
+                 stage: str | None = None):
         data_dir, domains = Path(config["data_dir"]), config["corpus"]["domains"]
         cls = get_strategy_class(cfg.strategy_class_name(config, strategy_name))
         hparams = cfg.strategy_hparams(config, strategy_name)
         stages = cls.stages_for({**cls.defaults, **hparams})
-        self.stage = "proxy" if "proxy" in stages else "final"  # where a strategy computes its signals
+        # Where a strategy computes its signals, unless ``stage`` names another (a swarm run: swarm-0).
+        self.stage = stage or ("proxy" if "proxy" in stages else "final")
         self.run_steps = cfg.stage_training(config, strategy_name, self.stage, size)["steps"]
         scratch = scratch / strategy_name
         scratch.mkdir(parents=True)
-        upstream = stand_in_upstream(stages, self.stage, setup.model_config(), scratch)
+        upstream = stand_in_upstream(stages, cfg.stage_kind(self.stage), setup.model_config(), scratch)
         k = len(domains)
         context = StrategyContext(name=strategy_name, domains=tuple(domains), stage=self.stage,
+                                  replica=cfg.replica_index(self.stage),
                                   total_steps=self.run_steps, seed=0, vocab_size=setup.vocab_size,
                                   train_tokens=uncapped_train_tokens(data_dir, domains),
                                   warmup_steps=setup.training["warmup_steps"],
@@ -258,8 +262,10 @@ class Subject:
         return timed(self.loop.measure_heldout, self.device) if self.loop.heldout else None
 
 
-def measure(config: dict, names: list[str], size: str, rounds: int, vocab_size: int | None = None) -> dict:
-    """The benchmark's report (see the module's docstring); ``names`` must include uniform."""
+def measure(config: dict, names: list[str], size: str, rounds: int, vocab_size: int | None = None,
+            stages: dict[str, str] | None = None) -> dict:
+    """The benchmark's report (see the module's docstring); ``names`` must include uniform.
+    ``stages``: {strategy: the stage to run} where not its working stage (RegMix: swarm-0)."""
     training, domains = config["training"], config["corpus"]["domains"]
     store = TokenStore(Path(config["data_dir"]) / "tokens", "train", domains)
     if vocab_size is not None and vocab_size < store.vocab_size:
@@ -281,7 +287,7 @@ def measure(config: dict, names: list[str], size: str, rounds: int, vocab_size: 
         subjects, peaks = {}, {}
         for name in names:  # each measured before the next exists: its peak is its own
             meter.mark()
-            subjects[name] = Subject(config, name, size, setup, store, Path(scratch))
+            subjects[name] = Subject(config, name, size, setup, store, Path(scratch), (stages or {}).get(name))
             subjects[name].one_of_each_group()
             peaks[name] = meter.peak_of(subjects[name].one_of_each_group)
         meter.timing()
