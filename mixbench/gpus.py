@@ -20,7 +20,9 @@ allocation, takes all of it; jobs sharing one allocation (``salloc`` + profiles/
 CMD gets ``MIXBENCH_JOB_GPUS`` with the devices it was given: a training job that then cannot use
 them (a CPU-only torch, a driver too old for the build) fails instead of training on the CPU.
 ``--gpus 0`` hides every GPU from CMD: a job that reserved none must not use one by accident.
-Where there is no GPU at all, CMD runs without and says so. A CMD that runs without a GPU gets
+Where there is no GPU at all, CMD runs without and says so, except in a SLURM job, which asked
+SLURM for GPUs and fails. ``MIXBENCH_EXPECT_GPU=none`` (set by the workflow when the grid expects
+no GPU: a CPU laptop, a CPU node) lets every job run on what it finds, as a CPU grid should. A CMD that runs without a GPU gets
 tcmalloc preloaded (mixbench/allocator.py: about a quarter faster CPU steps, same results).
 """
 
@@ -157,7 +159,8 @@ def run(count: int, command: list[str], env=os.environ) -> None:
         for fd in taken.values():
             os.set_inheritable(fd, True)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(taken)
-        env[JOB_GPUS] = env["CUDA_VISIBLE_DEVICES"]  # the job then refuses to train without them (models/device.py)
+        if env.get(EXPECT_GPU) != "none":  # the job then refuses to train without them (models/device.py)
+            env[JOB_GPUS] = env["CUDA_VISIBLE_DEVICES"]
         log(f"CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']} ({count} of the {len(pool)} GPU(s) of {owner})")
     os.execvpe(command[0], command, env)
 

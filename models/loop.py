@@ -286,7 +286,8 @@ class TrainingLoop(Checkpointing):
             if self.heldout is not None and (self.step % self.eval_every == 0 or done):
                 self.measure_heldout()
             if self.s.rank == 0 and self.flushes.due():
-                self.drain()  # every step so far reaches the disk (waits for this step, once per flush)
+                # The rows written so far; this step's waits for its losses (no wait for the device
+                # here: a checkpoint, which a resume starts from, writes it first).
                 for log in self._logs():
                     log.flush()
             interrupted = agree(stop.requested) or (stop_after is not None and self.step >= stop_after)

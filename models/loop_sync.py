@@ -25,7 +25,11 @@ from models.step import PendingHostCopy, to_device
 
 
 class StopRequested:
-    """SIGINT/SIGTERM ask the loop to checkpoint at the end of the current step and exit."""
+    """SIGINT/SIGTERM ask the loop to checkpoint at the end of the current step and exit.
+    ``received`` (the class's) also keeps a signal that came after the loop's last step, while the
+    run saved its outputs: a pack of runs (models/train_pack.py) then starts no other run."""
+
+    received = False
 
     def __init__(self):
         self.requested = False
@@ -34,6 +38,7 @@ class StopRequested:
 
     def _handle(self, signum, frame):
         self.requested = True
+        StopRequested.received = True
 
 
 @dataclass

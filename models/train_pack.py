@@ -42,6 +42,7 @@ STARTED = time.time()  # before the imports below: what a run alone would pay ag
 
 import torch  # noqa: E402 (after STARTED on purpose)
 
+from models.loop_sync import StopRequested  # noqa: E402
 from models.train import close_distributed, own_run_folder, run_fingerprint, train  # noqa: E402
 
 
@@ -55,21 +56,25 @@ def check_pack(config: dict, strategy_name: str, stages: list[str]) -> None:
                           f"{cfg.stage_pack(config, strategy_name, stages[0])}: expected {' '.join(expected)}")
 
 
-def finished(out: Path, fingerprint: str, expected: dict) -> bool:
-    """Whether ``out`` holds this run finished: its run.json records ``fingerprint``. A run.json
-    without one (written before runs recorded it) counts when its size, steps and seed are the
-    run's, and the log says so."""
+def finished(out: Path, fingerprint: str, *, tokens_meta: Path, needs_model: bool) -> bool:
+    """Whether ``out`` holds this run finished, and why not in the log where it holds one that is
+    not: its run.json must record ``fingerprint`` (an older run.json without one is trained again),
+    be newer than the token files it trained on (a rebuilt corpus retrains it, as the workflow
+    retrains a run of its own job), and, where the stage saves models, have its model folder."""
     path = out / "run.json"
     if not path.exists():
         return False
-    record = read_json(path)
-    if "fingerprint" in record:
-        return record["fingerprint"] == fingerprint
-    same = all(record.get(key) == value for key, value in expected.items())
-    if same:
-        print(f"{path} records no fingerprint (an older run); its size, steps and seed match: kept as finished",
-              file=sys.stderr, flush=True)
-    return same
+    recorded = read_json(path).get("fingerprint")
+    if recorded != fingerprint:
+        why = "records no fingerprint (an older run)" if recorded is None else "records another configuration"
+    elif tokens_meta.exists() and path.stat().st_mtime < tokens_meta.stat().st_mtime:
+        why = f"is older than the token files ({tokens_meta}: rebuilt since)"
+    elif needs_model and not (out / "model").is_dir():
+        why = "has no model folder, and the stage's save_model asks for one"
+    else:
+        return True
+    print(f"{path} {why}: trained again", file=sys.stderr, flush=True)
+    return False
 
 
 def between_runs() -> None:
@@ -90,22 +95,26 @@ def train_pack(config: dict, size: str, strategy_name: str, seed: int, stages: l
     None when a run stopped at a checkpoint (the pack stops with it)."""
     check_pack(config, strategy_name, stages)
     trained, skipped, seconds = [], [], {}
+    tokens_meta = Path(config["data_dir"]) / "tokens" / "meta.json"
     first_run_started = None
     for stage in stages:
         out = Path(cfg.run_dir(config, size, strategy_name, seed, stage))
-        spec = cfg.run_chain(config, strategy_name, stage, size)[stage]
-        if finished(out, run_fingerprint(config, strategy_name, seed, stage, size),
-                    {"size": spec["size"], "steps": spec["steps"], "seed": seed}):
+        if finished(out, run_fingerprint(config, strategy_name, seed, stage, size), tokens_meta=tokens_meta,
+                    needs_model=cfg.stage_saves_model(config, strategy_name, stage)):
             print(f"=== {stage}: finished in {out}, skipped", file=sys.stderr, flush=True)
             skipped.append(stage)
             continue
         print(f"=== {stage}: training into {out}", file=sys.stderr, flush=True)
         started = time.time()
         first_run_started = first_run_started or started
+        StopRequested.received = False
         with own_run_folder(out):
             done = train(config, size, strategy_name, seed, stage, out, upstream, stop_after)
         between_runs()
         if not done:
+            return None
+        if StopRequested.received:  # after the run's last step (its held-out loss, its outputs): it is finished
+            print(f"=== stop requested while {stage} finished; the pack stops here", file=sys.stderr, flush=True)
             return None
         trained.append(stage)
         seconds[stage] = round(time.time() - started, 2)

@@ -47,6 +47,8 @@ onstart:
     from corpus.sources import check_source
     from corpus.tokenizer import check_tokenizer_source
     from mixbench.errors import MixbenchError
+    from mixbench.gpu_checks import EXPECT_GPU
+    from mixbench.preflight import expected_gpu_level, preflight
 
     try:
         if not os.path.exists(f"{DATA}/corpus/manifest.json"):
@@ -55,20 +57,25 @@ onstart:
             check_tokenizer_source(config["tokenizer"])
     except MixbenchError as exc:
         sys.exit(f"mixbench: {exc}")
+    # What the jobs may expect of GPUs: said outright (e.g. the SLURM path rehearsed on CPU nodes),
+    # else none on training.device: cpu, the torch build under SLURM (the GPUs are on the nodes),
+    # the machine's GPUs under profiles/gpu or any --resources gpu=N, else none (a laptop's CPU).
+    # Every job inherits it: mixbench.gpus and models/device.py hold a job to it.
+    resources = workflow.resource_settings
+    if os.environ.get(EXPECT_GPU):
+        asked = os.environ[EXPECT_GPU]
+    elif "slurm" in workflow.executor_plugin.name:
+        asked = "build"
+    else:
+        asked = "machine" if "gpu" in resources.resources else None
+    try:
+        expect_gpu = expected_gpu_level(config, asked)
+    except MixbenchError as exc:
+        sys.exit(f"mixbench: {exc}")
+    os.environ[EXPECT_GPU] = expect_gpu
     # Before anything trains or evaluates: the evaluation datasets are cached, a GPU run gets its
     # GPUs, the disk holds the grid (mixbench/preflight.py), each failure said at once with its fix.
-    if {job.rule.name for job in workflow.dag.needrun_jobs()} & {"train", "evaluate"}:
-        from mixbench.preflight import preflight
-
-        resources = workflow.resource_settings
-        if config["training"]["device"] == "cpu":
-            expect_gpu = "none"
-        elif os.environ.get("MIXBENCH_EXPECT_GPU"):  # said outright (e.g. the SLURM path rehearsed on CPU nodes)
-            expect_gpu = os.environ["MIXBENCH_EXPECT_GPU"]
-        elif "slurm" in workflow.executor_plugin.name:
-            expect_gpu = "build"  # the GPUs are on the nodes: here, the torch build only
-        else:  # profiles/gpu, or any --resources gpu=N: the jobs' GPUs are on this machine
-            expect_gpu = "machine" if "gpu" in resources.resources else "none"
+    if {job.rule.name for job in workflow.dag.needrun_jobs()} & {"train", "train_pack", "evaluate"}:
         # Runs training at once, each holding checkpoints: at most one per GPU, job slot or core.
         gpus = resources.resources.get("gpu")
         parallel = getattr(gpus, "value", gpus) if expect_gpu == "machine" else (

@@ -163,3 +163,6 @@ def test_the_build_s_time_limit_follows_its_read_budget_and_caps(tmp_path):
     corpus = config_for(tmp_path)["corpus"]
     assert build_minutes(corpus) == 10 + math.ceil((18e6 + 18e6) / 40e6 * 1.5 / 60)
     assert build_minutes(dict(corpus, max_read_bytes=120 * 10**9)) == 10 + math.ceil((120e9 + 18e6) / 40e6 * 1.5 / 60)
+    # A hub stream's rate is assumed at half the local files' (no stream was measured).
+    hub = dict(corpus, source="huggingface", max_read_bytes=120 * 10**9)
+    assert build_minutes(hub) == 10 + math.ceil((120e9 + 18e6) / 20e6 * 1.5 / 60)

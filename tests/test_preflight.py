@@ -171,6 +171,10 @@ def test_a_job_given_gpus_refuses_to_train_on_the_cpu(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "execvpe", lambda file, args, env: (started.clear(), started.update(env)))
     gpus.run(1, ["train"], env={"MIXBENCH_GPUS": "0,1", "MIXBENCH_GPU_LOCK_DIR": str(tmp_path / "locks")})
     assert started["MIXBENCH_JOB_GPUS"] == started["CUDA_VISIBLE_DEVICES"] == "0"
+    # A grid that expects no GPU (the workflow says so on a CPU laptop) lets its jobs use what they find.
+    gpus.run(1, ["train"], env={"MIXBENCH_GPUS": "0,1", "MIXBENCH_GPU_LOCK_DIR": str(tmp_path / "locks-none"),
+                                "MIXBENCH_EXPECT_GPU": "none"})
+    assert "MIXBENCH_JOB_GPUS" not in started and started["CUDA_VISIBLE_DEVICES"] == "0"
     gpus.run(0, ["train"], env={"MIXBENCH_JOB_GPUS": "0", "MIXBENCH_GPUS": "0,1"})
     assert "MIXBENCH_JOB_GPUS" not in started and started["CUDA_VISIBLE_DEVICES"] == ""  # none given, none claimed
     from models.device import init_distributed

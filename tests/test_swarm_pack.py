@@ -5,6 +5,7 @@ against runs of their own, and the workflow's packs: tests/test_regmix_workflow.
 
 from __future__ import annotations
 
+import os
 import signal
 
 import pytest
@@ -86,14 +87,34 @@ def test_a_pack_trains_its_unfinished_runs_in_turn_and_stops_with_a_stopped_run(
     assert calls[2:] == ["swarm-1", "swarm-2"] and record["trained"] == ["swarm-1", "swarm-2"]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # between runs a signal ends the job at once
     assert record["skipped"] == ["swarm-0"] and record["runs"] == runs
-    # A run finished under another configuration of it is trained again; one recorded before runs
-    # kept their fingerprint counts as finished when its size, steps and seed are this run's.
+    # A run finished under another configuration of it is trained again, and so is one recorded
+    # before runs kept their fingerprint, one older than the token files, and one without the
+    # model folder that save_model asks for.
     folder = tmp_path / "runs" / "test" / "regmix" / "seed0"
     write_json(folder / "swarm-1" / "run.json", {"fingerprint": "0123456789ab"})
     write_json(folder / "swarm-2" / "run.json", {"size": "test", "steps": 6, "seed": 0})
     record = pack_job.train_pack(config, "test", "regmix", 0, runs, {})
-    assert record["trained"] == ["swarm-1"] and record["skipped"] == ["swarm-0", "swarm-2"]
-    assert "swarm-2/run.json records no fingerprint (an older run)" in capsys.readouterr().err
+    assert record["trained"] == ["swarm-1", "swarm-2"] and record["skipped"] == ["swarm-0"]
+    assert "swarm-2/run.json records no fingerprint (an older run): trained again" in capsys.readouterr().err
+    meta = tmp_path / "data" / "tokens" / "meta.json"
+    meta.parent.mkdir(parents=True, exist_ok=True)
+    meta.write_text("{}")
+    os.utime(meta, (meta.stat().st_mtime - 100,) * 2)  # before the runs were written, but for swarm-0:
+    os.utime(folder / "swarm-0" / "run.json", (meta.stat().st_mtime - 100,) * 2)
+    record = pack_job.train_pack(config, "test", "regmix", 0, runs, {})
+    assert record["trained"] == ["swarm-0"] and "older than the token files" in capsys.readouterr().err
+    saving = regmix_config(tmp_path, pack=3, save_model=True)
+    record = pack_job.train_pack(saving, "test", "regmix", 0, runs, {})
+    assert record["trained"] == runs and "has no model folder" in capsys.readouterr().err
+    # A stop signal that comes while a run saves its outputs (after its last step) ends the pack there.
+    def stopped_while_saving(config, size, strategy, seed, stage, out, upstream, stop_after):
+        calls.append(stage)
+        pack_job.StopRequested.received = True
+        return True
+
+    monkeypatch.setattr(pack_job, "train", stopped_while_saving)
+    calls.clear()
+    assert pack_job.train_pack(saving, "test", "regmix", 0, runs, {}) is None and calls == ["swarm-0"]
     with pytest.raises(ConfigError, match="swarm-3 swarm-4 is not a pack of 'regmix' with pack 3: expected swarm-3 "
                                           "swarm-4 swarm-5"):
         pack_job.train_pack(config, "test", "regmix", 0, list(swarm(3, 4)), {})
