@@ -86,7 +86,6 @@ def grid_runs(config: dict) -> list[Run]:
 def estimate(config: dict, parallel_runs: int) -> list[Part]:
     """The grid's footprint by part (see the module's docstring)."""
     data, runs_dir = config["data_dir"], config["runs_dir"]
-    training = config["training"]
     vocab, _ = vocabulary(config)
     padded = -(-vocab // 64) * 64
     corpus = sum(fields.domain_cap(config["corpus"], d) for d in config["corpus"]["domains"])
