@@ -43,15 +43,10 @@ from mixbench.errors import ConfigError, DataError
 
 def grid_runs(config: dict) -> pd.DataFrame:
     """One row per distinct run of the grid: size (its own), strategy, stage, seed, steps."""
-    rows = {}
-    for final_size in config["grid"]["sizes"]:
-        for strategy in config["grid"]["strategies"]:
-            for stage, spec in cfg.cell_runs(config, final_size, strategy).items():
-                for seed in config["grid"]["seeds"]:
-                    key = (spec["size"], strategy, stage, seed)
-                    rows.setdefault(key, {"size": spec["size"], "strategy": strategy, "stage": stage, "seed": seed,
-                                          "steps": spec["steps"], "feeds": []})["feeds"].append(final_size)
-    return pd.DataFrame(rows.values())
+    return pd.DataFrame([{"size": size, "strategy": strategy, "stage": stage, "seed": seed, "steps": run["steps"],
+                          "feeds": run["feeds"]}
+                         for (size, strategy, stage), run in cfg.grid_runs(config).items()
+                         for seed in config["grid"]["seeds"]])
 
 
 def measured_ratios(path: Path) -> dict[tuple[str, str], float]:

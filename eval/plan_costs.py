@@ -7,8 +7,8 @@
   weighted by its own signals. run.json's ``token_passes`` counts the same passes
   (the DoReMi, DoGE and DoGraph training tests compare the two).
 - ``MfuTable``: the assumed model FLOP utilisation per parameter count, optimistic and
-  conservative. Small models are memory-bound (the logits' copy and the cross-entropy move
-  ~2.6 MB per token whatever the width), so their MFU is far below a large model's.
+  conservative. Small models are memory-bound (the output layer and the cross-entropy move as
+  many bytes per token whatever the width), so their MFU is far below a large model's.
 - ``evaluation_seconds``: one evaluation job, its held-out documents and downstream tasks.
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from mixbench import config_fields
 from mixbench.errors import ConfigError
-from models.sizes import SIZES, approx_parameters
+from mixbench.model_sizes import SIZES, approx_parameters, planned_vocab_size
 from strategies import StrategyContext, get_strategy_class
 
 FORWARD, BACKWARD = 2, 4  # FLOPs per parameter and token (Kaplan et al. 2020)
@@ -29,8 +29,9 @@ PROBE_PER_DOMAIN, PROBE_TARGET_PER_DOMAIN = 8, 4  # models/signals/probe.py's de
 
 # (up to this many parameters, optimistic MFU, conservative MFU); the last row has no limit.
 # regmix-1m (14.7M, 94.5 MFLOP per token): 7-10% is 0.73-1.05M tokens/s on one H100, around
-# the 0.9-1.0M tokens/s its memory traffic allows. GPT-2 small: 35% is ~400k tokens/s (llm.c's
-# speed), 25% what is left when the loss path takes a third of the step. Wider models spend a
+# the 0.9-1.0M tokens/s the unfused loss's memory traffic (full fp32 logits) allowed; the chunked
+# loss (models/token_loss.py) makes the upper end likelier, unmeasured. GPT-2 small: 35% is ~400k
+# tokens/s (llm.c's speed), 25% what is left if the loss path still took a third of the step. Wider models spend a
 # smaller share of the step in the loss path and in small matmuls.
 DEFAULT_MFU = ((50e6, 0.10, 0.07), (200e6, 0.35, 0.25), (500e6, 0.40, 0.30), (math.inf, 0.45, 0.35))
 STARTUP_S = (30.0, 90.0)  # one job's start: Snakemake's nested start (12-15 s), imports, CUDA, compilation
@@ -83,8 +84,7 @@ def parse_mfu(text: str) -> MfuTable:
 
 
 def vocab_size(config: dict) -> int:
-    """The tokenizer's vocabulary: a trained BPE's configured size, else GPT-2's BPE."""
-    return config["tokenizer"]["vocab_size"] if config["tokenizer"]["kind"] == "bpe" else 50257
+    return planned_vocab_size(config["tokenizer"])
 
 
 def parameters(size: str, config: dict) -> int:

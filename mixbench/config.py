@@ -24,7 +24,7 @@ import yaml
 from mixbench import config_checks, variants
 from mixbench.errors import ConfigError
 from mixbench.config_fields import (  # noqa: F401 (re-exported: cfg.stage_training, ...)
-    where, strategy_entry, strategy_class_name, strategy_hparams, stage_training, stage_layers, stage_allows_larger, stage_setting, stage_pack, stage_saves_model, pack_of, STAGE_PATTERN, TRAINED_STAGE_PATTERN, stage_kind, replica_index, stage_round, same_fan_out, stage_group, one_run_per_stage, strategy_stages, describe_stages, resolve_stages, run_chain, cell_runs, run_dir, keyed_values, keyed_value, micro_batch_sizes, micro_batch_size, RESOURCE_FIELDS, RunResources, resource_setting, run_resources, grid_run_resources, domain_cap)
+    where, strategy_entry, strategy_class_name, strategy_hparams, stage_training, stage_layers, stage_allows_larger, stage_setting, stage_pack, stage_saves_model, pack_of, STAGE_PATTERN, TRAINED_STAGE_PATTERN, stage_kind, replica_index, stage_round, same_fan_out, stage_group, one_run_per_stage, strategy_stages, describe_stages, resolve_stages, run_chain, cell_runs, run_dir, keyed_values, keyed_value, micro_batch_sizes, micro_batch_size, RESOURCE_FIELDS, RunResources, resource_setting, run_resources, grid_runs, grid_run_resources, domain_cap)
 
 from mixbench import REPO_ROOT
 SCHEMA_PATH = REPO_ROOT / "rules" / "schemas" / "config.schema.yaml"

@@ -292,12 +292,24 @@ def run_resources(config: dict, name: str, stage: str, size: str) -> RunResource
                         cpus=threads * processes, runtime=runtime)
 
 
+def grid_runs(config: dict) -> dict[tuple[str, str, str], dict]:
+    """{(own size, strategy, stage): {"steps", "feeds"}} of every run of the grid once (per seed):
+    a reference or proxy that several final sizes read is one run, ``feeds`` naming those sizes."""
+    runs: dict[tuple[str, str, str], dict] = {}
+    for final_size in config["grid"]["sizes"]:
+        for strategy in config["grid"]["strategies"]:
+            for stage, spec in cell_runs(config, final_size, strategy).items():
+                run = runs.setdefault((spec["size"], strategy, stage), {"steps": spec["steps"], "feeds": []})
+                run["feeds"].append(final_size)
+    return runs
+
+
 def grid_run_resources(config: dict) -> dict[tuple[str, str, str], RunResources]:
     """{(strategy, stage, size): resources} of every run the grid trains, a fan-out stage's runs as
     their first (they share their resources)."""
-    return {(name, stage, spec["size"]): run_resources(config, name, stage, spec["size"])
-            for size in config["grid"]["sizes"] for name in config["grid"]["strategies"]
-            for stage, spec in one_run_per_stage(cell_runs(config, size, name)).items() if stage != "fit"}
+    return {(name, stage, size): run_resources(config, name, stage, size)
+            for (size, name, stage) in grid_runs(config)
+            if stage != "fit" and replica_index(stage) in (None, 0)}
 
 
 def domain_cap(corpus: dict, domain: str) -> int:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mixbench import config_fields as fields
-from mixbench.model_sizes import SIZES, approx_parameters
+from mixbench.model_sizes import SIZES, approx_parameters, planned_vocab_size
 
 GB = 10**9
 JSON_OVERHEAD = 1.10
@@ -40,7 +40,6 @@ TOKENIZER_BYTES = 4 * 2**20
 LOG_BYTES_PER_STEP = 1000
 EVALUATION_BYTES = 2 * 2**20
 RESULTS_BYTES = 200 * 2**20
-GPT2_VOCAB = 50257  # a pretrained or tiktoken tokenizer not built yet is taken to be GPT-2's
 
 
 @dataclass(frozen=True)
@@ -66,21 +65,16 @@ def vocabulary(config: dict) -> tuple[int, str]:
     if meta.is_file():
         return int(json.loads(meta.read_text(encoding="utf-8"))["vocab_size"]), str(meta)
     tokenizer = config["tokenizer"]
-    if tokenizer["kind"] == "bpe":
-        return int(tokenizer["vocab_size"]), "tokenizer.vocab_size"
-    return GPT2_VOCAB, f"GPT-2's, assumed for tokenizer.kind {tokenizer['kind']}"
+    where = "tokenizer.vocab_size" if tokenizer["kind"] == "bpe" else f"GPT-2's, assumed for tokenizer.kind {tokenizer['kind']}"
+    return planned_vocab_size(tokenizer), where
 
 
 def grid_runs(config: dict) -> list[Run]:
     """Every training run of the grid once (a proxy shared by three final sizes is one run)."""
-    runs: dict[tuple, Run] = {}
     seeds = len(config["grid"]["seeds"])
-    for size in config["grid"]["sizes"]:
-        for strategy in config["grid"]["strategies"]:
-            for stage, spec in fields.cell_runs(config, size, strategy).items():
-                if spec["steps"] > 0:  # a fit stage trains nothing
-                    runs.setdefault((spec["size"], strategy, stage), Run(spec["size"], strategy, stage, spec["steps"], seeds))
-    return list(runs.values())
+    return [Run(size, strategy, stage, run["steps"], seeds)
+            for (size, strategy, stage), run in fields.grid_runs(config).items()
+            if run["steps"] > 0]  # a fit stage trains nothing
 
 
 def estimate(config: dict, parallel_runs: int) -> list[Part]:

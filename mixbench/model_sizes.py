@@ -51,3 +51,12 @@ def non_embedding_parameters(size: ModelSize) -> int:
     whatever the vocabulary (DoReMi's 280M model is GPT-2 small's blocks with a 256k vocabulary)."""
     d = size.n_embd
     return size.n_layer * (12 * d * d + 13 * d)
+
+
+GPT2_VOCAB = 50257  # GPT-2's BPE, 50,256 merges and <|endoftext|>
+
+
+def planned_vocab_size(tokenizer: dict) -> int:
+    """The vocabulary a grid's models will have, before its tokenizer is built: a trained BPE's
+    configured size, else GPT-2's (a pretrained or tiktoken tokenizer is taken to be GPT-2's)."""
+    return int(tokenizer["vocab_size"]) if tokenizer["kind"] == "bpe" else GPT2_VOCAB

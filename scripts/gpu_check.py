@@ -35,7 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-GPT2_VOCAB = 50257
+from mixbench.model_sizes import GPT2_VOCAB  # noqa: E402 (after the path)
+
 SMOKE = dict(device="cpu", sizes=["test"], throughput_size="test", swarm_size="test", agreement_size="test",
              seq_len=32, batch_size=8, micro_batch_size=4, swarm_batch_size=8, swarm_micro_batch_size=4, rounds=1,
              vocab=512, compile=False, compile_backend="eager", eval_limit=2, threads=1)
