@@ -1,6 +1,8 @@
 """Tables and figures from a fixture of finished runs (tests/run_fixture.py): every file is
 produced and non-empty, and the statistics come out as the fixture's known shifts dictate."""
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,17 @@ from mixbench import config as cfg
 from run_fixture import SHIFT, val_loss, write_grid
 
 REPORT_CAPTIONS = make_test_config.__globals__["REPO"] / "rules" / "report"
+# The SHA-256 of every table the fixture grids produced before eval/ was reorganised: moving code
+# must not move a byte. Regenerate only for a change that means to alter a table, and say which.
+TABLE_DIGESTS = json.loads((Path(__file__).parent / "fixtures" / "table_digests.json").read_text())
+
+
+def assert_tables_unchanged(tables: Path, grid: str) -> None:
+    expected = TABLE_DIGESTS[grid]
+    found = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(tables.iterdir())}
+    assert sorted(found) == sorted(expected), f"{grid}: tables written differ from the recorded set"
+    changed = [name for name in expected if found[name] != expected[name]]
+    assert not changed, f"{grid}: these tables' bytes changed: {changed}"
 
 
 def draw(config: dict, *names: str) -> None:
@@ -43,6 +56,10 @@ def test_every_table_is_written_in_every_format(results):
     assert "no strategy of the grid has a fit stage" in (out / "tables" / "fits.md").read_text()
     assert "\\begin{tabular}" in (out / "tables" / "perplexity.tex").read_text()
     assert "<table" in (out / "tables" / "comparison.html").read_text()
+
+
+def test_the_tables_are_byte_for_byte_those_recorded(results):
+    assert_tables_unchanged(results[1] / "tables", "four_strategies")
 
 
 def test_paired_comparison_recovers_the_known_shifts(results):
@@ -135,6 +152,7 @@ def test_figures_follow_the_grid_and_its_variants(tmp_path):
                                     "compute_vs_quality", "val_loss_vs_flops", "sweeps", "gradient_pca", "dograph_graph"]
     write_grid(config)
     aggregate(config)
+    assert_tables_unchanged(tmp_path / "results" / "tables", "variants")
     draw(config, "sweeps")  # every figure of a grid is drawn in the tests above
     assert (tmp_path / "results" / "figures" / "sweeps.png").stat().st_size > 1000
     assert "no downstream task configured" in (tmp_path / "results" / "tables" / "downstream.md").read_text()
