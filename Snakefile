@@ -2,7 +2,7 @@
 #   snakemake --cores all                                  default CPU grid
 #   snakemake --cores all --configfile config/paper.yaml   GPT-2 small/medium/large grid (GPUs)
 #   snakemake --cores 1 figures                           tables and figures from finished runs (never trains)
-#   snakemake --report results/report.html                 HTML report with every table and figure
+#   snakemake --report results/report.html --configfile F  HTML report of config F's grid (default grid without it)
 # Every step is also runnable by hand as `python -m <package>.<module>` (see each rule's shell).
 
 # No `configfile:` here: rules/common.smk reads config/config.yaml only when no config file is
@@ -15,6 +15,18 @@ include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/eval.smk"
 include: "rules/results.smk"
+
+
+# `snakemake --report` shows this config's tables and figures: where they are missing (another
+# grid's config, or none given), one line says which config the results were made with.
+from mixbench.report_origin import report_problem, requested_report
+
+if (REPORT := requested_report(sys.argv)) is not None:
+    problem = report_problem(config, cfg.config_hash(config), CONFIG_FILES, REPORT,
+                             missing=[f for f in (*TABLES, *FIGURE_FILES) if not os.path.exists(f)],
+                             needed=len(TABLES) + len(FIGURE_FILES))
+    if problem:
+        sys.exit(f"mixbench: {problem}")
 
 
 rule all:

@@ -21,16 +21,18 @@ from pathlib import Path
 import torch
 import yaml
 
-from benchmarks.throughput import PeakMemory, Setup, Subject, measure
+from benchmarks.peak_memory import PeakMemory
+from benchmarks.throughput import Setup, Subject, measure
 from corpus.sampler import DomainSampler
 from corpus.tokens import TokenStore
 from mixbench import config as cfg
 from mixbench.eval_datasets import cache_problem, default_cache_dir, task_datasets
+from strategies import grid_config
 from models.flat_params import unwrap
 from models.gpt2 import build_model, gpt2_config
 from models.memory import GIB, training_memory
 from models.optim import make_optimizer
-from models.sizes import SIZES
+from mixbench.model_sizes import SIZES
 from models.step import model_token_loss
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +55,7 @@ def make_config(root: Path, *, sizes: list[str], strategies: list[str], training
              for name in strategies if name in ("doremi", "doge", "dograph")}
     downstream = yaml.safe_load((REPO / "tests" / "config" / "test.yaml").read_text())["downstream"]
     keep = ("steps", "warmup_steps", "reweighted_step", "lr", "threads")
-    return cfg.validate(cfg.deep_merge(raw, {
+    return grid_config.validate(cfg.deep_merge(raw, {
         "grid": {"sizes": sizes, "strategies": strategies}, "downstream": downstream, "strategies": paper,
         "stages": {"reference": {"steps": 10000}, "proxy": {"steps": 10000}},
         "training": {**{k: PAPER["training"][k] for k in keep}, **training}}))
@@ -69,20 +71,20 @@ def memory_steps(root: Path, args, vocab: int) -> list[dict]:
             "device": args.device, "compile": False, "seq_len": args.seq_len, "batch_size": micro,
             "micro_batch_size": micro, "threads": args.threads})
         setup = Setup.of(config, size, vocab)
-        meter = PeakMemory(setup.device)
+        meter = PeakMemory(setup.placement.device)
         started = time.time()
         with tempfile.TemporaryDirectory() as scratch:
             meter.mark()
-            subject = Subject(config, "uniform", size, setup, store(config), Path(scratch))
+            subject = Subject(config, "uniform", size, setup, Path(scratch))
             peak = meter.peak_of(subject.one_of_each_group)  # the first step: the optimizer's state appears
             del subject
         parts = training_memory(SIZES[size], vocab_size=-(-vocab // 64) * 64, seq_len=args.seq_len,
-                                micro_batch=micro, bf16=setup.bf16)
+                                micro_batch=micro, bf16=setup.placement.bf16)
         allocated = parts["total"] - parts.get("cuda_context", 0)  # the allocator's peak has no context
         rows.append({"size": size, "micro_batch": micro, "seq_len": args.seq_len, "peak_gib": peak / GIB,
                      "estimate_gib": allocated / GIB, "peak_vs_estimate": peak / allocated,
                      "seconds": round(time.time() - started, 1)})
-        release(setup.device)
+        release(setup.placement.device)
     return rows
 
 
@@ -124,16 +126,17 @@ def compile_agreement(root: Path, args, vocab: int) -> dict:
     compiled = torch.compile(copy.deepcopy(eager), backend=args.compile_backend)
     sampler = DomainSampler(store(config), args.seq_len, seed=3)
     k = len(config["corpus"]["domains"])
-    batches = [torch.from_numpy(sampler.step_batch([1 / k] * k, 8, step=s).tokens).to(setup.device) for s in (1, 2, 3)]
+    device, bf16 = setup.placement.device, setup.placement.bf16
+    batches = [torch.from_numpy(sampler.step_batch([1 / k] * k, 8, step=s).tokens).to(device) for s in (1, 2, 3)]
     started = time.time()
     losses = {}
     for name, model in (("eager", eager), ("compiled", compiled)):
         optimizer = make_optimizer(unwrap(model), setup.settings(steps=3))
-        losses[name] = [step_loss(model, optimizer, tokens, setup.bf16) for tokens in batches]
+        losses[name] = [step_loss(model, optimizer, tokens, bf16) for tokens in batches]
     gap = max(abs(a - b) for a, b in zip(losses["eager"], losses["compiled"]))
-    tolerance = 2e-2 if setup.bf16 else 1e-4
-    release(setup.device)
-    return {"size": size, "backend": args.compile_backend, "bf16": setup.bf16, **losses, "max_abs_difference": gap,
+    tolerance = 2e-2 if bf16 else 1e-4
+    release(device)
+    return {"size": size, "backend": args.compile_backend, "bf16": bf16, **losses, "max_abs_difference": gap,
             "tolerance": tolerance, "agree": gap <= tolerance, "seconds": round(time.time() - started, 1)}
 
 
@@ -148,7 +151,7 @@ def step_loss(model, optimizer, tokens: torch.Tensor, bf16: bool) -> float:
 
 def evaluation(root: Path, args) -> dict:
     """A GPT-2 small (random weights, the fixture's tokenizer) on one registry task, as the
-    workflow evaluates (python -m eval.downstream, offline); skipped if the dataset is not cached."""
+    workflow evaluates (python -m eval.harness.downstream, offline); skipped if the dataset is not cached."""
     task = args.eval_task
     specs = task_datasets([task], cache_file=root / "eval-datasets.json")[task]  # lm-eval indexed once (~15 s)
     cache = default_cache_dir()
@@ -165,7 +168,7 @@ def evaluation(root: Path, args) -> dict:
     tokenizer.save_pretrained(model_dir)
     out = root / "eval-downstream.json"
     started = time.time()
-    done = subprocess.run([sys.executable, "-m", "eval.downstream", "--model", str(model_dir), "--tasks", task,
+    done = subprocess.run([sys.executable, "-m", "eval.harness.downstream", "--model", str(model_dir), "--tasks", task,
                            "--out", str(out), "--device", args.device, "--limit", str(args.eval_limit)],
                           cwd=REPO, capture_output=True, text=True)
     if done.returncode:

@@ -15,6 +15,7 @@ import numpy as np
 import yaml
 
 from mixbench import config as cfg
+from strategies import grid_config
 from models.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,7 +25,7 @@ def make_config(root: Path, steps: int, **training) -> dict:
     raw = yaml.safe_load((REPO / "tests" / "config" / "test.yaml").read_text())
     raw.update(data_dir=str(root / "data"), runs_dir=str(root / "runs"), results_dir=str(root / "results"))
     raw["corpus"]["path"] = str(REPO / "tests" / "fixtures" / "corpus.jsonl")
-    return cfg.validate(cfg.deep_merge(raw, {
+    return grid_config.validate(cfg.deep_merge(raw, {
         "grid": {"sizes": ["tiny"], "strategies": ["uniform", "doremi", "doge", "dograph", "regmix"]},
         "training": {"steps": steps, "seq_len": 128, "batch_size": 16, "micro_batch_size": 16, "warmup_steps": 5,
                      **training},

@@ -6,9 +6,9 @@ Each part is timed in a fresh Python process (the way a workflow job starts), ``
 times, reporting the median:
 
 - ``python``: the interpreter alone;
-- ``import models.train`` and ``import eval.evaluate + lm-eval``: a training and an evaluation
+- ``import models.train`` and ``import eval.harness.evaluate + lm-eval``: a training and an evaluation
   job's imports (torch, transformers; lm-eval for the evaluation);
-- ``config``: ``mixbench.config.load`` of ``--config`` (schema, checks) after its imports;
+- ``config``: ``strategies.grid_config.load`` of ``--config`` (schema, every check) after its imports;
 - ``tokens (as built)``: opening the train split's token files as a training job does, the files
   unchanged since their build (size and modification time checked);
 - ``tokens (hashed)``: the same with every file's sha256 and largest id checked, as a job does
@@ -44,9 +44,9 @@ print(time.perf_counter() - started)
 """
 CONFIG = """
 import sys, time
-from mixbench import config as cfg
+from strategies import grid_config
 started = time.perf_counter()
-cfg.load(sys.argv[1])
+grid_config.load(sys.argv[1])
 print(time.perf_counter() - started)
 """
 
@@ -74,9 +74,9 @@ def main(argv=None) -> None:
     parts = {
         "python": lambda: timed_process("pass"),
         "import models.train": lambda: timed_process("import models.train"),
-        # eval.evaluate imports lm-eval when it builds the model and tasks: the same modules.
-        "import eval.evaluate + lm-eval": lambda: timed_process(
-            "import eval.evaluate, lm_eval.evaluator, lm_eval.models.huggingface, lm_eval.tasks"),
+        # eval.harness.evaluate imports lm-eval when it builds the model and tasks: the same modules.
+        "import eval.harness.evaluate + lm-eval": lambda: timed_process(
+            "import eval.harness.evaluate, lm_eval.evaluator, lm_eval.models.huggingface, lm_eval.tasks"),
         "config": lambda: inner_seconds(CONFIG, args.config),
         "tokens (as built)": lambda: inner_seconds(TOKENS, args.config, "built"),
         "tokens (hashed)": lambda: inner_seconds(TOKENS, args.config, "hashed"),

@@ -6,10 +6,10 @@
 Needs the token files of the config (run the workflow's data steps first). Each strategy runs
 the stage where it does its work (DoReMi's and DoGE's proxy, the final run otherwise), at the
 same model size and batch shape; earlier stages (a reference model) are stand-ins, random models
-of the same size, which cost the same to run. Every model is built as models/train.py builds a
-run's: vocabulary padded to a multiple of 64, the size's micro-batch, bf16 autocast and
-``torch.compile`` per ``training.precision`` / ``training.compile`` (by default both on CUDA
-only). ``--vocab-size`` gives the models a larger vocabulary than the tokenizer's: the ids still
+of the same size, which cost the same to run. Every loop is a run as models/run_factory.py
+builds one for models/train.py: vocabulary padded to a multiple of 64, the size's micro-batch,
+bf16 autocast and ``torch.compile`` per ``training.precision`` / ``training.compile`` (by
+default both on CUDA only). ``--vocab-size`` gives the models a larger vocabulary than the tokenizer's: the ids still
 come from the token files, and a step costs the same whichever ids occur.
 
 The reference is ``minimal_step``, the same computation written out by hand, on a model built
@@ -20,7 +20,7 @@ interleaved round by round (each round starting one later in the order), so that
 hits all alike; CUDA is synchronised before each timer starts and before it stops; ``step_s`` is
 a median over ``--steps`` rounds. Periodic
 signals (DoGraph's probes) are amortised explicitly: the steps of the configured run are grouped
-by the signals due, a step of each group is timed in every round (the loop is set to that step),
+by the signals due, a step of each group is timed in every round (``TrainingLoop.skip_to``),
 and ``step_s`` is the mean over the run weighted by each group's share of its steps.
 
 Memory: each strategy's peak above what the process held before its loop was built, over a step
@@ -44,7 +44,6 @@ a CPU), ``peak_memory_bytes`` and their ratios to uniform; the uniform row adds
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import statistics
 import tempfile
@@ -55,23 +54,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.peak_memory import PeakMemory
 from corpus.sampler import DomainSampler
-from corpus.tokens import TokenStore, uncapped_train_tokens
+from corpus.tokens import TokenStore
 from mixbench import config as cfg
 from mixbench.cli import add_config_argument, main_guard
 from mixbench.errors import ConfigError
 from mixbench.io import write_json
 from mixbench.provenance import package_versions
-from models.device import configure, device_name, init_distributed, uses_bf16, uses_compile
+from models.device import device_name
 from models.flat_params import unwrap
-from models.heldout import heldout_set
-from models.gpt2 import build_model, count_parameters, gpt2_config, pad_vocabulary, unpadded_vocab_size
-from models.loop import LoopSettings, TrainingLoop
-from models.optim import make_optimizer
-from models.signals.base import SignalSources
+from models.gpt2 import build_model, count_parameters, gpt2_config, unpadded_vocab_size
+from models.optim import LoopSettings, make_optimizer
+from models.run_factory import Placement, RunIdentity, RunOptions, build_run, new_model, placed
 from models.step import model_token_loss, to_device
-from models.throughput import mfu, model_flops_per_token, peak_tflops
-from strategies import StrategyContext, get_strategy_class
+from models.throughput import mfu, model_flops_per_token
+from strategies import get_strategy_class, grid_config
 
 OVERHEAD_TARGET = 1.05  # the loop may take at most 5% longer than the minimal step
 HELDOUT_TARGET = 0.05  # the held-out curves may cost at most 5% of a run's time
@@ -108,64 +106,13 @@ def timed(fn, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-class PeakMemory:
-    """Peak bytes of what ``peak_of`` runs above what the process held at ``mark()``: CUDA's
-    allocator counters, or on a CPU Linux's VmRSS and VmHWM (peak RSS, reset through clear_refs)."""
-
-    def __init__(self, device: torch.device):
-        self.device, self.cuda = device, device.type == "cuda"
-        if not self.cuda:
-            if not Path("/proc/self/clear_refs").exists():
-                raise RuntimeError("on a CPU the benchmark reads peak memory from Linux's /proc/self")
-            # glibc raises its mmap threshold (up to 32 MiB) whenever a large block is freed; freed
-            # tensors then stay in its heap, and a model reusing that heap would look smaller than
-            # it is. A fixed threshold sends every block of 128 KiB or more to mmap, back to the OS
-            # when freed. ``timing()`` then sets glibc's largest mmap threshold (32 MiB) and keeps
-            # the heap untrimmed: a timed step does not fault in again the pages that the step
-            # before it, another model's, gave back.
-            self._malloc_thresholds(mmap=128 * 1024, trim=128 * 1024)
-
-    @staticmethod
-    def _malloc_thresholds(mmap: int, trim: int) -> None:
-        libc = ctypes.CDLL(None)
-        if libc.mallopt(-3, mmap) != 1 or libc.mallopt(-1, trim) != 1:  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
-            raise RuntimeError("glibc's mallopt refused to set its thresholds")
-
-    def _read(self, peak: bool) -> int:
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
-            return (torch.cuda.max_memory_allocated if peak else torch.cuda.memory_allocated)(self.device)
-        key = "VmHWM:" if peak else "VmRSS:"
-        return next(int(line.split()[1]) * 1024 for line in Path("/proc/self/status").read_text().splitlines()
-                    if line.startswith(key))
-
-    def mark(self) -> None:
-        self.base = self._read(peak=False)
-
-    def peak_of(self, fn) -> int:
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-        else:
-            Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
-        fn()
-        return self._read(peak=True) - self.base
-
-    def timing(self) -> None:
-        if not self.cuda:
-            self._malloc_thresholds(mmap=32 * 2**20, trim=2**31 - 1)
-
-
 @dataclass
 class Setup:
-    """What every model of the benchmark shares, decided as models/train.py decides it."""
+    """What every model of the benchmark shares, decided as models/run_factory.py decides it for a run."""
     training: dict  # the config's, with this size's micro-batch
     size: str
     vocab_size: int  # before padding
-    device: torch.device
-    bf16: bool
-    compiled: bool
-    peak_tflops: float | None
+    placement: Placement
 
     @classmethod
     def of(cls, config: dict, size: str, vocab_size: int) -> "Setup":
@@ -175,34 +122,26 @@ class Setup:
                               f"{training['micro_batch_size']} (size {size!r})")
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ConfigError("the benchmark runs in one process: start it without torchrun")
-        _, _, device = init_distributed(training["device"])
-        configure(device, training["threads"])
-        context = gpt2_config(size, vocab_size).n_positions
-        if training["seq_len"] > context:
-            raise ConfigError(f"seq_len {training['seq_len']} exceeds size {size!r}'s context of {context}")
-        return cls(training, size, vocab_size, device, uses_bf16(device, training["precision"]),
-                   uses_compile(device, training["compile"]),
-                   peak_tflops(device_name(device), training["peak_tflops"]))
+        return cls(training, size, vocab_size, Placement.here(training))
 
     def model(self):
-        torch.manual_seed(0)  # the same initial model for the minimal step and every loop
-        model = pad_vocabulary(build_model(self.model_config())).to(self.device)
-        return torch.compile(model) if self.compiled else model
-
-    def model_config(self):
-        """A new one each time: the model holds it, and padding the vocabulary changes it."""
-        return gpt2_config(self.size, self.vocab_size, self.training["dropout"])
+        """The loops' initial model (theirs is seed 0's too), compiled where theirs is."""
+        torch.manual_seed(0)
+        return placed(new_model(self.size, self.vocab_size, self.training, self.placement.device), self.placement)
 
     def settings(self, steps: int) -> LoopSettings:
-        return LoopSettings.from_config(self.training, steps, device=self.device, bf16=self.bf16,
-                                        peak_tflops=self.peak_tflops)
+        return self.placement.settings(self.training, steps)
 
 
-def stand_in_upstream(stages: tuple[str, ...], stage: str, model_config, scratch: Path) -> dict[str, Path]:
+def stand_in_upstream(stages: tuple[str, ...], stage: str, setup: Setup, domains: list[str],
+                      scratch: Path) -> dict[str, Path]:
     """Every stage before ``stage`` as a finished-looking run: a random model, uniform weights."""
-    upstream = {}
+    upstream, uniform = {}, [1 / len(domains)] * len(domains)
     for earlier in stages[: stages.index(stage)]:
-        build_model(model_config).save_pretrained(scratch / earlier / "model")
+        build_model(gpt2_config(setup.size, setup.vocab_size, setup.training["dropout"])).save_pretrained(
+            scratch / earlier / "model")
+        write_json(scratch / earlier / "weights.json",
+                   {"domains": domains, "initial_weights": uniform, "final_weights": uniform})
         upstream[earlier] = scratch / earlier
     return upstream
 
@@ -217,41 +156,32 @@ def due_groups(strategy, total_steps: int) -> dict[frozenset, list[int]]:
 
 
 class Subject:
-    """One strategy's loop on its working stage, and its steps grouped by the signals due."""
+    """One strategy's loop on its working stage (built by models/run_factory.py at the benchmark's
+    size, micro-batch and vocabulary, seed 0), and its steps grouped by the signals due."""
 
-    def __init__(self, config: dict, strategy_name: str, size: str, setup: Setup, store: TokenStore, scratch: Path,
+    def __init__(self, config: dict, strategy_name: str, size: str, setup: Setup, scratch: Path,
                  stage: str | None = None):
-        data_dir, domains = Path(config["data_dir"]), config["corpus"]["domains"]
         cls = get_strategy_class(cfg.strategy_class_name(config, strategy_name))
-        hparams = cfg.strategy_hparams(config, strategy_name)
-        stages = cls.stages_for({**cls.defaults, **hparams})
+        stages = cls.stages_for({**cls.defaults, **cfg.strategy_hparams(config, strategy_name)})
         # Where a strategy computes its signals, unless ``stage`` names another (a swarm run: swarm-0).
         self.stage = stage or ("proxy" if "proxy" in stages else "final")
-        self.run_steps = cfg.stage_training(config, strategy_name, self.stage, size)["steps"]
         scratch = scratch / strategy_name
         scratch.mkdir(parents=True)
-        upstream = stand_in_upstream(stages, cfg.stage_kind(self.stage), setup.model_config(), scratch)
-        k = len(domains)
-        context = StrategyContext(name=strategy_name, domains=tuple(domains), stage=self.stage,
-                                  replica=cfg.replica_index(self.stage),
-                                  total_steps=self.run_steps, seed=0, vocab_size=setup.vocab_size,
-                                  train_tokens=uncapped_train_tokens(data_dir, domains),
-                                  warmup_steps=setup.training["warmup_steps"],
-                                  upstream_weights={s: np.full(k, 1 / k) for s in upstream})
-        strategy = cls(context, **hparams)
-        self.loop = TrainingLoop(setup.model(), strategy, DomainSampler(store, setup.training["seq_len"], seed=0),
-                                 setup.settings(self.run_steps), log_path=scratch / "log.csv",
-                                 checkpoint_dir=scratch / "checkpoints", strategy_name=strategy_name,
-                                 sources=SignalSources(data_dir=data_dir, seed=0, upstream=upstream, run_dir=scratch),
-                                 heldout=heldout_set(config["data_dir"], config["corpus"]["domains"], setup.training))
+        upstream = stand_in_upstream(stages, cfg.Stage.parse(self.stage).kind, setup, config["corpus"]["domains"],
+                                     scratch)
+        run = build_run(config, RunIdentity(strategy=strategy_name, stage=self.stage, size=size, seed=0),
+                        out=scratch, upstream=upstream, placement=setup.placement,
+                        options=RunOptions(micro_batch_size=setup.training["micro_batch_size"],
+                                           vocab_size=setup.vocab_size, any_size=True))
+        self.loop, self.run_steps = run.loop, run.steps
         every = self.loop.eval_every
         # Every eval_every steps, and after the last step if that is not one of them.
         self.measurements = self.run_steps // every + (self.run_steps % every > 0) if self.loop.heldout else 0
-        self.groups = due_groups(strategy, self.run_steps)
-        self.lr, self.device = setup.training["lr"], setup.device
+        self.groups = due_groups(self.loop.strategy, self.run_steps)
+        self.lr, self.device = setup.training["lr"], setup.placement.device
 
     def timed_at(self, step: int) -> float:
-        self.loop.step = step - 1  # the strategy decides what is due from the step number
+        self.loop.skip_to(step)  # the strategy decides what is due from the step number
         return timed(lambda: self.loop.train_step(self.lr), self.device)
 
     def one_of_each_group(self) -> dict[frozenset, float]:
@@ -271,7 +201,7 @@ def measure(config: dict, names: list[str], size: str, rounds: int, vocab_size: 
     if vocab_size is not None and vocab_size < store.vocab_size:
         raise ConfigError(f"--vocab-size {vocab_size} is smaller than the tokenizer's {store.vocab_size}")
     setup = Setup.of(config, size, vocab_size or store.vocab_size)
-    device, batch, seq_len = setup.device, training["batch_size"], training["seq_len"]
+    device, batch, seq_len = setup.placement.device, training["batch_size"], training["seq_len"]
     meter = PeakMemory(device)
     uniform = np.full(len(domains), 1 / len(domains))
 
@@ -280,14 +210,14 @@ def measure(config: dict, names: list[str], size: str, rounds: int, vocab_size: 
     rows = DomainSampler(store, seq_len, seed=1).step_batch(uniform, batch, step=1)
     micro = list(to_device(rows.tokens, device).split(setup.training["micro_batch_size"]))
     vocab = unpadded_vocab_size(unwrap(reference))
-    minimal = lambda: timed(lambda: minimal_step(reference, optimizer, micro, vocab, setup.bf16,
+    minimal = lambda: timed(lambda: minimal_step(reference, optimizer, micro, vocab, setup.placement.bf16,
                                                  training["grad_clip"]), device)
     minimal()  # warm-up: compilation, the optimizer's state, and torch's lazy initialisation (before any mark)
     with tempfile.TemporaryDirectory() as scratch:
         subjects, peaks = {}, {}
         for name in names:  # each measured before the next exists: its peak is its own
             meter.mark()
-            subjects[name] = Subject(config, name, size, setup, store, Path(scratch), (stages or {}).get(name))
+            subjects[name] = Subject(config, name, size, setup, Path(scratch), (stages or {}).get(name))
             subjects[name].one_of_each_group()
             peaks[name] = meter.peak_of(subjects[name].one_of_each_group)
         meter.timing()
@@ -305,7 +235,7 @@ def measure(config: dict, names: list[str], size: str, rounds: int, vocab_size: 
     def speed(step_s: float) -> dict:
         tokens_per_s = batch * seq_len / step_s
         return {"step_s": step_s, "tokens_per_s": tokens_per_s,
-                "mfu": mfu(tokens_per_s, flops_per_token, setup.peak_tflops, devices=1)}
+                "mfu": mfu(tokens_per_s, flops_per_token, setup.placement.peak_tflops, devices=1)}
 
     strategies = {}
     for name, subject in subjects.items():
@@ -335,7 +265,8 @@ def measure(config: dict, names: list[str], size: str, rounds: int, vocab_size: 
     base.update(loop_overhead_ratio=ratio, loop_overhead_target=OVERHEAD_TARGET,
                 loop_overhead_met=ratio <= OVERHEAD_TARGET, sampler_sequences_per_s=batch / statistics.median(draw))
     return {"size": size, "rounds": rounds, "device": device_name(device), "cpus": os.cpu_count(),
-            "peak_tflops": setup.peak_tflops, "bf16": setup.bf16, "compiled": setup.compiled,
+            "peak_tflops": setup.placement.peak_tflops, "bf16": setup.placement.bf16,
+            "compiled": setup.placement.compiled,
             "batch_size": batch, "micro_batch_size": setup.training["micro_batch_size"], "seq_len": seq_len,
             "parameters": parameters, "vocab_size": vocab, "padded_vocab_size": raw.config.vocab_size,
             "flops_per_token": flops_per_token, "minimal_step": minimal_row, "strategies": strategies,
@@ -387,7 +318,7 @@ def main(argv=None):
     training = {key: getattr(args, key) for key in SHAPE_OPTIONS if getattr(args, key) is not None}
     if args.compile is not None:
         training["compile"] = {"auto": "auto", "true": True, "false": False}[args.compile]
-    config = cfg.load(*args.config, overrides={"training": training})
+    config = grid_config.load(*args.config, overrides={"training": training})
     size = args.size or config["grid"]["sizes"][0]
     names = list(dict.fromkeys(["uniform", *(args.strategies or config["grid"]["strategies"])]))
     report = measure(config, names, size, args.steps, args.vocab_size)

@@ -13,8 +13,9 @@ stream selection, a capped domain keeps the first documents read). Exact duplica
 dropped. Bad records stop the build with their file and line, or, with ``corpus.bad_records:
 skip``, are skipped and counted per file in the manifest. Everything is written to
 ``{data_dir}/corpus.partial``, which replaces ``{data_dir}/corpus`` only when the whole build
-succeeded. A build that stops resumes after the last input it finished, into the same splits,
-as long as its settings and input files are the same (``corpus.progress``).
+succeeded, with the marker of the corpus settings it was built with (``corpus.identity``). A
+build that stops resumes after the last input it finished, into the same splits, as long as its
+settings and input files are the same (``corpus.progress``).
 
 ``available_bytes`` of a domain is the size of its documents read (duplicates found removed):
 the whole domain when the source was read to its end, else what the read saw before it stopped
@@ -29,7 +30,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from corpus import progress
+from corpus import identity, progress
 from corpus.progress import BuildProgress, build_settings
 from corpus.records import BadRecord, Finished
 from corpus.sources import check_source, describe, records
@@ -156,7 +157,8 @@ def build(config: dict) -> dict:
         raise DataError(f"no documents for domain(s) {missing}; domains present in the data: "
                         f"{sorted(set(log.other_domains) | set(spools) - set(missing))}")
     manifest = {"source": corpus["source"], **describe(corpus), "selection": selection,
-                "bad_records": corpus["bad_records"], "read": read, "domains": {}}
+                "bad_records": corpus["bad_records"], "read": read,
+                "settings_fingerprint": identity.fingerprint(config, "corpus"), "domains": {}}
     for domain, spool in spools.items():
         entry = spool.write_splits(saver.folder / domain, val_fraction=corpus["val_fraction"],
                                    test_fraction=corpus["test_fraction"], min_docs=corpus["min_split_documents"])
@@ -167,13 +169,14 @@ def build(config: dict) -> dict:
     for origin, kinds in manifest["read"]["skipped"].items():
         print(f"skipped in {origin}: " + ", ".join(f"{n} {kind}" for kind, n in kinds.items()), file=sys.stderr)
     write_json(saver.folder / "manifest.json", manifest)
+    identity.record(saver.folder, config, "corpus")  # corpus/identity.py: which grids may read it
     for spool in spools.values():
         spool.remove()
     saver.commit(out)
     return manifest
 
 
-main = config_command(build, __doc__)
+main = config_command(build, __doc__, load=cfg.load)
 
 
 if __name__ == "__main__":

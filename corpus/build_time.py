@@ -3,7 +3,7 @@
 The build reads at most ``corpus.max_read_bytes`` of text (without a budget, at least every
 domain's cap: the read stops once each is full) and writes the kept documents (at most the sum
 of the caps) back out as splits. Both go at about the read rate benchmarks/corpus_build.py
-measures: 40-51 MB/s on local jsonl (README, "Corpus build and tokenization"); the slowest of
+measures: 40-51 MB/s on local jsonl (docs/performance.md, "Corpus build and tokenization"); the slowest of
 those, with a margin for hub streams, compressed files and a slower file system, sets the limit.
 A build that runs out of time resumes where it was (corpus/progress.py), so the limit need not
 be generous.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from mixbench.config_fields import domain_cap
+from mixbench.config import domain_cap
 
 READ_BYTES_PER_S = 40e6  # the slowest measured rate of benchmarks/corpus_build.py (local files)
 # A hub stream (source: huggingface) downloads, decompresses and parses as it reads; no stream was

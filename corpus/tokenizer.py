@@ -20,7 +20,9 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
+from corpus import identity
 from corpus.manifest import verify_splits
+from mixbench import config as cfg
 from mixbench.cli import config_command
 from corpus.hub import hub_unreachable
 from mixbench.errors import DataError
@@ -189,6 +191,7 @@ def build(config: dict) -> Path:
     out = Path(config["data_dir"]) / "tokenizer"
     if spec["kind"] == "bpe":
         corpus_dir = Path(config["data_dir"]) / "corpus"
+        identity.check(corpus_dir, config, "corpus")
         verify_splits(corpus_dir, config["corpus"]["domains"], ["train"])
         tok = train_bpe(iter_train_texts(corpus_dir, config["corpus"]["domains"]), spec["vocab_size"])
     elif spec["kind"] == "tiktoken":
@@ -199,11 +202,12 @@ def build(config: dict) -> Path:
         tok = load_pretrained(spec["path"])
     with atomic_dir(out) as tmp:
         tok.save_pretrained(tmp)
+        identity.record(tmp, config, "tokenizer")
     print(f"tokenizer: {len(tok)} tokens -> {out}", file=sys.stderr)
     return out
 
 
-main = config_command(build, __doc__)
+main = config_command(build, __doc__, load=cfg.load)
 
 
 if __name__ == "__main__":

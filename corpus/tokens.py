@@ -4,7 +4,8 @@
 
 Writes ``{data_dir}/tokens/{domain}.{split}.bin`` (uint16 when the vocabulary fits, else
 uint32) and ``{data_dir}/tokens/meta.json`` with dtype, vocabulary size, EOS id and, per
-file, token and document counts and sha256. ``TokenStore`` opens them as memory maps and
+file, token and document counts and sha256, and the marker of the corpus and tokenizer
+settings they were made with (``corpus.identity``). ``TokenStore`` opens them as memory maps and
 refuses files whose size or checksum disagrees with the metadata.
 """
 
@@ -23,6 +24,7 @@ from typing import Iterator
 import numpy as np
 from tqdm import tqdm
 
+from corpus import identity
 from corpus.spool import SPLITS
 from mixbench import config as cfg
 from corpus.manifest import verify_splits
@@ -156,7 +158,13 @@ def build(config: dict, workers: int = 1) -> dict:
     vocab_size, eos_id = tokenizer_facts(data_dir / "tokenizer")
     dtype = token_dtype(vocab_size)
     out_dir = data_dir / "tokens"
+    identity.check(data_dir / "corpus", config, "corpus")
+    identity.check(data_dir / "tokenizer", config, "tokenizer")
     verify_splits(data_dir / "corpus", config["corpus"]["domains"], SPLITS)
+    # The files are rewritten in place: what described the old ones goes first, so a build
+    # cut short leaves token files that no reader takes for finished ones.
+    for stale in (out_dir / "meta.json", *identity.markers(out_dir)):
+        stale.unlink(missing_ok=True)
     jobs = [(d, s) for d in config["corpus"]["domains"] for s in SPLITS]
     sources = {job: data_dir / "corpus" / job[0] / f"{job[1]}.jsonl" for job in jobs}
     files: dict[str, dict] = {}
@@ -171,6 +179,7 @@ def build(config: dict, workers: int = 1) -> dict:
     finally:
         encoder.close()
     meta = {"vocab_size": vocab_size, "dtype": dtype.name, "eos_id": eos_id, "domains": files}
+    identity.record(out_dir, config, "tokens")  # before meta.json: no finished-looking tokens without it
     write_json(out_dir / "meta.json", meta)
     for domain in files:
         print(f"{domain:>14}: " + ", ".join(f"{s} {files[domain][s]['tokens']:,}" for s in SPLITS), file=sys.stderr)

@@ -11,7 +11,7 @@ aligned allocations: 128 MiB allocated per step grew the heap to 925 MiB.
 Results are the same bit for bit, as measured rather than guaranteed: torch asks every
 allocator for 64-byte alignment, but a BLAS may pick its code path by the actual alignment.
 tests/test_allocator.py trains the same model bytes under both, and the default grid's 24
-models and evaluations came out identical (README, "The default grid's time").
+models and evaluations came out identical (docs/performance.md, "The default grid's time").
 PyTorch's own CPU launcher does the same (``torch.backends.xeon.run_cpu --enable-tcmalloc``).
 
 ``mixbench.gpus run`` preloads it into jobs that run without a GPU (on a GPU the large tensors

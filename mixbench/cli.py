@@ -37,15 +37,15 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, size_help: str, upstre
     parser.add_argument("--upstream", nargs="*", default=[], metavar="STAGE=DIR", help=upstream_help)
 
 
-def config_command(step, description: str):
-    """``main`` for an entry point whose only argument is the config: ``step(config)``."""
+def config_command(step, description: str, *, load):
+    """``main`` for an entry point whose only argument is the config: ``step(load(*files))``.
+    ``load``: ``mixbench.config.load``, or ``strategies.grid_config.load`` where the step reads the grid's
+    strategies (it checks them too)."""
 
     @main_guard
     def main(argv=None):
-        from mixbench import config as cfg
-
         parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
         add_config_argument(parser)
-        step(cfg.load(*parser.parse_args(argv).config))
+        step(load(*parser.parse_args(argv).config))
 
     return main

@@ -1,10 +1,16 @@
-"""Load and validate a mixbench configuration.
+"""A mixbench configuration: the one public module that loads, checks and reads one.
 
-One code path for Snakemake (rules/common.smk) and for every ``python -m`` entry point:
 ``read_files`` reads config files (each with the chain of files its ``base:`` names), the JSON
-schema in rules/schemas/config.schema.yaml checks structure and fills defaults, then
-``mixbench.config_checks`` checks what a schema cannot: strategy names and hyperparameters
-against the registry, model sizes against the size table, batch divisibility, context length.
+schema in rules/schemas/config.schema.yaml checks structure and fills defaults, then the checks
+of mixbench/_config_checks.py check what a schema cannot: model sizes against the size table,
+the Debian corpus's domains, per-domain caps, settings given per size. What needs a strategy
+class (names, hyperparameters, signals, the runs of each stage) is checked one layer up:
+``strategies.grid_config.load`` is ``load`` with those checks, which the workflow (rules/common.smk)
+and every entry point that trains, plans or reads a grid's runs use; ``load`` here serves the
+entry points that use no strategy (the corpus and tokenizer builds).
+
+The functions that read a config's fields (mixbench/_config_fields.py) and the stage of a run
+(``Stage``, mixbench/_stages.py) are reached through this module alone (``__all__``).
 
 Every rejection is a ConfigError whose first line names the field at fault (a dotted path such
 as ``training.lr``); a single problem is a single line.
@@ -16,17 +22,37 @@ import copy
 import functools
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import jsonschema
 import yaml
 
-from mixbench import config_checks, variants
+from mixbench import REPO_ROOT, variants
+from mixbench import _config_checks as checks
+from mixbench._config_checks import where_strategy
+from mixbench._config_fields import (
+    RESOURCE_FIELDS, RunResources, domain_cap, keyed_value, keyed_values, micro_batch_size, micro_batch_sizes,
+    resolve_stages, resource_setting, run_dir, run_resources, stage_allows_larger, stage_layers, stage_pack,
+    stage_saves_model, stage_setting, stage_training, strategy_class_name, strategy_entry, strategy_hparams, where,
+)
+from mixbench._stages import STAGE_PATTERN, TRAINED_STAGE_PATTERN, Stage, describe_stages, one_run_per_stage
 from mixbench.errors import ConfigError
-from mixbench.config_fields import (  # noqa: F401 (re-exported: cfg.stage_training, ...)
-    where, strategy_entry, strategy_class_name, strategy_hparams, stage_training, stage_layers, stage_allows_larger, stage_setting, stage_pack, stage_saves_model, pack_of, STAGE_PATTERN, TRAINED_STAGE_PATTERN, stage_kind, replica_index, stage_round, same_fan_out, stage_group, one_run_per_stage, strategy_stages, describe_stages, resolve_stages, run_chain, cell_runs, run_dir, keyed_values, keyed_value, micro_batch_sizes, micro_batch_size, RESOURCE_FIELDS, RunResources, resource_setting, run_resources, grid_runs, grid_run_resources, domain_cap)
 
-from mixbench import REPO_ROOT
+__all__ = [
+    # loading and checking
+    "ConfigError", "OPERATIONAL_FIELDS", "SCHEMA_PATH", "config_hash", "deep_merge", "fingerprint", "load",
+    "load_schema", "raise_problems", "read_files", "read_layered", "relevant_sections", "validate", "where",
+    "where_strategy",
+    # the stage of a run
+    "STAGE_PATTERN", "TRAINED_STAGE_PATTERN", "Stage", "describe_stages", "one_run_per_stage",
+    # a config's fields
+    "RESOURCE_FIELDS", "RunResources", "domain_cap", "keyed_value", "keyed_values", "micro_batch_size",
+    "micro_batch_sizes", "resolve_stages", "resource_setting", "run_dir", "run_resources", "stage_allows_larger",
+    "stage_layers", "stage_pack", "stage_saves_model", "stage_setting", "stage_training", "strategy_class_name",
+    "strategy_entry", "strategy_hparams",
+]
+
 SCHEMA_PATH = REPO_ROOT / "rules" / "schemas" / "config.schema.yaml"
 # Fields that change how a job runs but not what it computes, beyond the order of floating-point
 # operations: changing them reruns no finished job and does not invalidate a checkpoint. The
@@ -73,15 +99,17 @@ def _schema_validator() -> jsonschema.protocols.Validator:
     return _Validator(load_schema())
 
 
-def validate(config: dict) -> dict:
-    """Return a validated copy of ``config`` with defaults filled in; raise ConfigError otherwise."""
-    raise_problems(config_checks.value_problems(config))  # before the schema: it cannot see these
+def validate(config: dict, *, strategy_problems: Callable[[dict], list[str]] | None = None) -> dict:
+    """Return a validated copy of ``config`` with defaults filled in; raise ConfigError otherwise.
+    ``strategy_problems``: the checks of the grid's strategies (``strategies.grid_config.validate`` passes
+    them), whose problems are said with the others in one ConfigError."""
+    raise_problems(checks.value_problems(config))  # before the schema: it cannot see these
     config = copy.deepcopy(config)
-    raise_problems([config_checks.overlay_problem(config)])  # more to the point than what the schema finds
+    raise_problems([checks.overlay_problem(config)])  # more to the point than what the schema finds
     errors = sorted(_schema_validator().iter_errors(config), key=lambda e: [str(p) for p in e.path])
     # One problem per field, the schema's first: "-1.5 is not an integer" without "... nor >= 0".
     problems: dict[str, str] = {}
-    for problem in (problem for error in errors for problem in config_checks.schema_problems(error)):
+    for problem in (problem for error in errors for problem in checks.schema_problems(error)):
         problems.setdefault(problem.split(": ", 1)[0], problem)
     raise_problems(list(problems.values()))
     try:
@@ -91,7 +119,7 @@ def validate(config: dict) -> dict:
     else:
         problem = None
     raise_problems([problem])
-    raise_problems(config_checks.semantic_problems(config))
+    raise_problems(checks.semantic_problems(config, strategy_problems))
     return config
 
 
@@ -109,7 +137,7 @@ def raise_problems(problems: list[str | None]) -> None:
 
 def load(*paths: str | Path, overrides: dict | None = None) -> dict:
     """Read YAML files in order (later ones win, key by key; each over the ``base:`` chain it
-    names) plus overrides, then validate."""
+    names) plus overrides, then validate (all but the grid's strategies: see the module's docstring)."""
     return validate(deep_merge(read_files(*paths), overrides or {}))
 
 
@@ -172,24 +200,6 @@ def fingerprint(obj) -> str:
     """Short stable hash of any JSON-serialisable object."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
-
-
-def run_fingerprint(config: dict, strategy: str, chain: dict[str, dict]) -> str:
-    """What one training run's result depends on, given its chain from ``resolve_stages``: the
-    resolved ``{"size", "steps"}`` of the run (last) and of every run it reads (seed and stage
-    come from its path). A stage's own size and steps stand in for the grid's, so changing the
-    final models' length reruns no shared proxy; a changed upstream run changes the fingerprint,
-    so no checkpoint made on the old one is resumed. Of the hyperparameters, those the run's stage
-    depends on (``Strategy.stage_hparams``: a RegMix swarm run, its concentration range alone)."""
-    from strategies import get_strategy_class
-
-    corpus, tokenizer, training = relevant_sections(config, "corpus", "tokenizer", "training")
-    # The hyperparameters with their defaults: writing a default out changes no run.
-    cls = get_strategy_class(strategy_class_name(config, strategy))
-    *_, (stage, own) = chain.items()
-    hparams = cls.stage_hparams(stage, {**cls.defaults, **strategy_hparams(config, strategy)})
-    entry = {"strategy": cls.__name__, **hparams}
-    return fingerprint([corpus, tokenizer, {**training, "steps": own["steps"]}, chain, entry])
 
 
 def config_hash(config: dict) -> str:

@@ -1,5 +1,5 @@
 """Which Hugging Face datasets the grid's lm-eval registry tasks read, and whether the local
-datasets cache holds them (evaluation runs offline: eval/lm.py).
+datasets cache holds them (evaluation runs offline: eval/harness/lm.py).
 
 The dataset of a task (``dataset_path``, ``dataset_name``, ``dataset_kwargs``) is read from
 lm-eval's task index, which parses the task YAMLs without loading any data; groups and tags are
@@ -25,7 +25,7 @@ from typing import Iterable
 from mixbench.errors import DataError
 from mixbench.io import write_text
 
-# Offline groups written from the corpus's own test split by eval.downstream_tasks: nothing to download.
+# Offline groups written from the corpus's own test split by eval.harness.downstream_tasks: nothing to download.
 GENERATED_TASKS = ("mixbench_cloze", "mixbench_choice")
 
 
@@ -51,10 +51,10 @@ def registry_tasks(names: Iterable[str]) -> list[str]:
     return [name for name in names if name not in GENERATED_TASKS]
 
 
-def _spec(cfg: dict) -> DatasetSpec:
-    kwargs = dict(cfg.get("dataset_kwargs") or {})
+def _spec(task: dict) -> DatasetSpec:
+    kwargs = dict(task.get("dataset_kwargs") or {})
     kwargs.pop("trust_remote_code", None)  # lm-eval drops it under datasets 4+ (scripts no longer load)
-    return DatasetSpec(cfg.get("dataset_path"), cfg.get("dataset_name"), kwargs)
+    return DatasetSpec(task.get("dataset_path"), task.get("dataset_name"), kwargs)
 
 
 def _expand(name_or_item, index: dict, seen: set) -> list[DatasetSpec]:

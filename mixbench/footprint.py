@@ -27,7 +27,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from mixbench import config_fields as fields
+from mixbench import config as cfg
 from mixbench.model_sizes import SIZES, approx_parameters, planned_vocab_size
 
 GB = 10**9
@@ -69,23 +69,15 @@ def vocabulary(config: dict) -> tuple[int, str]:
     return planned_vocab_size(tokenizer), where
 
 
-def grid_runs(config: dict) -> list[Run]:
-    """Every training run of the grid once (a proxy shared by three final sizes is one run)."""
-    seeds = len(config["grid"]["seeds"])
-    return [Run(size, strategy, stage, run["steps"], seeds)
-            for (size, strategy, stage), run in fields.grid_runs(config).items()
-            if run["steps"] > 0]  # a fit stage trains nothing
-
-
-def estimate(config: dict, parallel_runs: int) -> list[Part]:
-    """The grid's footprint by part (see the module's docstring)."""
+def estimate(config: dict, runs: list[Run], parallel_runs: int) -> list[Part]:
+    """The grid's footprint by part (see the module's docstring); ``runs``: every training run of
+    the grid once (a proxy shared by three final sizes is one run; models/preflight.py lists them)."""
     data, runs_dir = config["data_dir"], config["runs_dir"]
     vocab, _ = vocabulary(config)
     padded = -(-vocab // 64) * 64
-    corpus = sum(fields.domain_cap(config["corpus"], d) for d in config["corpus"]["domains"])
+    corpus = sum(cfg.domain_cap(config["corpus"], d) for d in config["corpus"]["domains"])
     tokens = corpus / BYTES_PER_TOKEN
     id_bytes = 2 if vocab <= 65536 else 4
-    runs = grid_runs(config)
 
     def params(run: Run, vocab_size: int) -> int:
         return approx_parameters(SIZES[run.size], vocab_size)
@@ -93,9 +85,9 @@ def estimate(config: dict, parallel_runs: int) -> list[Part]:
     checkpoint = sorted((CHECKPOINTS_AT_ONCE * CHECKPOINT_BYTES_PER_PARAMETER * params(r, padded) for r in runs),
                         reverse=True)
     in_progress = checkpoint[:parallel_runs]
-    fan_out = [r for r in runs if fields.replica_index(r.stage) is not None]
+    fan_out = [r for r in runs if cfg.Stage.parse(r.stage).replica is not None]
     saved = [r for r in runs if r not in fan_out]
-    saved_fan_out = [r for r in fan_out if fields.stage_saves_model(config, r.strategy, r.stage)]
+    saved_fan_out = [r for r in fan_out if cfg.stage_saves_model(config, r.strategy, r.stage)]
     model_bytes = lambda group: sum(r.seeds * (MODEL_BYTES_PER_PARAMETER * params(r, vocab) + TOKENIZER_BYTES)
                                     for r in group)
     finals = sum(r.seeds for r in runs if r.stage == "final")

@@ -1,5 +1,5 @@
 """Why a run meant for a GPU would not get one: a CPU-only torch, a driver too old for the torch
-build, or no GPU for jobs at all. Said before the first job (mixbench.preflight) and again by a
+build, or no GPU for jobs at all. Said before the first job (models.preflight) and again by a
 job that mixbench.gpus gave GPUs (models/device.py), so that no run trains on the CPU unseen.
 
 The diagnosis takes torch's facts as arguments: the preflight passes its own, tests pass fakes.

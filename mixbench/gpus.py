@@ -22,7 +22,8 @@ them (a CPU-only torch, a driver too old for the build) fails instead of trainin
 ``--gpus 0`` hides every GPU from CMD: a job that reserved none must not use one by accident.
 Where there is no GPU at all, CMD runs without and says so, except in a SLURM job, which asked
 SLURM for GPUs and fails. ``MIXBENCH_EXPECT_GPU=none`` (set by the workflow when the grid expects
-no GPU: a CPU laptop, a CPU node) lets every job run on what it finds, as a CPU grid should. A CMD that runs without a GPU gets
+no GPU: a CPU laptop, a CPU node) lets every job run on what it finds, as a CPU grid should, and
+without a word. A CMD that runs without a GPU gets
 tcmalloc preloaded (mixbench/allocator.py: about a quarter faster CPU steps, same results).
 """
 
@@ -150,7 +151,10 @@ def run(count: int, command: list[str], env=os.environ) -> None:
             raise ConfigError(f"the job asks for {count} GPU(s) and {owner} has none (CUDA_VISIBLE_DEVICES is "
                               f"unset): give train and evaluate a GPU partition in profiles/slurm, or set "
                               f"training.device: cpu ({EXPECT_GPU}=none runs GPU jobs on CPU nodes on purpose)")
-        else:
+        elif env.get(EXPECT_GPU) != "none":
+            # A grid that expects no GPU (a CPU laptop, a CPU node) runs its jobs without one by
+            # design: nothing to say per job. A GPU grid without GPUs is refused once, before the
+            # first job, by the workflow's preflight (models/preflight.py); this is a hand run.
             log(f"the job asks for {count} GPU(s) and {owner} has none: it runs without")
         env, allocator = cpu_job_env(env)
         log(f"allocator: {allocator}")

@@ -31,7 +31,7 @@ RDZV_PORT_BASE, RDZV_PORT_SPAN = 29500, 3000
 
 def job_resources(run) -> dict:
     """What a training job asks the scheduler for, from its run's resources
-    (``mixbench.config_fields.run_resources``): Snakemake resources read by the local scheduler
+    (``mixbench.config.run_resources``): Snakemake resources read by the local scheduler
     (`gpu`, under profiles/gpu) and by snakemake-executor-plugin-slurm (profiles/slurm). Its CPUs
     are the plugin's `cpus_per_task`, which sbatch and the jobstep's srun take as they are (threads
     are capped at the submitting host's --cores); the rule passes the same number to --cpus, and

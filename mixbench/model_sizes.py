@@ -1,5 +1,5 @@
-"""GPT-2 model sizes. Torch-free so the workflow, the config checks and the preflight can read it
-instantly; it lives in mixbench/ (the bottom layer) and models/sizes.py re-exports it.
+"""GPT-2 model sizes. Torch-free, so that the workflow, the config checks and the preflight read it
+instantly; it lives in mixbench/, the bottom layer.
 
 Parameter counts are for the vocabulary named in the comment (tied input/output embedding
 counted once); tests/test_models.py checks small/medium/large on the meta device.

@@ -26,17 +26,19 @@ from mixbench.errors import ConfigError
 from mixbench.io import remove_stale_temporaries, write_json
 from mixbench.provenance import provenance
 from mixbench.runlock import RunLock
+from models.run_record import RunRecord
 from models.upstream import read_upstream, strategy_context
-from strategies import get_strategy_class
+from strategies import get_strategy_class, grid_config
+from strategies import runs as strategy_runs
 from strategies.base import validate_weights
 
 STAGE = "fit"
 
 
-def fit(config: dict, size: str, strategy_name: str, seed: int, out: Path, upstream: dict[str, Path]) -> dict:
+def fit(config: dict, size: str, strategy_name: str, seed: int, out: Path, upstream: dict[str, Path]) -> RunRecord:
     """Compute and write the fit stage's outputs; returns its run.json record."""
     start = time.time()
-    chain = cfg.run_chain(config, strategy_name, STAGE, size)  # refuses a strategy without a fit stage
+    chain = strategy_runs.run_chain(config, strategy_name, STAGE, size)  # refuses a strategy without a fit stage
     expected = set(chain) - {STAGE}
     if set(upstream) != expected:
         raise ConfigError(f"--upstream must name exactly the runs before {strategy_name}'s fit "
@@ -52,13 +54,11 @@ def fit(config: dict, size: str, strategy_name: str, seed: int, out: Path, upstr
         write_json(out / "fit.json", report)
     write_json(out / "weights.json", {"domains": list(context.domains), "initial_weights": weights,
                                       "final_weights": weights})
-    record = {
-        "strategy": strategy_name, "stage": STAGE, "size": chain[STAGE]["size"], "steps": 0, "parameters": 0,
-        "tokens": 0, "train_flops": 0, "token_passes": {}, "flops": 0, "train_seconds": 0.0,
-        "wall_seconds": round(time.time() - start, 2), "heldout_seconds": 0.0,
-        **provenance(cfg.config_hash(config), seed),
-    }
-    write_json(out / "run.json", record)
+    record = RunRecord(
+        strategy=strategy_name, stage=STAGE, size=chain[STAGE]["size"], steps=0, parameters=0, tokens=0,
+        train_flops=0, token_passes={}, flops=0, train_seconds=0.0, wall_seconds=round(time.time() - start, 2),
+        heldout_seconds=0.0, **provenance(cfg.config_hash(config), seed))
+    record.write(out / "run.json")
     return record
 
 
@@ -69,13 +69,13 @@ def main(argv: list[str] | None = None) -> None:
                       upstream_help="the runs before the fit")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    config = cfg.load(*args.config)
+    config = grid_config.load(*args.config)
     args.out.mkdir(parents=True, exist_ok=True)
     with RunLock(args.out):
         for path in remove_stale_temporaries(args.out, recursive=False):
             print(f"removed {path}, left by a write that a crash cut short", file=sys.stderr)
         record = fit(config, args.size, args.strategy, args.seed, args.out, read_upstream(args.upstream))
-    print(f"{args.strategy} seed {args.seed}: fit written to {args.out} in {record['wall_seconds']} s", file=sys.stderr)
+    print(f"{args.strategy} seed {args.seed}: fit written to {args.out} in {record.wall_seconds} s", file=sys.stderr)
 
 
 if __name__ == "__main__":

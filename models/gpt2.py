@@ -7,7 +7,7 @@ import copy
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from models.sizes import SIZES
+from mixbench.model_sizes import SIZES
 from models.token_loss import chunked_token_loss
 
 

@@ -25,18 +25,18 @@ from mixbench.errors import ConfigError, TrainingError
 from models.flat_params import unwrap
 from models.gpt2 import count_parameters
 from models.throughput import mfu, model_flops_per_token
-from models.optim import LoopSettings, lr_factor, make_optimizer  # noqa: F401 (LoopSettings: the public API)
-from models.loop_state import Checkpointing
+from models.optim import LoopSettings, make_optimizer, make_scheduler  # noqa: F401 (LoopSettings: the public API)
+from models.loop_state import CheckpointParts, Checkpoints, LoopState, rng_state, set_rng_state
 from models.heldout import HeldOutEvaluator, HeldOutSet, eval_steps
 from models.runlog import FlushPolicy, HeldOutLog, StepLog, TraceLog
-from models.signals import computation_order, provider_class
+from models.signals import providers_for
 from models.signals.base import ProviderHandles, SignalSources, StepContext
 from models.loop_sync import PendingStep, StopAgreement, StopRequested
 from models.step import Batch, PendingHostCopy, StepPasses, to_device, values_to_host
 from strategies.base import StepStats, Strategy, validate_weights
 
-class TrainingLoop(Checkpointing):
-    def __init__(self, model, strategy: Strategy, sampler: DomainSampler, settings: LoopSettings, *,
+class TrainingLoop:
+    def __init__(self, *, model, strategy: Strategy, sampler: DomainSampler, settings: LoopSettings,
                  log_path, checkpoint_dir, strategy_name: str, fingerprint: str = "",
                  sources: SignalSources | None = None, heldout: HeldOutSet | None = None):
         self.model, self.strategy, self.sampler, self.s = model, strategy, sampler, settings
@@ -52,24 +52,22 @@ class TrainingLoop(Checkpointing):
         config = self.raw_model.config
         self.flops_per_token = model_flops_per_token(self.num_parameters, config.n_layer, config.n_embd,
                                                      settings.seq_len)
-        self.weights = validate_weights(strategy.initial_weights(), self.k, strategy_name, 0)
-        self.initial_weights = self.weights.copy()  # weights.json's: what the first step sampled
+        # The loop's progress (step, tokens, seconds, mixture): what its checkpoints save beside its parts.
+        self.state = LoopState(weights=validate_weights(strategy.initial_weights(), self.k, strategy_name, 0))
+        self.initial_weights = self.state.weights.copy()  # weights.json's: what the first step sampled
         self._check_batch()
         # One provider per optional signal, in an order where each runs after those it uses.
         handles = ProviderHandles(model=forward_model, raw_model=self.raw_model, passes=self.passes,
                                   settings=settings, domains=tuple(self.domains), sources=sources or SignalSources())
-        options = strategy.signal_options()
-        self.providers = [provider_class(name)(name=name, handles=handles, options=options.get(name, {}))
-                          for name in computation_order(strategy.required_signals())]
+        self.providers = providers_for(strategy, handles)
         self.optimizer = make_optimizer(self.raw_model, settings)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda i: lr_factor(i, settings.warmup_steps, settings.steps, settings.min_lr_ratio)
-        )
-        self.checkpoint_dir = Path(checkpoint_dir)  # models/checkpoint.py: one folder per checkpoint
-        self.fingerprint = fingerprint  # of the config the run belongs to: a stale checkpoint is not resumed
-        self.step, self.tokens_seen, self.elapsed, self.heldout_seconds = 0, 0, 0.0, 0.0
+        self.scheduler = make_scheduler(self.optimizer, settings)
         self.waiting: PendingStep | None = None  # the last step's log row, until its losses are on the host
-        self._resume()
+        self.step_loss_weights: np.ndarray | None = None  # what the current step's loss was weighted by
+        parts = CheckpointParts(model=self.raw_model, optimizer=self.optimizer, scheduler=self.scheduler,
+                                strategy=strategy, providers=self.providers, token_passes=self.passes.token_passes)
+        self.checkpoints = Checkpoints(folder=checkpoint_dir, fingerprint=fingerprint, settings=settings, parts=parts)
+        self.checkpoints.resume(self.state)
         # The held-out loss of the model as the loop trains it (dropout off), every eval_every steps.
         self.forward_model = forward_model
         self.heldout = None if heldout is None else HeldOutEvaluator(
@@ -84,36 +82,39 @@ class TrainingLoop(Checkpointing):
         self.flushes = FlushPolicy(self.s.log_flush_steps, self.s.log_flush_seconds)
         if self.s.rank != 0:
             return
-        self.log = StepLog(log_path, self.domains, self.step)
-        self.trace = TraceLog(log_path.with_name("trace.jsonl"), self.step)
+        self.log = StepLog(log_path, self.domains, self.state.step, loss_weights=self.strategy.has_loss_weights())
+        self.trace = TraceLog(log_path.with_name("trace.jsonl"), self.state.step)
         if self.heldout is not None:
-            self.heldout_log = HeldOutLog(log_path.with_name("val.csv"), self.domains, self.step)
+            self.heldout_log = HeldOutLog(log_path.with_name("val.csv"), self.domains, self.state.step)
         if self.s.tensorboard:
             from models.tensorboard_log import TensorBoardLog
 
-            self.tensorboard = TensorBoardLog(log_path.parent, self.domains, self.step, self.s.log_flush_seconds)
+            self.tensorboard = TensorBoardLog(log_path.parent, self.domains, self.state.step, self.s.log_flush_seconds)
 
     def _logs(self) -> list:
         return [log for log in (self.log, self.trace, self.heldout_log, self.tensorboard) if log is not None]
 
     def _check_batch(self) -> None:
         """A stratified batch must hold every domain it samples from."""
-        support = int((self.weights > 0).sum())
+        support = int((self.state.weights > 0).sum())
         if self.strategy.stratified_batches() and self.s.batch_size < support:
             raise ConfigError(f"strategy {self.name!r} samples every domain at every step: the batch needs at "
                               f"least {support} sequences, but batch_size is {self.s.batch_size}")
 
     # -- one optimizer step ------------------------------------------------------------------
     def _loss_weights(self) -> np.ndarray | None:
+        """The strategy's loss weights for this step, kept for the step's log row."""
         weights = self.strategy.loss_weights()
-        if weights is None:
-            return None
-        return validate_weights(weights, self.k, self.name, self.step + 1, what="loss weights", on_simplex=False)
+        if weights is not None:
+            weights = validate_weights(weights, self.k, self.name, self.state.step + 1, what="loss weights",
+                                       on_simplex=False)
+        self.step_loss_weights = weights
+        return weights
 
     def _batch(self) -> Batch:
         """This rank's rows of the next global step (the same draw on every rank: corpus/sampler.py)."""
         s = self.s
-        rows = self.sampler.step_batch(self.weights, s.batch_size, self.step + 1,
+        rows = self.sampler.step_batch(self.state.weights, s.batch_size, self.state.step + 1,
                                        stratified=self.strategy.stratified_batches(),
                                        rank=s.rank, world_size=s.world_size)
         local_batch = len(rows.domains)
@@ -124,8 +125,8 @@ class TrainingLoop(Checkpointing):
     def _row_weights(self, batch: Batch):
         row_w, denom = self.passes.row_weights(self._loss_weights(), batch)
         if denom <= 0:
-            raise TrainingError(f"strategy {self.name!r} at step {self.step + 1}: loss weights are zero on every "
-                                "domain of the batch")
+            raise TrainingError(f"strategy {self.name!r} at step {self.state.step + 1}: loss weights are zero on "
+                                "every domain of the batch")
         return row_w, denom
 
     def _backward_all(self, batch: Batch) -> list[torch.Tensor]:
@@ -146,10 +147,10 @@ class TrainingLoop(Checkpointing):
         return domain_loss
 
     def _update(self, stats: StepStats) -> None:
-        self.strategy.record(self.weights)
+        self.strategy.record(self.state.weights)
         new = self.strategy.update(stats)
         if new is not None:
-            self.weights = validate_weights(new, self.k, self.name, stats.step)
+            self.state.weights = validate_weights(new, self.k, self.name, stats.step)
 
     def _optimizer_step(self, clip: bool) -> None:
         if clip and self.s.grad_clip > 0:
@@ -163,7 +164,7 @@ class TrainingLoop(Checkpointing):
         the strategy when it needs them, take the optimizer step. A step whose stats nobody needs
         at once waits for nothing: its per-domain sums come to the host later (``PendingStep``)."""
         batch = self._batch() if batch is None else batch
-        context = StepContext(step=self.step + 1, lr=lr, batch=batch)
+        context = StepContext(step=self.state.step + 1, lr=lr, batch=batch)
         due = [p for p in self.providers if self.strategy.signal_due(p.name, context.step)]
         now = bool(due) or self.strategy.needs_step_stats(context.step)
         owner = next((p for p in due if p.computes_step_gradient), None)
@@ -188,17 +189,17 @@ class TrainingLoop(Checkpointing):
         else:
             # A no-grad pass for the signals, then each micro-batch again: replay the RNG so the
             # second forward draws the dropout masks of the first.
-            rng = self._rng_state()
+            rng = rng_state(self.s.device)
             context.token_loss = torch.cat(self.passes.forward_only(batch, keep_graph=False))
             pending = self._stats(context, self.passes.domain_sums(context.token_loss, batch), counts, due)
-            self._set_rng_state(rng)
+            set_rng_state(rng, self.s.device)
             self._backward_all(batch)
         self._optimizer_step(clip=True)
         return pending
 
     def _stats(self, context: StepContext, loss_sum: torch.Tensor, token_count: np.ndarray, due) -> PendingStep:
         """The step's signals and loss sums in one transfer to the host, then the strategy's update."""
-        used = self.weights
+        used = self.state.weights
         signals = self._signals(due, context)
         host = values_to_host({"loss_sum": loss_sum, "signals": signals})
         stats = StepStats(context.step, context.lr, self._domain_loss(host["loss_sum"], token_count, context.step),
@@ -209,8 +210,8 @@ class TrainingLoop(Checkpointing):
 
     def _later(self, context: StepContext, loss_sum: torch.Tensor, token_count: np.ndarray) -> PendingStep:
         """A step the strategy does not update on: its loss sums go to the host behind its work."""
-        self.strategy.record(self.weights)
-        return PendingStep(context.step, context.lr, self.weights, token_count, self.strategy.trace(),
+        self.strategy.record(self.state.weights)
+        return PendingStep(context.step, context.lr, self.state.weights, token_count, self.strategy.trace(),
                            copy=PendingHostCopy({"loss_sum": loss_sum}))
 
     def mfu(self, tokens_per_s: float) -> float | None:
@@ -223,12 +224,13 @@ class TrainingLoop(Checkpointing):
         started = time.perf_counter()
         domain_loss = self.heldout.domain_loss(self.forward_model)
         seconds = time.perf_counter() - started
-        self.heldout_seconds += seconds
+        self.state.heldout_seconds += seconds
         if self.s.rank == 0:
             flops = self.passes.flops() * self.s.world_size  # every process makes the same passes
-            self.heldout_log.write(self.step, self.tokens_seen, flops, self.elapsed, seconds, domain_loss)
+            state = self.state
+            self.heldout_log.write(state.step, state.tokens_seen, flops, state.elapsed, seconds, domain_loss)
             if self.tensorboard:
-                self.tensorboard.write_heldout(self.step, domain_loss)
+                self.tensorboard.write_heldout(self.state.step, domain_loss)
         return domain_loss
 
     def _log(self, row: PendingStep) -> None:
@@ -239,7 +241,7 @@ class TrainingLoop(Checkpointing):
             return
         tokens_per_s = float(row.token_count.sum()) / row.step_time
         self.log.write(row.step, row.lr, loss, row.tokens_seen, row.elapsed, row.step_time, tokens_per_s,
-                       self.mfu(tokens_per_s), domain_loss, row.token_count, row.weights)
+                       self.mfu(tokens_per_s), domain_loss, row.token_count, row.weights, row.loss_weights)
         if self.tensorboard:
             self.tensorboard.write_step(row.step, lr=row.lr, loss=loss, tokens_per_s=tokens_per_s,
                                         domain_loss=domain_loss, weights=row.weights)
@@ -248,6 +250,10 @@ class TrainingLoop(Checkpointing):
         if self.bar.disable and (row.step % self.report_every == 0 or row.step == self.s.steps):
             print(f"{self.name} step {row.step}/{self.s.steps} loss {loss:.4f} lr {row.lr:.2e} "
                   f"{row.step_time:.3f}s/step", file=sys.stderr, flush=True)
+
+    def skip_to(self, step: int) -> None:
+        """Let ``step`` come next without training those before it (a benchmark times each kind of step)."""
+        self.state.step = step - 1
 
     def drain(self) -> None:
         """Write the log row still waiting for its step's losses (before a checkpoint, and at the end)."""
@@ -265,37 +271,39 @@ class TrainingLoop(Checkpointing):
         a step queued."""
         stop, agree = StopRequested(), StopAgreement(self.s.device, self.s.world_size)
         self.model.train()
-        self.bar = tqdm(total=self.s.steps, initial=self.step, desc=self.name, unit="step",
+        self.bar = tqdm(total=self.s.steps, initial=self.state.step, desc=self.name, unit="step",
                         disable=self.s.rank != 0 or not sys.stderr.isatty())
         self.report_every = max(1, self.s.steps // 20)
-        batch = self._batch() if self.step < self.s.steps else None
+        batch = self._batch() if self.state.step < self.s.steps else None
         interrupted = False
-        while self.step < self.s.steps and not interrupted:
+        while self.state.step < self.s.steps and not interrupted:
             started = time.perf_counter()
             row = self.train_step(self.scheduler.get_last_lr()[0], batch)
-            self.step += 1
-            self.tokens_seen += int(row.token_count.sum())
-            done = self.step == self.s.steps  # the final model is saved instead of a checkpoint
+            row.loss_weights = self.step_loss_weights  # every step's passes ask for them once
+            self.state.step += 1
+            self.state.tokens_seen += int(row.token_count.sum())
+            done = self.state.step == self.s.steps  # the final model is saved instead of a checkpoint
             batch = None if done else self._batch()  # prefetched while the device trains
             if self.s.rank == 0:
-                self.trace.write(self.step, row.trace)
+                self.trace.write(self.state.step, row.trace)
             self.drain()  # the previous step's row
             row.step_time = time.perf_counter() - started
-            self.elapsed += row.step_time
-            row.elapsed, row.tokens_seen, self.waiting = self.elapsed, self.tokens_seen, row
-            if self.heldout is not None and (self.step % self.eval_every == 0 or done):
+            self.state.elapsed += row.step_time
+            row.elapsed, row.tokens_seen, self.waiting = self.state.elapsed, self.state.tokens_seen, row
+            if self.heldout is not None and (self.state.step % self.eval_every == 0 or done):
                 self.measure_heldout()
             if self.s.rank == 0 and self.flushes.due():
                 # The rows written so far; this step's waits for its losses (no wait for the device
                 # here: a checkpoint, which a resume starts from, writes it first).
                 for log in self._logs():
                     log.flush()
-            interrupted = agree(stop.requested) or (stop_after is not None and self.step >= stop_after)
-            if not done and (interrupted or self.step % self.s.checkpoint_every == 0):
-                self.save()  # drains first
+            interrupted = agree(stop.requested) or (stop_after is not None and self.state.step >= stop_after)
+            if not done and (interrupted or self.state.step % self.s.checkpoint_every == 0):
+                self.drain()  # the log row of the step being saved, checked for NaN first
+                self.checkpoints.save(self.state, self._logs())
         self.drain()
         agree.close()
         self.bar.close()
         for log in self._logs():
             log.close()
-        return self.step == self.s.steps
+        return self.state.step == self.s.steps

@@ -1,10 +1,16 @@
 """The training loop's checkpoint: everything an interrupted run needs to go on exactly as if
-it had not stopped (model, optimizer, scheduler, strategy, signal providers, RNG, counters), and
-its resumption. A mixin of models/loop.py's TrainingLoop, whose attributes it reads."""
+it had not stopped, and its resumption.
+
+What a checkpoint saves is explicit: the loop's own progress (``LoopState``: step, tokens,
+seconds, the mixture the next step samples with), the state dicts of the parts it was built with
+(``CheckpointParts``: model, optimizer, scheduler, strategy, signal providers, pass counters) and
+each process's RNG. ``Checkpoints`` writes and restores them (models/checkpoint.py's folders).
+"""
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,91 +18,128 @@ import torch
 import torch.distributed as dist
 
 from models.checkpoint import load_latest, read_checkpoint, remove_checkpoints, save_checkpoint
+from models.optim import LoopSettings
+from strategies.base import Strategy
 
 # Bumped when the checkpoint's layout changes: an older checkpoint is not resumed.
 CHECKPOINT_FORMAT = 5
 
 
-class Checkpointing:
-    def _rng_state(self) -> dict:
-        return {"torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(self.s.device) if self.s.device.type == "cuda" else None}
+@dataclass
+class LoopState:
+    """The loop's progress, which it advances step by step and a checkpoint saves."""
+    weights: np.ndarray  # the mixture the next step samples with
+    step: int = 0  # steps taken
+    tokens_seen: int = 0  # training tokens of those steps, every process's
+    elapsed: float = 0.0  # seconds of training, held-out measurements excluded
+    heldout_seconds: float = 0.0  # seconds of held-out measurements (models/heldout.py)
 
-    def _set_rng_state(self, state: dict) -> None:
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] is not None and self.s.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"], self.s.device)
 
-    def _state(self) -> dict:
-        # Per rank: each rank has its own dropout RNG (training batches are keyed by step, and
-        # providers' streams are the same on every rank).
-        local = {"providers": {p.name: p.state_dict() for p in self.providers}, **self._rng_state()}
+@dataclass(frozen=True, kw_only=True)
+class CheckpointParts:
+    """The parts of a loop whose state a checkpoint saves beside its LoopState."""
+    model: torch.nn.Module  # unwrapped (no DDP, no torch.compile): its names are the saved model's
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    strategy: Strategy
+    providers: list  # the signal providers (models/signals/), each with its own state
+    token_passes: dict[str, int]  # the step passes' counters (models/step.py), restored in place
+
+
+def rng_state(device: torch.device) -> dict:
+    """This process's RNG (dropout masks): torch's, and the device's on a GPU."""
+    return {"torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+
+
+class Checkpoints:
+    """A run's checkpoints in ``folder``: a checkpoint of another ``fingerprint`` (configuration)
+    or format is not resumed."""
+
+    def __init__(self, *, folder: Path, fingerprint: str, settings: LoopSettings, parts: CheckpointParts):
+        self.folder, self.fingerprint, self.settings, self.parts = Path(folder), fingerprint, settings, parts
+
+    def gather(self, state: LoopState) -> dict:
+        """The checkpoint of ``state`` and the parts, on every process: each saves its own RNG and
+        providers' state (training batches are keyed by step; each rank has its own dropout RNG)."""
+        s, parts = self.settings, self.parts
+        local = {"providers": {p.name: p.state_dict() for p in parts.providers}, **rng_state(s.device)}
         samplers = [local]
-        if self.s.world_size > 1:
-            samplers = [None] * self.s.world_size
+        if s.world_size > 1:
+            samplers = [None] * s.world_size
             dist.all_gather_object(samplers, local)
         return {
             "format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint,
-            "step": self.step, "tokens_seen": self.tokens_seen, "elapsed": self.elapsed,
-            "heldout_seconds": self.heldout_seconds,
-            "token_passes": dict(self.passes.token_passes),
-            "weights": self.weights, "model": self.raw_model.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "strategy": self.strategy.state_dict(), "samplers": samplers,
+            "step": state.step, "tokens_seen": state.tokens_seen, "elapsed": state.elapsed,
+            "heldout_seconds": state.heldout_seconds, "token_passes": dict(parts.token_passes),
+            "weights": state.weights, "model": parts.model.state_dict(),
+            "optimizer": parts.optimizer.state_dict(), "scheduler": parts.scheduler.state_dict(),
+            "strategy": parts.strategy.state_dict(), "samplers": samplers,
         }
 
-    def save(self) -> None:
-        self.drain()  # the log row of the step being saved, checked for NaN first
-        state = self._state()
-        if self.s.rank == 0:
-            for log in self._logs():
+    def save(self, state: LoopState, logs: list) -> None:
+        """A checkpoint of ``state`` and the parts (every process takes part; the first writes it,
+        after flushing ``logs`` to the disk so that a resume finds every row before the step)."""
+        checkpoint = self.gather(state)
+        if self.settings.rank == 0:
+            for log in logs:
                 log.flush(sync=True)
-            save_checkpoint(self.checkpoint_dir, self.step, state)
+            save_checkpoint(self.folder, state.step, checkpoint)
 
     def _load(self) -> tuple:
         """(folder, state) of the newest good checkpoint, or (None, None). The first process
         checks them (moving corrupt ones aside) and tells the others which one to read."""
-        found = load_latest(self.checkpoint_dir) if self.s.rank == 0 else None
-        if self.s.world_size == 1:
+        s = self.settings
+        found = load_latest(self.folder) if s.rank == 0 else None
+        if s.world_size == 1:
             return found or (None, None)
         choice = [None if found is None else str(found[0])]
         dist.broadcast_object_list(choice, src=0)
-        if self.s.rank == 0 or choice[0] is None:
+        if s.rank == 0 or choice[0] is None:
             return found or (None, None)
         # The first process has checked its checksums: the others only read it.
         return Path(choice[0]), read_checkpoint(Path(choice[0]), verify=False)
 
-    def _resume(self) -> None:
-        folder, state = self._load()
-        if state is None:
-            return
-        if state.get("fingerprint") != self.fingerprint or state.get("format") != CHECKPOINT_FORMAT:
-            if self.s.world_size > 1:
+    def resume(self, state: LoopState) -> bool:
+        """Restore the parts and ``state`` from the newest good checkpoint of this configuration;
+        False when there is none (the run starts at step 0)."""
+        s, parts = self.settings, self.parts
+        folder, saved = self._load()
+        if saved is None:
+            return False
+        if saved.get("fingerprint") != self.fingerprint or saved.get("format") != CHECKPOINT_FORMAT:
+            if s.world_size > 1:
                 dist.barrier()  # every process has read it before it goes
-            if self.s.rank == 0:
-                remove_checkpoints(self.checkpoint_dir)
+            if s.rank == 0:
+                remove_checkpoints(self.folder)
                 print(f"warning: {folder} was written under a different configuration or by an older version "
                       "of the loop; removed this run's checkpoints and starting it from scratch", file=sys.stderr)
-            return
-        saved_ranks = len(state["samplers"])
-        if saved_ranks != self.s.world_size:
+            return False
+        saved_ranks = len(saved["samplers"])
+        if saved_ranks != s.world_size:
             # The data of every step is the same for any number of processes; only the dropout
             # masks (per-rank RNG) cannot continue as they would have.
             print(f"note: {folder} was written by {saved_ranks} process(es), this run has "
-                  f"{self.s.world_size}; the batches continue unchanged, and each rank takes rank "
-                  f"{min(self.s.rank, saved_ranks - 1)}'s RNG state (dropout masks differ from an uninterrupted run "
+                  f"{s.world_size}; the batches continue unchanged, and each rank takes rank "
+                  f"{min(s.rank, saved_ranks - 1)}'s RNG state (dropout masks differ from an uninterrupted run "
                   f"if dropout > 0)", file=sys.stderr)
-        self.raw_model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.strategy.load_state_dict(state["strategy"])
-        local = state["samplers"][min(self.s.rank, saved_ranks - 1)]
-        for provider in self.providers:
+        parts.model.load_state_dict(saved["model"])
+        parts.optimizer.load_state_dict(saved["optimizer"])
+        parts.scheduler.load_state_dict(saved["scheduler"])
+        parts.strategy.load_state_dict(saved["strategy"])
+        local = saved["samplers"][min(s.rank, saved_ranks - 1)]
+        for provider in parts.providers:
             provider.load_state_dict(local["providers"][provider.name])
-        self._set_rng_state(local)
-        self.step, self.tokens_seen, self.elapsed = state["step"], state["tokens_seen"], state["elapsed"]
-        self.heldout_seconds = state["heldout_seconds"]
-        self.passes.token_passes.update(state.get("token_passes", {}))
-        self.weights = np.asarray(state["weights"], dtype=np.float64)
-        print(f"resumed from {folder} at step {self.step}", file=sys.stderr)
-
+        set_rng_state(local, s.device)
+        parts.token_passes.update(saved.get("token_passes", {}))
+        state.step, state.tokens_seen, state.elapsed = saved["step"], saved["tokens_seen"], saved["elapsed"]
+        state.heldout_seconds = saved["heldout_seconds"]
+        state.weights = np.asarray(saved["weights"], dtype=np.float64)
+        print(f"resumed from {folder} at step {state.step}", file=sys.stderr)
+        return True

@@ -50,6 +50,7 @@ class PendingStep:
     weights: np.ndarray  # the sampling weights the step used
     token_count: np.ndarray  # tokens per domain (known on the host)
     trace: Any  # the strategy's trace record after the step
+    loss_weights: np.ndarray | None = None  # the per-domain weights of the step's loss (None: the token mean)
     copy: PendingHostCopy | None = None  # the loss sums on their way (None: ``loss_sum`` is already here)
     loss_sum: np.ndarray | None = None
     step_time: float = 0.0

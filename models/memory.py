@@ -29,7 +29,7 @@ that margin when a micro-batch is judged to fit.
 
 from __future__ import annotations
 
-from models.sizes import ModelSize, approx_parameters
+from mixbench.model_sizes import ModelSize, approx_parameters
 
 GIB = 2**30
 HEADROOM = 0.85  # a micro-batch fits a device when the estimate is under this fraction of its memory

@@ -50,6 +50,11 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def make_scheduler(optimizer: torch.optim.Optimizer, s: LoopSettings) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning rate of ``lr_factor`` at each step."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_factor(i, s.warmup_steps, s.steps, s.min_lr_ratio))
+
+
 def make_optimizer(model: torch.nn.Module, s: LoopSettings) -> torch.optim.Optimizer:
     """AdamW; no weight decay on biases and LayerNorm gains (nanoGPT's grouping)."""
     params = [p for p in model.parameters() if p.requires_grad]

@@ -3,7 +3,11 @@ loss at each measured step) and trace.jsonl (what the strategy traces).
 
 log.csv's columns: step, lr, loss, tokens (cumulative), elapsed_s, step_s, tokens_per_s, mfu (model FLOPs
 utilisation, empty without a known peak: models/throughput.py), then per domain ``loss/<d>``,
-``tokens/<d>`` and ``weight/<d>`` (the sampling weights the step used).
+``tokens/<d>`` and ``weight/<d>`` (the sampling weights the step used), and for a strategy whose
+training objective is weighted (``Strategy.has_loss_weights()``: DoReMi's and DoGE's proxies)
+``loss_weight/<d>``, the per-domain weights of the step's loss (all 1 at a step that used the plain
+token mean). The header follows from the strategy and stage alone, so a resumed run's log matches
+an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mixbench.errors import DataError
 from mixbench.io import atomic_path
 
 
@@ -59,6 +64,11 @@ class CsvLog:
             return
         with open(self.path, newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
+        if rows and rows[0] != self.columns:  # e.g. a log begun before loss_weight/<d> existed: keep every row
+            lacks, extra = sorted(set(self.columns) - set(rows[0])), sorted(set(rows[0]) - set(self.columns))
+            raise DataError(f"{self.path} lacks columns this run writes ({', '.join(lacks) or 'none'}) and has others "
+                            f"({', '.join(extra) or 'none'}), so resuming would drop its rows; move it aside and "
+                            f"retrain the run, or resume it with the version that began it")
         # A crash can leave a half-written last row: keep only complete rows up to the step.
         keep = [rows[0]] + [r for r in rows[1:] if len(r) == len(self.columns) and r[0].isdigit() and int(r[0]) <= step]
         with atomic_path(self.path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
@@ -80,19 +90,24 @@ def _losses(values: np.ndarray) -> list[str]:
 
 
 class StepLog(CsvLog):
-    def __init__(self, path: str | Path, domains: list[str], resume_step: int):
+    def __init__(self, path: str | Path, domains: list[str], resume_step: int, *, loss_weights: bool = False):
+        self.loss_weights, self.num_domains = loss_weights, len(domains)
+        kinds = ("loss", "tokens", "weight", *(("loss_weight",) if loss_weights else ()))
         columns = ["step", "lr", "loss", "tokens", "elapsed_s", "step_s", "tokens_per_s", "mfu"]
-        columns += [f"{kind}/{d}" for kind in ("loss", "tokens", "weight") for d in domains]
+        columns += [f"{kind}/{d}" for kind in kinds for d in domains]
         super().__init__(path, columns, resume_step)
 
     def write(self, step: int, lr: float, loss: float, tokens: int, elapsed: float, step_time: float,
               tokens_per_s: float, mfu: float | None,
-              domain_loss: np.ndarray, domain_tokens: np.ndarray, weights: np.ndarray) -> None:
+              domain_loss: np.ndarray, domain_tokens: np.ndarray, weights: np.ndarray,
+              loss_weights: np.ndarray | None = None) -> None:
         row = [step, f"{lr:.6g}", f"{loss:.6f}", tokens, f"{elapsed:.3f}", f"{step_time:.4f}", f"{tokens_per_s:.1f}",
                "" if mfu is None else f"{mfu:.4f}"]
         row += _losses(domain_loss)
         row += [int(x) for x in domain_tokens]
         row += [f"{x:.8f}" for x in weights]
+        if self.loss_weights:  # None: the step's loss was the plain token mean
+            row += [f"{x:.8f}" for x in (np.ones(self.num_domains) if loss_weights is None else loss_weights)]
         self.writer.writerow(row)
 
 

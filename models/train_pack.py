@@ -35,7 +35,10 @@ from pathlib import Path
 from mixbench import config as cfg
 from mixbench.cli import add_run_arguments, main_guard
 from mixbench.errors import ConfigError
-from mixbench.io import read_json, write_json
+from mixbench.io import write_json
+from strategies import grid_config
+from strategies import runs as strategy_runs
+from models.run_record import RunRecord
 from models.upstream import read_upstream
 
 STARTED = time.time()  # before the imports below: what a run alone would pay again
@@ -43,14 +46,15 @@ STARTED = time.time()  # before the imports below: what a run alone would pay ag
 import torch  # noqa: E402 (after STARTED on purpose)
 
 from models.loop_sync import StopRequested  # noqa: E402
-from models.train import close_distributed, own_run_folder, run_fingerprint, train  # noqa: E402
+from models.run_factory import run_fingerprint  # noqa: E402
+from models.train import close_distributed, own_run_folder, train  # noqa: E402
 
 
 def check_pack(config: dict, strategy_name: str, stages: list[str]) -> None:
     """``stages`` must be one pack of the config: consecutive runs of one fan-out stage."""
-    if not stages or cfg.replica_index(stages[0]) is None:
+    if not stages or cfg.Stage.parse(stages[0]).replica is None:
         raise ConfigError(f"--stages must name runs of a fan-out stage (swarm-0 swarm-1 ...), got {stages}")
-    expected = list(cfg.pack_of(config, strategy_name, stages[0]))
+    expected = list(strategy_runs.pack_of(config, strategy_name, stages[0]))
     if stages != expected:
         raise ConfigError(f"--stages {' '.join(stages)} is not a pack of {strategy_name!r} with pack "
                           f"{cfg.stage_pack(config, strategy_name, stages[0])}: expected {' '.join(expected)}")
@@ -64,7 +68,7 @@ def finished(out: Path, fingerprint: str, *, tokens_meta: Path, needs_model: boo
     path = out / "run.json"
     if not path.exists():
         return False
-    recorded = read_json(path).get("fingerprint")
+    recorded = RunRecord.read(path).fingerprint
     if recorded != fingerprint:
         why = "records no fingerprint (an older run)" if recorded is None else "records another configuration"
     elif tokens_meta.exists() and path.stat().st_mtime < tokens_meta.stat().st_mtime:
@@ -134,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stop-after", type=int, default=None,
                         help="checkpoint and stop the run being trained after this many steps (resume by running again)")
     args = parser.parse_args(argv)
-    config = cfg.load(*args.config)
+    config = grid_config.load(*args.config)
     record = train_pack(config, args.size, args.strategy, args.seed, args.stages, read_upstream(args.upstream),
                         args.stop_after)
     close_distributed()

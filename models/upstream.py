@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from corpus.tokens import TokenStore, uncapped_train_tokens
-from mixbench.config_fields import replica_index
+from mixbench.config import Stage
 from mixbench.errors import ConfigError, DataError
 from mixbench.io import read_json
+from models.run_record import RunRecord
 from strategies import StrategyContext
 
 
@@ -36,11 +37,10 @@ def final_heldout_loss(run_dir: Path, domains: list[str]) -> np.ndarray:
         rows = list(csv.DictReader(handle))
     if not rows:
         raise DataError(f"{path} has no measurement")
-    run = read_json(run_dir / "run.json")
+    steps = RunRecord.read(run_dir / "run.json").steps
     last = rows[-1]
-    if int(last["step"]) != run["steps"]:
-        raise DataError(f"{path}: the last measurement is at step {last['step']}, not the run's last step "
-                        f"{run['steps']}")
+    if int(last["step"]) != steps:
+        raise DataError(f"{path}: the last measurement is at step {last['step']}, not the run's last step {steps}")
     missing = [d for d in domains if f"val_loss/{d}" not in last]
     if missing:
         raise DataError(f"{path} has no held-out loss for {missing}")
@@ -57,7 +57,7 @@ def strategy_context(config: dict, strategy_name: str, stage: str, seed: int, to
     return StrategyContext(
         name=strategy_name, domains=tuple(domains), train_tokens=uncapped_train_tokens(data_dir, domains),
         stage=stage, total_steps=total_steps, seed=seed, vocab_size=store.vocab_size,
-        warmup_steps=config["training"]["warmup_steps"], replica=replica_index(stage),
+        warmup_steps=config["training"]["warmup_steps"], replica=Stage.parse(stage).replica,
         upstream_weights={s: np.asarray(read_json(d / "weights.json")["final_weights"]) for s, d in upstream.items()},
         upstream_heldout={s: final_heldout_loss(d, domains) for s, d in upstream.items()} if heldout else {},
     )

@@ -14,12 +14,13 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.en
 # Jobs run with the interpreter that runs Snakemake (the virtualenv's), whatever `python` is on PATH.
 PY = sys.executable
 
-from mixbench import config as mbconfig
+from mixbench import config as cfg
 from mixbench.errors import ConfigError
-from strategies import get_strategy_class
+from strategies import get_strategy_class, grid_config
+from strategies import runs as strategy_runs
 from corpus.spool import SPLITS
 
-from eval.task_index import GENERATED as GENERATED_TASKS, check_task_names
+from eval.harness.task_index import GENERATED as GENERATED_TASKS, check_task_names
 
 # The config: the files given to --configfile/--configfiles, merged in order, each over the
 # `base:` chain it names (mixbench.config.read_files), or config/config.yaml when none is given
@@ -30,8 +31,8 @@ CONFIG_FILES = ([str(path) for path in workflow.config_settings.configfiles]
                 or [f"{workflow.basedir}/config/config.yaml"])
 
 try:
-    config = mbconfig.validate(mbconfig.deep_merge(mbconfig.read_files(*CONFIG_FILES),
-                                                   dict(workflow.config_settings.config)))
+    config = grid_config.validate(cfg.deep_merge(cfg.read_files(*CONFIG_FILES),
+                                               dict(workflow.config_settings.config)))
     # Registry names are looked up once per lm-eval version (~20 s), then from the cache.
     check_task_names(config["downstream"]["tasks"], cache_dir=f"{config['data_dir']}/lm_eval_tasks")
 except ConfigError as exc:
@@ -44,16 +45,17 @@ RUNS = config["runs_dir"]
 onstart:
     # Before the first job, not on a dry run (a dry run of the paper grid must work offline): the
     # corpus and tokenizer sources still to be read can be read (files, packages, the hub).
+    from corpus import identity
     from corpus.sources import check_source
     from corpus.tokenizer import check_tokenizer_source
     from mixbench.errors import MixbenchError
     from mixbench.gpu_checks import EXPECT_GPU
-    from mixbench.preflight import expected_gpu_level, preflight
+    from models.preflight import expected_gpu_level, preflight
 
     try:
-        if not os.path.exists(f"{DATA}/corpus/manifest.json"):
+        if not identity.built(f"{DATA}/corpus", config, "corpus"):
             check_source(config["corpus"])
-        if not os.path.exists(f"{DATA}/tokenizer/tokenizer.json"):
+        if not identity.built(f"{DATA}/tokenizer", config, "tokenizer"):
             check_tokenizer_source(config["tokenizer"])
     except MixbenchError as exc:
         sys.exit(f"mixbench: {exc}")
@@ -74,7 +76,7 @@ onstart:
         sys.exit(f"mixbench: {exc}")
     os.environ[EXPECT_GPU] = expect_gpu
     # Before anything trains or evaluates: the evaluation datasets are cached, a GPU run gets its
-    # GPUs, the disk holds the grid (mixbench/preflight.py), each failure said at once with its fix.
+    # GPUs, the disk holds the grid (models/preflight.py), each failure said at once with its fix.
     if {job.rule.name for job in workflow.dag.needrun_jobs()} & {"train", "train_pack", "evaluate"}:
         # Runs training at once, each holding checkpoints: at most one per GPU, job slot or core.
         gpus = resources.resources.get("gpu")
@@ -85,7 +87,7 @@ onstart:
         except MixbenchError as exc:
             sys.exit(f"mixbench: {exc}")
         print("\n".join(f"mixbench: {line}" for line in lines), file=sys.stderr)
-        if problems:  # the same lines as `python -m mixbench.preflight --config CONFIG_FILE`
+        if problems:  # the same lines as `python -m models.preflight --config CONFIG_FILE`
             sys.exit(f"mixbench: the preflight found {len(problems)} problem(s); nothing trains until they are "
                      f"fixed:\n" + "\n".join(f"  - {p}" for p in problems))
     # What writes cut short by a crash left behind (mixbench/io.py), except in run folders a live
@@ -103,12 +105,14 @@ LOGS = f"{RUNS}/logs"
 DOMAINS = config["corpus"]["domains"]
 GRID = config["grid"]
 
-# Jobs read the exact config this workflow was parsed with, stored under its hash.
-CONFIG_FILE = f"{RUNS}/configs/{mbconfig.config_hash(config)}.yaml"
+# Jobs read the exact config this workflow was parsed with, stored under its hash (headed by the
+# files it was read from: a report run without them names them, mixbench/report_origin.py).
+CONFIG_FILE = f"{RUNS}/configs/{cfg.config_hash(config)}.yaml"
 if not os.path.exists(CONFIG_FILE):
     from mixbench.io import write_text
+    from mixbench.report_origin import stored_config_text
 
-    write_text(CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
+    write_text(CONFIG_FILE, stored_config_text(config, CONFIG_FILES))
 
 
 def bench(name):
@@ -118,16 +122,16 @@ def bench(name):
 
 def fingerprint(*sections):
     """Hash of the config sections a rule depends on: a change there reruns the rule (params trigger)."""
-    return mbconfig.fingerprint(mbconfig.relevant_sections(config, *sections))
+    return cfg.fingerprint(cfg.relevant_sections(config, *sections))
 
 
 def stages_of(strategy):
-    return mbconfig.strategy_stages(config, strategy)
+    return strategy_runs.strategy_stages(config, strategy)
 
 
 def run_dir(size, strategy, seed, stage):
     """A run's folder; ``size`` is the run's own size (a shared proxy's, not its final's)."""
-    return mbconfig.run_dir(config, size, strategy, seed, stage)
+    return cfg.run_dir(config, size, strategy, seed, stage)
 
 
 def final_runs():
@@ -135,10 +139,10 @@ def final_runs():
     return [(size, strat, seed) for size in GRID["sizes"] for strat in GRID["strategies"] for seed in GRID["seeds"]]
 
 
-from models.sizes import SIZES
+from mixbench.model_sizes import SIZES
 
 wildcard_constraints:
-    stage=mbconfig.STAGE_PATTERN,
+    stage=cfg.STAGE_PATTERN,
     seed=r"\d+",
     size="|".join(map(re.escape, SIZES)),
     strategy="|".join(map(re.escape, GRID["strategies"])),

@@ -11,6 +11,7 @@ EVAL_LAUNCH = shlex.join([PY, "-m", "mixbench.gpus", "run", "--gpus", str(EVAL_G
 rule lm_eval_tasks:
     input:
         rules.build_corpus.output.manifest,
+        rules.build_corpus.output.settings,
     output:
         f"{DATA}/lm_eval_tasks/perplexity/tasks.json",
     params:
@@ -25,7 +26,7 @@ rule lm_eval_tasks:
     log:
         f"{LOGS}/lm_eval_tasks.log",
     shell:
-        "{PY:q} -m eval.tasks --corpus-dir {params.corpus:q} --out {params.tasks:q} --domains {params.domains:q}"
+        "{PY:q} -m eval.harness.tasks --corpus-dir {params.corpus:q} --out {params.tasks:q} --domains {params.domains:q}"
         " --max-documents {params.max_documents:q} --max-chars {params.max_chars:q}"
         " > {log:q} 2>&1"
 
@@ -38,6 +39,7 @@ GENERATED_DOWNSTREAM = [t for t in DOWNSTREAM["tasks"] if t in GENERATED_TASKS]
 rule downstream_tasks:
     input:
         rules.build_corpus.output.manifest,
+        rules.build_corpus.output.settings,
     output:
         f"{DATA}/lm_eval_tasks/downstream/tasks.json",
     params:
@@ -51,7 +53,7 @@ rule downstream_tasks:
     log:
         f"{LOGS}/downstream_tasks.log",
     shell:
-        "{PY:q} -m eval.downstream_tasks --corpus-dir {params.corpus:q} --out {params.tasks:q}"
+        "{PY:q} -m eval.harness.downstream_tasks --corpus-dir {params.corpus:q} --out {params.tasks:q}"
         " --domains {params.domains:q} --examples-per-domain {params.d[examples_per_domain]:q} --seed {params.d[seed]:q}"
         " --context-chars {params.d[context_chars]:q} --continuation-chars {params.d[continuation_chars]:q}"
         " --choices {params.d[choices]:q} > {log:q} 2>&1"
@@ -89,6 +91,6 @@ rule evaluate:
     log:
         f"{LOGS}/eval/{{size}}-{{strategy}}-seed{{seed}}.log",
     shell:
-        "{EVAL_LAUNCH} -m eval.evaluate --model {params.model:q} --tasks-dir {params.tasks:q}"
+        "{EVAL_LAUNCH} -m eval.harness.evaluate --model {params.model:q} --tasks-dir {params.tasks:q}"
         " --out {output.perplexity:q} {params.downstream:q} --batch-size {EVAL_BATCH_SIZE:q} --threads {threads:q}"
         " > {log:q} 2>&1"

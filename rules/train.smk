@@ -21,10 +21,10 @@ for rule_name in ("train", "train_pack"):
 # (An empty pool is the preflight's to report.)
 GPU_POOL = getattr(workflow.global_resources.get("gpu"), "value", None)
 if isinstance(GPU_POOL, int) and GPU_POOL > 0:
-    for (strategy, stage, size), run in mbconfig.grid_run_resources(config).items():
+    for (strategy, stage, size), run in strategy_runs.grid_run_resources(config).items():
         if run.nodes == 1 and run.gpus > GPU_POOL:
-            sys.exit(f"mixbench: {strategy}'s {mbconfig.stage_group(stage)} at size {size!r} asks for {run.gpus} GPUs "
-                     f"(processes: {mbconfig.resource_setting(config, strategy, stage, size, 'processes')[1]}) "
+            sys.exit(f"mixbench: {strategy}'s {cfg.Stage.parse(stage).group} at size {size!r} asks for {run.gpus} GPUs "
+                     f"(processes: {cfg.resource_setting(config, strategy, stage, size, 'processes')[1]}) "
                      f"and the GPU pool has {GPU_POOL} (resources gpu: profiles/gpu counts the machine's); "
                      f"lower it in a config file given after yours")
 
@@ -41,12 +41,12 @@ def stage_of(wildcards):
 # runs each read all 512 runs.
 @functools.cache
 def chain_of(strategy, stage, size):
-    return mbconfig.run_chain(config, strategy, stage, size)
+    return strategy_runs.run_chain(config, strategy, stage, size)
 
 
 @functools.cache
 def stage_groups(strategy):
-    return list(dict.fromkeys(map(mbconfig.stage_group, mbconfig.strategy_stages(config, strategy))))
+    return list(dict.fromkeys(map(lambda s: cfg.Stage.parse(s).group, strategy_runs.strategy_stages(config, strategy))))
 
 
 def stage_chain(wildcards):
@@ -62,25 +62,25 @@ def upstream_dirs(wildcards):
 
 @functools.cache
 def pack_of(strategy, stage):
-    return mbconfig.pack_of(config, strategy, stage)
+    return strategy_runs.pack_of(config, strategy, stage)
 
 
 def run_target(size, strategy, seed, stage):
     """The file that says a run is finished: its run.json, or for a run of a packed fan-out stage
     (`pack` > 1) its pack's marker, which the job writes once every run of the pack is finished."""
-    if mbconfig.replica_index(stage) is None or mbconfig.stage_pack(config, strategy, stage) == 1:
+    if cfg.Stage.parse(stage).replica is None or cfg.stage_pack(config, strategy, stage) == 1:
         return f"{run_dir(size, strategy, seed, stage)}/run.json"
     pack = pack_of(strategy, stage)
-    first, last = (mbconfig.replica_index(s) for s in (pack[0], pack[-1]))
-    return f"{RUNS}/{size}/{strategy}/seed{seed}/packs/{mbconfig.stage_group(stage)}-{first}-{last}.json"
+    first, last = (cfg.Stage.parse(s).replica for s in (pack[0], pack[-1]))
+    return f"{RUNS}/{size}/{strategy}/seed{seed}/packs/{cfg.Stage.parse(stage).group}-{first}-{last}.json"
 
 
 def stage_finished(size, strategy, seed, stage):
     """The file that says a run is finished to the runs after it and the tables: its run.json, or
     for a run of a fan-out stage the whole stage's marker (rule swarm_finished)."""
-    if mbconfig.replica_index(stage) is None:
+    if cfg.Stage.parse(stage).replica is None:
         return f"{run_dir(size, strategy, seed, stage)}/run.json"
-    return f"{RUNS}/{size}/{strategy}/seed{seed}/packs/{mbconfig.stage_group(stage)}.json"
+    return f"{RUNS}/{size}/{strategy}/seed{seed}/packs/{cfg.Stage.parse(stage).group}.json"
 
 
 def upstream_runs(wildcards):
@@ -89,7 +89,7 @@ def upstream_runs(wildcards):
         if stage != stage_of(wildcards):
             path = stage_finished(spec["size"], wildcards.strategy, wildcards.seed, stage)
             # A fan-out stage's marker as `ancient`: see rule swarm_finished.
-            files[path] = path if mbconfig.replica_index(stage) is None else ancient(path)
+            files[path] = path if cfg.Stage.parse(stage).replica is None else ancient(path)
     return list(files.values())
 
 
@@ -103,7 +103,7 @@ def stages_after(wildcards):
     """How many of its strategy's stages still wait for this run; the runs of a fan-out stage
     count as one stage."""
     groups = stage_groups(wildcards.strategy)
-    return len(groups) - 1 - groups.index(mbconfig.stage_group(stage_of(wildcards)))
+    return len(groups) - 1 - groups.index(cfg.Stage.parse(stage_of(wildcards)).group)
 
 
 @functools.cache
@@ -129,7 +129,7 @@ def run_priority(wildcards):
 
 @functools.cache
 def fingerprint_of(strategy, stage, size):
-    return mbconfig.run_fingerprint(config, strategy, chain_of(strategy, stage, size))
+    return strategy_runs.run_fingerprint(config, strategy, chain_of(strategy, stage, size))
 
 
 def train_fingerprint(wildcards):
@@ -138,12 +138,12 @@ def train_fingerprint(wildcards):
 
 @functools.cache
 def resources_of(strategy, stage, size):
-    return mbconfig.run_resources(config, strategy, stage, size)
+    return cfg.run_resources(config, strategy, stage, size)
 
 
 def run_resources(wildcards):
     """The run's processes, nodes, GPUs, CPUs and time limit: training's, per size, under its
-    stage entry's (mixbench.config_fields.run_resources)."""
+    stage entry's (mixbench.config.run_resources)."""
     return resources_of(wildcards.strategy, stage_of(wildcards), wildcards.size)
 
 
@@ -174,7 +174,7 @@ rule train:
     output:
         f"{RUNS}/{{size}}/{{strategy}}/seed{{seed}}/{{stage}}/run.json",
     wildcard_constraints:
-        stage=mbconfig.TRAINED_STAGE_PATTERN,  # not `fit`: the fit rule's
+        stage=cfg.TRAINED_STAGE_PATTERN,  # not `fit`: the fit rule's
     params:
         out=lambda w: run_dir(w.size, w.strategy, w.seed, w.stage),
         upstream=upstream_args,
@@ -199,7 +199,7 @@ def pack_stages(wildcards):
     pack = pack_of(wildcards.strategy, first)
     if pack[0] != first or pack[-1] != f"{wildcards.group}-{wildcards.last}":
         raise ConfigError(f"{wildcards.strategy}: runs {first} … {wildcards.group}-{wildcards.last} are not a pack "
-                          f"of the config (pack {mbconfig.stage_pack(config, wildcards.strategy, first)}: "
+                          f"of the config (pack {cfg.stage_pack(config, wildcards.strategy, first)}: "
                           f"{pack[0]} … {pack[-1]})")
     return list(pack)
 
@@ -239,7 +239,7 @@ rule train_pack:
 
 def fan_out_runs(wildcards):
     """What says each run of the fan-out stage is finished: its run.json, or its pack's marker."""
-    runs = [s for s in mbconfig.strategy_stages(config, wildcards.strategy) if mbconfig.stage_group(s) == wildcards.group]
+    runs = [s for s in strategy_runs.strategy_stages(config, wildcards.strategy) if cfg.Stage.parse(s).group == wildcards.group]
     return list(dict.fromkeys(run_target(wildcards.size, wildcards.strategy, wildcards.seed, s) for s in runs))
 
 

@@ -16,12 +16,12 @@ Builds the fixture corpus (tests/fixtures), then (benchmarks/acceptance.py):
    64), compiled: tokens/s and MFU.
 4. compile: three steps eager and compiled from the same weights: the losses agree.
 5. evaluation: a GPT-2 small on one lm-eval registry task (``--eval-task``, default copa) through
-   ``python -m eval.downstream`` offline; skipped, with the command that fills the cache, when its
+   ``python -m eval.harness.downstream`` offline; skipped, with the command that fills the cache, when its
    dataset is not cached.
 
 ``--curves`` adds the older check: the tiny model's loss curves on the CPU and on the device
 (fp32, bf16, bf16 compiled) and every strategy's stages trained end to end on the device.
-Writes ``{out}/gpu_check.json`` and ``{out}/gpu_check.md`` (the table the README shows) and
+Writes ``{out}/gpu_check.json`` and ``{out}/gpu_check.md`` (the table docs/testing.md shows) and
 prints the table, with the goals beside the measured values.
 """
 

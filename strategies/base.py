@@ -72,8 +72,6 @@ class Strategy(ABC):
     stages: ClassVar[tuple[str, ...]] = ("final",)
     # Optional signals by provider name; the config check refuses a name no provider computes.
     signals: ClassVar[frozenset[str]] = frozenset()
-    # Figures beyond the common ones that this strategy's runs feed (eval/figures.py).
-    extra_figures: ClassVar[tuple[str, ...]] = ()
     # Hyperparameters with their defaults; the config may set exactly these keys.
     defaults: ClassVar[dict[str, Any]] = {}
     # Stages that run several times side by side, each with the hyperparameter that says how
@@ -171,7 +169,10 @@ class Strategy(ABC):
         return None
 
     def trace(self) -> dict[str, Any] | None:
-        """Anything worth recording after this step (written to trace.jsonl), or None."""
+        """The strategy's own extras worth recording after this step (written to trace.jsonl), or
+        None; each strategy's docstring lists its keys. The weights themselves need no trace: every
+        run's log.csv holds the sampling weights and, where the stage has them, the loss weights of
+        every step, and the trajectory tables and figures read them from there."""
         return None
 
     @abstractmethod
@@ -191,6 +192,14 @@ class Strategy(ABC):
     def loss_weights(self) -> np.ndarray | None:
         """Per-domain weights of the training objective, or None for the plain token mean."""
         return None
+
+    def has_loss_weights(self) -> bool:
+        """Whether this stage may weight its loss (``loss_weights``): the run's log.csv then records
+        each step's loss weights as ``loss_weight/<d>`` columns, the mixture a step trained on being
+        its sampling weights times its loss weights, normalised. Decided by the strategy and stage,
+        never by a step, so that the log's columns are the same for a resumed run. By default:
+        whenever ``loss_weights`` is overridden; a strategy that weights only some stages says which."""
+        return type(self).loss_weights is not Strategy.loss_weights
 
     def record(self, weights: np.ndarray) -> None:
         """Called by the loop with the weights every step trained on."""

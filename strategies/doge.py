@@ -27,6 +27,9 @@ only their inner products over ``score_params`` (a regex; all parameters by defa
 blocks keep the cost down on large models) and works on that (K+1)×(K+1) matrix. A domain
 absent from a step (impossible with stratified batches) has g_i = 0 there.
 It hands on ᾱ = mean(α_1, …, α_T); the final run trains on ᾱ.
+
+The proxy's log.csv holds each step's gradient weights α (``loss_weight/<d>``). Its trace, per
+step: ``alpha``, α after the step's update, and ``scores``, the step's clipped scores s.
 """
 
 from __future__ import annotations
@@ -152,6 +155,9 @@ class DoGE(Strategy):
         self.alpha_sum += self.alpha()
         self.alpha_count += 1
         return None  # sampling stays uniform
+
+    def has_loss_weights(self) -> bool:
+        return self.context.stage == "proxy"
 
     def loss_weights(self) -> np.ndarray | None:
         return self.alpha() if self.context.stage == "proxy" else None  # Σ_i α_i g_i

@@ -1,21 +1,35 @@
 """DoGraph (Xu et al., ACL 2026 short, arXiv 2604.07963): gradient-defined domains and a
 graph-constrained mixture schedule.
 
-A RECONSTRUCTION: the paper's exact equations are not available to us. This implements the reading
-of its stated formulation given in SPEC §6: domains as the model perceives them are defined by
-gradients (the squared distance of two domains' mean gradients is their squared MMD under the
-kernel k(x, x') = ⟨∇ℓ(x), ∇ℓ(x')⟩), related in a graph, and the mixture is updated online by a
-graph-constrained optimisation. Every ``update_every`` steps of the run (first after warmup,
-never at step 0 or the last step):
+A RECONSTRUCTION: the paper's exact equations are not available to us. This implements one reading
+of its stated formulation. The paper's thesis: human domain labels match the model's view of the
+data only early in training; domains as the model perceives them are defined by gradients, because
+the squared distance between two distributions' mean gradients is their squared MMD under the
+gradient-induced kernel k(x, x') = ⟨∇ℓ(x), ∇ℓ(x')⟩; the domains are related in a graph, and the
+mixture is updated online, at little cost, by a graph-constrained optimisation. Every
+``update_every`` steps of the run (first after warmup, never at step 0 or the last step):
 
-1. probe: sketched per-example gradient features of ``probe_per_domain`` train sequences per
-   domain and of a fixed target batch from the val split (models/probe.py);
-2. graph: unbiased MMD² between domains, W = exp(−MMD²/σ²) with the median σ², L̃ = L/λ_max,
-   Louvain communities on the symmetrised kNN graph (strategies/graph_mixing.py);
-3. utility u_i = ⟨μ_i, μ_target⟩ / mean_j ‖μ_j‖²_U (or ``utility: cosine``), EMA, standardised;
+1. probe: sketched per-example gradient features φ(x) = sketch(∇_S ℓ(x)) of ``probe_per_domain``
+   (m) train sequences per domain and of a fixed target batch from the val split, never test data
+   (models/probe.py). S (``probe_params``, a regex; null: the last transformer block) must not take
+   in the token embedding, which GPT-2 ties to ``lm_head`` (about 5× the memory of a block).
+   Per-example features, not a batch gradient, because step 2 needs unbiased estimates;
+2. graph: unbiased MMD² between domains, W_ij = exp(−MMD²_ij/σ²) with σ² the median off-diagonal
+   MMD², L = D − W normalised to L̃ = L/λ_max(L), Louvain communities on the symmetrised kNN graph
+   (on the dense graph Louvain almost always finds one community) (strategies/graph_mixing.py);
+3. utility u_i = ⟨μ_i, μ_target⟩_U / mean_j ‖μ_j‖²_U (unbiased inner product; unlike a cosine it
+   keeps the benefit a domain gets from its own share of the target, which a cosine takes away from
+   outlier domains; ``utility: cosine``, bias-corrected, is the option), an EMA from the first
+   reading, standardised u_z = (u − ū) / max(std u, z_floor);
 4. α = argmax u_zᵀα − λ αᵀL̃α − (ρ/2)‖α − α_prev‖² on the simplex with α ≥ α_min (and optional
-   community-mass bounds); a failed solve keeps the previous weights;
-5. sample with α until the next update; every update is traced.
+   community-mass bounds: each community C holds (1 ± δ)·|C|/K of the weight). Repeated solves are
+   projected gradient ascent toward argmax u_zᵀα − λ αᵀL̃α: λ alone sets how far the mixture settles
+   from uniform (λ = 0 ends at a vertex, hence the warning), ρ only the speed (about 1/ρ of the
+   weight moves per update). A failed solve keeps the previous weights;
+5. sample with α until the next update (log.csv's ``weight/<d>``). Every update is traced:
+   ``alpha`` (the weights after it, the node areas of the dograph_graph figure), ``utility``,
+   ``utility_ema``, ``utility_z``, ``affinity`` (W), ``mmd2``, ``communities``, ``solve_seconds``
+   and ``solved``.
 
 ``mode: online`` (default) runs this in the single final run; ``mode: proxy`` runs it on a proxy
 and hands on ᾱ, the mean of the weights over updates with the initial ones included.
@@ -38,7 +52,6 @@ from strategies.graph_mixing import (MixtureQP, as_graph, gaussian_affinity, gra
 class DoGraph(Strategy):
     stages = ("final",)
     signals = frozenset({"example_gradient_features"})
-    extra_figures = ("gradient_pca", "dograph_graph")
     defaults = {"mode": "online", "update_every": 50, "probe_per_domain": 8, "target_per_domain": 4,
                 "sketch_dim": 1024, "probe_params": None, "lam": 10.0, "rho": 30.0, "alpha_min_factor": 0.5,
                 "ema": 0.8, "utility": "inner", "z_floor": 0.05, "knn": 3, "community_delta": None}
@@ -57,7 +70,7 @@ class DoGraph(Strategy):
         if delta is not None and (isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0 <= delta < float("inf")):
             raise ConfigError(f"community_delta must be null (no community constraint) or a finite number >= 0, "
                               f"got {delta!r}")
-        check_name_pattern("probe_params", h["probe_params"], "every parameter but the embeddings")
+        check_name_pattern("probe_params", h["probe_params"], "the last transformer block")
         if h["lam"] == 0:
             warnings.warn("dograph: lam = 0 has no graph term, so the schedule ends at a vertex of the simplex")
 

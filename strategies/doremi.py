@@ -16,15 +16,19 @@ as ``reference-r2, proxy-r2, ...`` and round r's reference trains on round r−1
 - final: a static run on the last proxy's ᾱ.
 
 Defaults η = 1, c = 1e−3 are the paper's runs (the released code defaults to c = 1e−4).
+
+The proxy's log.csv holds each step's loss weights w (``loss_weight/<d>``; its sampling is
+uniform, so the mixture it trains on is α_t). Its trace, per step: ``alpha``, α_t after the
+step's update, and ``excess``, λ (the per-domain excess losses the doremi_excess figure draws).
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
 
+from mixbench.config import Stage
 from mixbench.errors import ConfigError
 from strategies.base import Strategy
 
@@ -33,14 +37,9 @@ from strategies.base import Strategy
 MAX_ROUNDS = 20
 
 
-def stage_parts(stage: str) -> tuple[str, int]:
-    """'proxy-r2' -> ('proxy', 2); 'reference' -> ('reference', 1)."""
-    match = re.fullmatch(r"(reference|proxy|final)(?:-r(\d+))?", stage)
-    return match.group(1), int(match.group(2) or 1)
-
-
 def stage_name(kind: str, round_: int) -> str:
-    return kind if round_ == 1 else f"{kind}-r{round_}"
+    """The stage of round ``round_`` of ``kind``: 'proxy', 'proxy-r2', ..."""
+    return str(Stage(kind=kind, round=round_))
 
 
 def excess_loss_per_domain(token_loss: np.ndarray, reference_loss: np.ndarray, token_domains: np.ndarray,
@@ -68,7 +67,6 @@ def exponentiated_gradient_step(alpha: np.ndarray, excess: np.ndarray, step_size
 class DoReMi(Strategy):
     stages = ("reference", "proxy", "final")
     signals = frozenset({"reference_token_loss"})
-    extra_figures = ("doremi_excess",)  # its per-domain excess losses over the proxy run (eval/curve_figures.py)
     defaults = {"reference_weights": "natural", "step_size": 1.0, "smoothing": 1e-3, "rounds": 1}
 
     @classmethod
@@ -89,7 +87,8 @@ class DoReMi(Strategy):
 
     def __init__(self, context, **hparams):
         super().__init__(context, **hparams)
-        self.kind, self.round = stage_parts(context.stage)
+        stage = Stage.parse(context.stage)
+        self.kind, self.round = stage.kind, stage.round
         k = len(context.domains)
         self.uniform = np.full(k, 1.0 / k)
         if self.kind == "proxy":
@@ -137,6 +136,9 @@ class DoReMi(Strategy):
         self.alpha_sum += self.alpha
         self.alpha_count += 1
         return None  # sampling weights unchanged
+
+    def has_loss_weights(self) -> bool:
+        return self.kind == "proxy"
 
     def loss_weights(self) -> np.ndarray | None:
         if self.kind != "proxy":

@@ -1,4 +1,4 @@
-"""The graph machinery of DoGraph (Xu et al., ACL 2026, arXiv 2604.07963), as SPEC §6 reads it.
+"""The graph machinery of DoGraph (Xu et al., ACL 2026, arXiv 2604.07963), as strategies/dograph.py reads it.
 
 The paper's exact equations are not available; this is a reconstruction from its stated
 formulation: model-perceived domains are defined by gradients, since the squared distance of two
@@ -20,7 +20,9 @@ import numpy as np
 
 def unbiased_sq_norms(features: list[np.ndarray]) -> np.ndarray:
     """‖μ_i‖²_U = (m² ‖μ̂_i‖² − Σ_a ‖φ_a‖²) / (m (m − 1)): the U-statistic mean of ⟨φ_a, φ_b⟩, a ≠ b.
-    The plain ‖μ̂_i‖² carries tr Σ_i / m of noise (SPEC §6: 20–54% of the estimate at m = 16)."""
+    The plain ‖μ̂_i‖² = ‖μ_i‖² + tr Σ_i / m in expectation (Σ_i the covariance of one domain's
+    features, m its probe sequences): the naive ‖μ̂_i − μ̂_j‖² adds tr Σ_i/m + tr Σ_j/m of noise to
+    MMD²_ij, measured at 20–54% of the estimate at m = 16 on the prototype's 7 domains."""
     out = []
     for phi in features:
         m = len(phi)

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from mixbench.config_fields import replica_index
+from mixbench.config import Stage
 from mixbench.errors import ConfigError, TrainingError
 from strategies.base import Strategy
 from strategies.regression_mixing import (REGRESSORS, MixtureRegressor, kfold_rank_correlation, predicted_best,
@@ -51,7 +51,6 @@ SWARM_HPARAMS = ("min_concentration", "max_concentration")  # all a swarm run de
 class RegMix(Strategy):
     stages = ("swarm", "fit", "final")
     fan_out = {"swarm": "swarm_runs"}
-    extra_figures = ("regmix_fit",)  # predicted against observed target, chosen mixture (eval/fit_figures.py)
     defaults = {"swarm_runs": 8, "target": "macro", "regressor": "lightgbm", "candidates": 100_000, "top_k": 100,
                 "folds": 4, "min_concentration": 0.1, "max_concentration": 5.0}
 
@@ -81,7 +80,7 @@ class RegMix(Strategy):
 
     @classmethod
     def stage_hparams(cls, stage: str, hparams: dict[str, Any]) -> dict[str, Any]:
-        if replica_index(stage) is not None:  # swarm-r
+        if Stage.parse(stage).replica is not None:  # swarm-r
             return {key: hparams[key] for key in SWARM_HPARAMS}
         return hparams
 
@@ -128,7 +127,7 @@ class RegMix(Strategy):
 
     def fit(self) -> np.ndarray:
         context, h = self.context, self.hparams
-        names = [f"swarm-{r}" for r in range(h["swarm_runs"])]
+        names = [str(Stage(kind="swarm", replica=r)) for r in range(h["swarm_runs"])]
         missing = [n for n in names if n not in context.upstream_weights or n not in context.upstream_heldout]
         if missing:
             raise TrainingError(f"the fit needs every swarm run's weights and held-out loss; missing {missing}")

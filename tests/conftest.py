@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from mixbench import config as cfg  # noqa: E402
+from strategies import grid_config
 
 TEST_CONFIG = REPO / "tests" / "config" / "test.yaml"
 FIXTURE_CORPUS = REPO / "tests" / "fixtures" / "corpus.jsonl"
@@ -61,7 +62,7 @@ def built_data(tmp_path_factory) -> dict:
     from corpus import build, tokenizer, tokens
 
     root = tmp_path_factory.mktemp("data")
-    config = cfg.validate(make_test_config(root))
+    config = grid_config.validate(make_test_config(root))
     build.build(config)
     tokenizer.build(config)
     tokens.build(config)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mixbench.config import cell_runs, run_dir
+from mixbench.config import run_dir
+from strategies.runs import cell_runs
 from mixbench.io import write_json
 from mixbench.variants import variants
 from models.runlog import HeldOutLog, StepLog
@@ -73,10 +74,14 @@ def write_stage(out: Path, strategy, stage, size, seed, domains, weights, rng, s
         "flops": 6 * n * tokens * (1.5 if stage == "proxy" else 1), "train_seconds": 10.0, "wall_seconds": 12.0,
         "seed": seed, **RUN_INFO})
     records = []
+    # As a real run logs them: every step's sampling weights, and a DoReMi proxy's loss weights
+    # α_t / p (uniform sampling p, α_t after the step's update: the trace's alpha).
+    sampling, loss_weights = np.tile(weights, (steps, 1)), None
     if strategy == "doremi" and stage == "proxy":
         records = [{"step": s, "alpha": rng.dirichlet(np.ones(k)).tolist(), "excess": (np.arange(k) / s).tolist()}
                    for s in range(1, steps + 1)]
-    write_logs(out, domains, weights, 6 * n * 8 * 32, strategy_shift)
+        sampling = np.full((steps, k), 1 / k)
+        loss_weights = np.array([r["alpha"] for r in records]) * k
     if strategy == "dograph" and stage == "final":
         for s in (10, 20):
             affinity = rng.uniform(0, 1, (k, k))
@@ -89,17 +94,24 @@ def write_stage(out: Path, strategy, stage, size, seed, domains, weights, rng, s
             features = rng.normal(size=(4 * k, 64)) + rows[:, None]  # domains apart
             np.savez_compressed(probes / f"step{s:06d}.npz", features=features.astype(np.float32), domains=rows,
                                 target=rng.normal(size=(2 * k, 64)).astype(np.float32), domain_names=np.array(domains))
+        for record in records:  # DoGraph samples with each update's weights from the next step on
+            sampling[record["step"]:] = record["alpha"]
+    write_logs(out, domains, sampling, loss_weights, 6 * n * 8 * 32, strategy_shift)
     if records:
         (out / "trace.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
-def write_logs(out: Path, domains: list[str], weights: np.ndarray, flops_per_step: int, strategy_shift: float) -> None:
-    """log.csv with constant weights and val.csv every EVAL_EVERY steps, through the loop's own writers."""
+def write_logs(out: Path, domains: list[str], sampling: np.ndarray, loss_weights: np.ndarray | None,
+               flops_per_step: int, strategy_shift: float) -> None:
+    """log.csv with each step's weights (``sampling``: steps × K; ``loss_weights`` the same, or None
+    for a stage that does not weight its loss) and val.csv every EVAL_EVERY steps, through the
+    loop's own writers."""
     k = len(domains)
-    log, val = StepLog(out / "log.csv", domains, 0), HeldOutLog(out / "val.csv", domains, 0)
+    log = StepLog(out / "log.csv", domains, 0, loss_weights=loss_weights is not None)
+    val = HeldOutLog(out / "val.csv", domains, 0)
     for step in range(1, STEPS + 1):
         log.write(step, 1e-3, 4.0, step * 8 * 32, step * 0.3, 0.3, 800.0, None, np.full(k, 4.0),
-                  np.full(k, 8 * 32 // k), weights)
+                  np.full(k, 8 * 32 // k), sampling[step - 1], None if loss_weights is None else loss_weights[step - 1])
         if step % EVAL_EVERY == 0:
             val.write(step, step * 8 * 32, step * flops_per_step, step * 0.3, 0.05,
                       np.array([val_loss(step, j, strategy_shift) for j in range(k)]))

@@ -31,7 +31,7 @@ def test_minimal_step_trains_exactly_as_the_loop_does(built_data, tmp_path):
     # 600 ids, padded to 640 (the token files' ids are below 512): the padding's logits must not be scored.
     setup = Setup.of(built_data, "test", vocab_size=600)
     assert setup.training["batch_size"] == 2 * setup.training["micro_batch_size"]
-    subject = Subject(built_data, "uniform", "test", setup, store, tmp_path)
+    subject = Subject(built_data, "uniform", "test", setup, tmp_path)
     reference = setup.model()
     assert reference.config.vocab_size == 640
     initial = {name: p.detach().clone() for name, p in reference.named_parameters()}

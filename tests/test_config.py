@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,7 +13,8 @@ import yaml
 from conftest import REPO, SNAKEMAKE, make_test_config, snakemake, write_config
 from mixbench import config as cfg
 from mixbench.errors import ConfigError
-from strategies import StrategyContext, get_strategy_class
+from strategies import StrategyContext, get_strategy_class, grid_config
+from strategies import runs as strategy_runs
 from strategies.base import Strategy
 
 
@@ -24,20 +26,20 @@ class NeedsProbes(Strategy):
 
 
 def test_defaults_are_filled_in_and_the_grid_must_be_given(tmp_path):
-    config = cfg.validate({"grid": {"sizes": ["tiny"], "strategies": ["uniform"]}})
+    config = grid_config.validate({"grid": {"sizes": ["tiny"], "strategies": ["uniform"]}})
     assert config["training"]["steps"] == 400  # the schema default, not config.yaml
     assert config["grid"]["seeds"] == [0, 1, 2]
     assert config["tokenizer"] == {"kind": "bpe", "vocab_size": 8192, "path": None, "workers": 8}
     assert config["stages"] == {}
     # No size is made up: the grid names its sizes and strategies.
     with pytest.raises(ConfigError, match=r"^invalid configuration: grid\.sizes: required, and it has no default \("):
-        cfg.validate({"grid": {"strategies": ["uniform"]}})
+        grid_config.validate({"grid": {"strategies": ["uniform"]}})
     with pytest.raises(ConfigError, match=r"^invalid configuration: grid: required"):
-        cfg.validate({})
+        grid_config.validate({})
 
 
 def test_default_config_file_is_valid():
-    config = cfg.load(cfg.REPO_ROOT / "config" / "config.yaml")
+    config = grid_config.load(cfg.REPO_ROOT / "config" / "config.yaml")
     assert config["grid"]["sizes"] == ["tiny"]
     assert set(config["grid"]["strategies"]) >= {"uniform", "natural"}
 
@@ -80,7 +82,7 @@ def test_default_config_file_is_valid():
 )
 def test_bad_config_fails_with_a_clear_message(tmp_path, overrides, message):
     with pytest.raises(ConfigError) as err:
-        cfg.validate(make_test_config(tmp_path, **overrides))
+        grid_config.validate(make_test_config(tmp_path, **overrides))
     assert message in str(err.value) and "\n" not in str(err.value)  # one problem, one line
 
 
@@ -89,7 +91,7 @@ def test_static_weights_are_numbers_for_exactly_the_domains_that_sum_to_one(tmp_
     good = dict.fromkeys(domains, 1 / 6)
 
     def check(weights, **entry):
-        return cfg.validate(make_test_config(tmp_path, grid={"strategies": ["pile"]}, strategies={
+        return grid_config.validate(make_test_config(tmp_path, grid={"strategies": ["pile"]}, strategies={
             "pile": {"strategy": "static", "weights": weights, **entry}}))
 
     assert cfg.strategy_hparams(check(good), "pile") == {"weights": good}
@@ -121,32 +123,39 @@ def test_static_weights_are_numbers_for_exactly_the_domains_that_sum_to_one(tmp_
 
 def test_a_strategy_needing_a_signal_no_provider_computes_is_refused(tmp_path, monkeypatch):
     import strategies
-
-    import models.signals
+    from strategies import signal_names
 
     monkeypatch.setitem(strategies.REGISTRY, "greedy", "test_config:NeedsProbes")
     # As on a build without the probe's provider: the config check must refuse the strategy.
-    monkeypatch.delitem(models.signals.REGISTRY, "example_gradient_features")
+    monkeypatch.delitem(signal_names.SIGNALS, "example_gradient_features")
     with pytest.raises(ConfigError, match=r"'greedy' needs signals no provider computes: \['example_gradient_features'\]"):
-        cfg.validate(make_test_config(tmp_path, grid={"strategies": ["greedy"]}))
+        grid_config.validate(make_test_config(tmp_path, grid={"strategies": ["greedy"]}))
+
+
+def test_the_signal_providers_are_the_signals_a_strategy_may_declare(tmp_path):
+    """models/signals refuses to load while its providers and strategies/signal_names.py differ."""
+    code = ("from strategies import signal_names; signal_names.SIGNALS['unprovided'] = 'x'; "
+            "import models.signals")
+    done = subprocess.run([sys.executable, "-c", code], cwd=cfg.REPO_ROOT, capture_output=True, text=True)
+    assert done.returncode == 1 and "list each signal in both" in done.stderr
 
 
 def test_only_the_grids_strategies_are_checked(tmp_path):
     # An entry the grid does not use is never instantiated: a stale one does not stop the grid.
     stale = {"doremy": {}, "doge": {"target": "wikipedia"}, "old_mix": {"strategy": "static", "weights": [1, 2]}}
-    config = cfg.validate(make_test_config(tmp_path, strategies=stale))
+    config = grid_config.validate(make_test_config(tmp_path, strategies=stale))
     assert config["grid"]["strategies"] == ["uniform", "natural"]
-    for grid, entries, message in [
+    for names, entries, message in [
         (["uniform", "doge"], stale, r"strategies\.doge: target must be 'mix', 'train' or a"),
         (["doremy"], {}, r"grid\.strategies: unknown strategy 'doremy'"),
         (["doremy"], {"doremy": {"strategy": "x"}}, r"strategies\.doremy\.strategy: unknown strategy 'x'"),
     ]:
         with pytest.raises(ConfigError, match="^invalid configuration: " + message):
-            cfg.validate(make_test_config(tmp_path, strategies=entries, grid={"strategies": grid}))
+            grid_config.validate(make_test_config(tmp_path, strategies=entries, grid={"strategies": names}))
 
 
 def test_stage_training_resolves_per_strategy_overrides(tmp_path):
-    config = cfg.validate(make_test_config(
+    config = grid_config.validate(make_test_config(
         tmp_path, stages={"proxy": {"size": "test", "steps": 7}},
         strategies={"uniform": {"stages": {"proxy": {"steps": 5}}}},
     ))
@@ -156,22 +165,22 @@ def test_stage_training_resolves_per_strategy_overrides(tmp_path):
 
 
 def test_config_hash_is_stable_and_sensitive(tmp_path):
-    a = cfg.validate(make_test_config(tmp_path))
-    b = cfg.validate(make_test_config(tmp_path))
+    a = grid_config.validate(make_test_config(tmp_path))
+    b = grid_config.validate(make_test_config(tmp_path))
     assert cfg.config_hash(a) == cfg.config_hash(b)
     b["training"]["steps"] += 1
     assert cfg.config_hash(a) != cfg.config_hash(b)
 
 
 def test_paper_config_is_valid_on_its_own():
-    config = cfg.load(cfg.REPO_ROOT / "config" / "paper.yaml")
+    config = grid_config.load(cfg.REPO_ROOT / "config" / "paper.yaml")
     assert config["grid"]["sizes"] == ["small", "medium", "large"]
     assert config["grid"]["strategies"] == ["uniform", "natural", "doremi", "doge", "dograph", "regmix",
                                             "doremi_published", "doge_published"]
     for published in ("doremi_published", "doge_published"):  # rounded as printed: sums within 1e-4 of 1
         assert sum(cfg.strategy_hparams(config, published)["weights"]) == pytest.approx(1.0, abs=1e-4)
     assert cfg.strategy_hparams(config, "doremi_published")["normalize"] is True  # 1.00006: said explicitly
-    assert cfg.cell_runs(config, "large", "doge") == {"proxy": {"size": "proxy-82m", "steps": 10000},
+    assert strategy_runs.cell_runs(config, "large", "doge") == {"proxy": {"size": "proxy-82m", "steps": 10000},
                                                       "final": {"size": "large", "steps": 20000}}
 
 
@@ -182,22 +191,22 @@ def test_a_doge_batch_too_small_for_its_stratified_proxy_is_refused_before_any_j
                               training={"batch_size": 4, "micro_batch_size": 1, "processes": 2})
     with pytest.raises(ConfigError, match=r"grid.strategies \(doge\): the proxy samples each of its 6 training domains.*"
                                           r"batch_size is 4; use batch_size >= 6"):
-        cfg.validate(config)
+        grid_config.validate(config)
     config["strategies"] = {"doge": {"target": "qa"}}  # out-of-domain: five domains trained on
     config["training"].update(batch_size=6, micro_batch_size=1)
-    cfg.validate(config)
+    grid_config.validate(config)
     config["strategies"] = {}
     config["training"].update(batch_size=6, micro_batch_size=1, processes=3)  # 2 rows per rank: allowed
-    cfg.validate(config)
+    grid_config.validate(config)
 
 
 def test_a_number_given_as_text_is_refused_with_where_it_usually_comes_from(tmp_path):
     with pytest.raises(ConfigError, match=r"grid\.seeds\.0: '0' is not of type 'integer' \(snakemake --config passes"):
-        cfg.validate(make_test_config(tmp_path, grid={"seeds": ["0"]}))
+        grid_config.validate(make_test_config(tmp_path, grid={"seeds": ["0"]}))
 
 
 def test_variants_expand_into_named_strategies_checked_like_any_entry(tmp_path):
-    config = cfg.validate(make_test_config(tmp_path, grid={
+    config = grid_config.validate(make_test_config(tmp_path, grid={
         "strategies": ["uniform", "dograph", "natural"],
         "variants": {"dograph": {"lam": [1, 100.0], "rho": [30]}, "doremi": {"step_size": [0.5]}}}))
     # After their base where the grid lists it, else at the end; values printed as the shortest number.
@@ -206,8 +215,8 @@ def test_variants_expand_into_named_strategies_checked_like_any_entry(tmp_path):
     entry = config["strategies"]["dograph@lam=100,rho=30"]
     assert entry["strategy"] == "dograph" and entry["lam"] == 100.0 and entry["rho"] == 30
     assert entry["update_every"] == config["strategies"]["dograph"]["update_every"]  # the base entry's other values
-    assert cfg.strategy_stages(config, "doremi@step_size=0.5") == ("reference", "proxy", "final")
-    assert cfg.validate(config) == config  # a job re-reading the stored config sees the same names
+    assert strategy_runs.strategy_stages(config, "doremi@step_size=0.5") == ("reference", "proxy", "final")
+    assert grid_config.validate(config) == config  # a job re-reading the stored config sees the same names
     for variants, message in [
         ({"dograph": {"lamb": [1]}},
          r"grid.variants.dograph \(dograph@lamb=1 over strategies.dograph\): unknown hyperparameter\(s\) \['lamb'\]"),
@@ -219,11 +228,11 @@ def test_variants_expand_into_named_strategies_checked_like_any_entry(tmp_path):
         ({"dograph": {"lam": []}}, r"grid.variants.dograph.lam: \[\] should be non-empty"),
     ]:
         with pytest.raises(ConfigError, match=message):
-            cfg.validate(make_test_config(tmp_path, grid={"variants": variants}))
+            grid_config.validate(make_test_config(tmp_path, grid={"variants": variants}))
     clash = make_test_config(tmp_path, grid={"variants": {"dograph": {"lam": [1]}}},
                              strategies={"dograph@lam=1": {"strategy": "dograph", "lam": 2.0}})
     with pytest.raises(ConfigError, match="strategies.dograph@lam=1: an entry of this name differs"):
-        cfg.validate(clash)
+        grid_config.validate(clash)
 
 
 def test_a_variants_stage_problem_names_the_sweep_and_close_values_get_distinct_names(tmp_path):
@@ -232,23 +241,23 @@ def test_a_variants_stage_problem_names_the_sweep_and_close_values_get_distinct_
     with pytest.raises(ConfigError, match=r"training.warmup_steps: 3 is not below the 2 steps \(stages.proxy.steps\) "
                                           r"of grid.variants.doremi \(doremi@rounds=2\)'s proxy, "
                                           r"grid.variants.doremi \(doremi@rounds=2\)'s proxy-r2"):
-        cfg.validate(config)
-    close = cfg.validate(make_test_config(tmp_path, grid={"variants": {"dograph": {"lam": [0.1234567, 0.1234568]}}}))
+        grid_config.validate(config)
+    close = grid_config.validate(make_test_config(tmp_path, grid={"variants": {"dograph": {"lam": [0.1234567, 0.1234568]}}}))
     assert close["grid"]["strategies"][-2:] == ["dograph@lam=0.1234567", "dograph@lam=0.1234568"]
 
 
 def test_seq_len_must_fit_the_context_of_every_size_a_run_uses(tmp_path):
     # The test size's context is 64 tokens; tiny's 128.
     with pytest.raises(ConfigError, match=r"^invalid configuration: training\.seq_len: 65 exceeds size 'test''s "
-                                          r"context of 64 tokens \(models/sizes\.py\), used by grid\.sizes$"):
-        cfg.validate(make_test_config(tmp_path, training={"seq_len": 65}))
+                                          r"context of 64 tokens \(mixbench/model_sizes\.py\), used by grid\.sizes$"):
+        grid_config.validate(make_test_config(tmp_path, training={"seq_len": 65}))
     fits = {"training": {"seq_len": 100}, "grid": {"sizes": ["tiny"], "strategies": ["uniform", "doremi", "doge"]}}
-    cfg.validate(make_test_config(tmp_path, stages={"reference": {"size": None}, "proxy": {"size": None}}, **fits))
+    grid_config.validate(make_test_config(tmp_path, stages={"reference": {"size": None}, "proxy": {"size": None}}, **fits))
     # A stage at a size of its own: DoGE's proxy at `test` under tiny final models.
     with pytest.raises(ConfigError, match=r"^invalid configuration: training\.seq_len: 100 exceeds size 'test''s "
-                                          r"context of 64 tokens \(models/sizes\.py\), used by "
+                                          r"context of 64 tokens \(mixbench/model_sizes\.py\), used by "
                                           r"strategies\.doge\.stages\.proxy\.size \(strategies\.doge's proxy\)$"):
-        cfg.validate(make_test_config(tmp_path, stages={"reference": {"size": None}, "proxy": {"size": None}},
+        grid_config.validate(make_test_config(tmp_path, stages={"reference": {"size": None}, "proxy": {"size": None}},
                                       strategies={"doge": {"stages": {"proxy": {"size": "test"}}}}, **fits))
 
 
@@ -261,14 +270,14 @@ def test_a_base_file_is_layered_under_the_file_that_names_it(tmp_path):
     # Relative to the repository root, or absolute; a base may name a base of its own.
     child = write_yaml(tmp_path / "child.yaml", {"base": "config/config.yaml", "training": {"steps": 77},
                                                   "grid": {"strategies": ["uniform"]}})
-    config = cfg.load(child)
+    config = grid_config.load(child)
     assert config["training"]["steps"] == 77 and config["training"]["warmup_steps"] == 30  # the rest: config.yaml's
-    assert config["grid"] == {**cfg.load(REPO / "config" / "config.yaml")["grid"], "strategies": ["uniform"]}
+    assert config["grid"] == {**grid_config.load(REPO / "config" / "config.yaml")["grid"], "strategies": ["uniform"]}
     grandchild = write_yaml(tmp_path / "grandchild.yaml", {"base": child, "training": {"lr": 1e-3}})
-    config = cfg.load(grandchild)
+    config = grid_config.load(grandchild)
     assert (config["training"]["steps"], config["training"]["lr"]) == (77, 1e-3) and "base" not in config
     # Files given together merge in order, each over its own base.
-    assert cfg.load(REPO / "config" / "paper.yaml", grandchild)["grid"]["sizes"] == ["tiny"]
+    assert grid_config.load(REPO / "config" / "paper.yaml", grandchild)["grid"]["sizes"] == ["tiny"]
 
 
 def test_a_base_cycle_a_missing_base_and_a_stray_base_are_config_errors(tmp_path):
@@ -276,13 +285,13 @@ def test_a_base_cycle_a_missing_base_and_a_stray_base_are_config_errors(tmp_path
     write_yaml(tmp_path / "b.yaml", {"base": str(tmp_path / "a.yaml")})
     with pytest.raises(ConfigError, match=r"^base: config files name each other as base in a cycle: .*a\.yaml -> "
                                           r".*b\.yaml -> .*a\.yaml$"):
-        cfg.load(tmp_path / "a.yaml")
+        grid_config.load(tmp_path / "a.yaml")
     with pytest.raises(ConfigError, match=r"^base: config file not found: .*nowhere\.yaml \(the base of .*c\.yaml\)$"):
-        cfg.load(write_yaml(tmp_path / "c.yaml", {"base": "nowhere.yaml"}))
+        grid_config.load(write_yaml(tmp_path / "c.yaml", {"base": "nowhere.yaml"}))
     with pytest.raises(ConfigError, match=r"^base: the path of a config file to layer this one on, got \['x'\]"):
-        cfg.load(write_yaml(tmp_path / "d.yaml", {"base": ["x"]}))
+        grid_config.load(write_yaml(tmp_path / "d.yaml", {"base": ["x"]}))
     with pytest.raises(ConfigError, match=r"^invalid configuration: base: names a config file to layer under"):
-        cfg.validate({**make_test_config(tmp_path), "base": "config/config.yaml"})  # e.g. --config base=...
+        grid_config.validate({**make_test_config(tmp_path), "base": "config/config.yaml"})  # e.g. --config base=...
 
 
 def test_a_config_file_is_complete_on_its_own(tmp_path):
@@ -291,7 +300,7 @@ def test_a_config_file_is_complete_on_its_own(tmp_path):
     config = make_test_config(tmp_path, grid={"strategies": ["uniform"], "seeds": [0]},
                               training={"batch_size": 4, "micro_batch_size": 4})
     config["stages"] = {}
-    loaded = cfg.load(write_config(tmp_path / "alone.yaml", config))
+    loaded = grid_config.load(write_config(tmp_path / "alone.yaml", config))
     assert set(loaded["strategies"]) == {"dograph"} and loaded["stages"] == {}
     result = snakemake(tmp_path, tmp_path / "alone.yaml", "-n")
     out = result.stdout + result.stderr
@@ -316,3 +325,16 @@ def test_without_a_config_file_the_workflow_runs_the_default_grid_with_config_on
     assert re.search(r"^train\s+48$", out, flags=re.M), out[-2000:]
     assert re.search(r"^fit\s+3$", out, flags=re.M), out[-2000:]
     assert (tmp_path / "elsewhere" / "configs").is_dir() and not (tmp_path / "runs").exists()
+
+
+def test_a_stage_name_parses_into_its_kind_round_and_replica_and_back():
+    stages = {"final": cfg.Stage("final"), "fit": cfg.Stage("fit"), "proxy-r2": cfg.Stage("proxy", round=2),
+              "reference": cfg.Stage("reference"), "swarm-12": cfg.Stage("swarm", replica=12)}
+    for name, stage in stages.items():
+        assert cfg.Stage.parse(name) == stage and str(stage) == name
+    assert [cfg.Stage.parse(name).group for name in stages] == ["final", "fit", "proxy-r2", "reference", "swarm"]
+    assert cfg.Stage.parse("swarm-2").same_fan_out("swarm-5") and not cfg.Stage.parse("proxy").same_fan_out("proxy")
+    assert cfg.describe_stages(["swarm-0", "swarm-1", "fit", "final"]) == "swarm-0 … swarm-1 (2 runs), fit, final"
+    for bad in ("proxy-r1", "Final", "swarm-", "", "proxy-r2-3"):
+        with pytest.raises(ValueError, match="not a stage name"):
+            cfg.Stage.parse(bad)

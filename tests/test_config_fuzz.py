@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from conftest import REPO, make_test_config
 from mixbench import config as cfg
+from strategies import grid_config
 from mixbench.errors import ConfigError
 
 UNKNOWN_NAMES = ["unifrom", "huge", "poetry", "example_gradient_featurez", "doremi@lam=1"]
@@ -85,7 +86,7 @@ def starts(tmp_path_factory) -> list[Start]:
     configs = {"test": make_test_config(root), "full": full_config(root),
                "default": yaml.safe_load((REPO / "config" / "config.yaml").read_text())}
     for config in configs.values():
-        cfg.validate(config)  # every start is valid: a refusal below is the mutation's
+        grid_config.validate(config)  # every start is valid: a refusal below is the mutation's
     return [Start(name, config, paths(config), absent_fields(config)) for name, config in configs.items()]
 
 
@@ -158,7 +159,7 @@ def test_a_broken_config_is_accepted_or_refused_with_its_field_named(starts, dat
     path = mutate(config, start, data)
     examples.append(path)
     try:
-        cfg.validate(config)
+        grid_config.validate(config)
     except ConfigError as exc:
         check_refusal(str(exc), path)
 

@@ -240,7 +240,7 @@ def test_a_split_changed_after_the_build_is_refused_by_every_reader(built_data, 
 
     from corpus import tokens
     from corpus.manifest import verify_splits
-    from eval.tasks import generate_perplexity_tasks
+    from eval.harness.tasks import generate_perplexity_tasks
     from mixbench.errors import DataError
 
     data = tmp_path / "data"

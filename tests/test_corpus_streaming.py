@@ -204,7 +204,7 @@ def test_a_hub_source_without_network_fails_at_once_saying_what_to_download(tmp_
 
     from corpus.hub import OFFLINE_VARIABLES
 
-    for variable in OFFLINE_VARIABLES:  # other tests' imports may have set them (eval.lm evaluates offline)
+    for variable in OFFLINE_VARIABLES:  # other tests' imports may have set them (eval.harness.lm evaluates offline)
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
 

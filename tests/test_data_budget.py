@@ -9,12 +9,13 @@ import pytest
 
 from conftest import make_test_config
 from corpus import budget
-from eval import collect
-from eval.tables import compute_table, epochs_table
-from mixbench import config as cfg
+from eval.analysis import collect
+from eval.analysis.tables import compute_table, epochs_table
+from strategies import grid_config
 from mixbench.io import write_json
 from models.runlog import StepLog
-from models.train import train, warn_data_budget
+from models.run_factory import warn_data_budget
+from models.train import train
 from run_fixture import write_grid
 from strategies import StrategyContext
 from strategies.static import Uniform
@@ -43,7 +44,7 @@ def write_log(folder, steps: list[list[int]], torn_row: bool = False) -> None:
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
     root = tmp_path_factory.mktemp("budget")
-    config = cfg.validate(make_test_config(root, grid={"sizes": ["test"], "seeds": [0],
+    config = grid_config.validate(make_test_config(root, grid={"sizes": ["test"], "seeds": [0],
                                                        "strategies": ["uniform", "doremi"]}))
     write_grid(config)
     write_meta(root / "data", AVAILABLE)

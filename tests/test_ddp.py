@@ -22,6 +22,7 @@ import yaml
 
 from conftest import REPO
 from mixbench import config as cfg
+from strategies import grid_config
 from mixbench.io import read_json
 from models.train import train
 
@@ -31,7 +32,7 @@ TOLERANCE = 1e-5
 
 @pytest.fixture(scope="module")
 def ddp_config(built_data) -> dict:
-    return cfg.validate(cfg.deep_merge(built_data, {
+    return grid_config.validate(cfg.deep_merge(built_data, {
         "grid": {"strategies": ["uniform", "doremi", "doge", "dograph"]},
         "training": {"steps": STEPS, "batch_size": 8, "micro_batch_size": 2, "warmup_steps": 2},
         "stages": {"reference": {"steps": 6}, "proxy": {"steps": STEPS}},

@@ -1,4 +1,5 @@
-"""DoGE's update, checked against an independent numpy computation (SPEC §6)."""
+"""DoGE's update (Fan, Pagliardini, Jaggi 2024, arXiv 2310.15393: scores from ⟨g_i, g_target⟩ over the
+mean gradient norm, log α ← log_softmax(log α + s / μ)), checked against an independent numpy computation."""
 
 from __future__ import annotations
 

@@ -11,15 +11,15 @@ import pandas as pd
 import pytest
 import torch
 
-from eval.plan_costs import planned_passes
-from mixbench import config as cfg
+from eval.analysis.plan_costs import planned_passes
+from strategies import grid_config
 from mixbench.io import read_json
 from models.checkpoint import checkpoint_dirs, read_checkpoint
 from models.train import train
 
 
 def doge_config(built_data, **hparams):
-    return cfg.validate(dict(built_data, grid=dict(built_data["grid"], strategies=["doge"]),
+    return grid_config.validate(dict(built_data, grid=dict(built_data["grid"], strategies=["doge"]),
                              stages={"proxy": {"steps": 10}}, strategies={"doge": hparams}))
 
 
@@ -56,7 +56,8 @@ def doge_loop(built_data, tmp_path, **hparams):
     torch.manual_seed(0)
     model = build_model(gpt2_config("test", store.vocab_size))
     settings = LoopSettings.from_config(dict(built_data["training"], batch_size=16, micro_batch_size=4), steps=10)
-    loop = TrainingLoop(model, strategy, DomainSampler(store, 32, seed=2), settings, log_path=tmp_path / "log.csv",
+    loop = TrainingLoop(model=model, strategy=strategy, sampler=DomainSampler(store, 32, seed=2), settings=settings,
+                        log_path=tmp_path / "log.csv",
                         checkpoint_dir=tmp_path / "checkpoints", strategy_name="doge",
                         sources=SignalSources(data_dir=Path(built_data["data_dir"]), seed=2))
     return loop, model, strategy, store
@@ -119,7 +120,7 @@ def test_the_device_path_equals_a_host_computation_over_five_steps(built_data, t
     alphas = []
     for _ in range(5):
         loop.train_step(loop.scheduler.get_last_lr()[0])
-        loop.step += 1  # what run() does after each step: the next step draws its own batch
+        loop.state.step += 1  # what run() does after each step: the next step draws its own batch
         alphas.append(strategy.alpha())
 
     from models.gpt2 import build_model, gpt2_config
@@ -181,7 +182,7 @@ def test_proxy_trace_average_and_resume(built_data, tmp_path):
     # each of the 6 domains: 6 sequences a step.
     with_target = a["tokens"] * (8 + 6) // 8
     assert a["token_passes"] == b["token_passes"] == {"forward": with_target, "backward": with_target}
-    assert planned_passes(config, "doge", "proxy", "test") == a["token_passes"]  # the cost plan's count (eval/plan.py)
+    assert planned_passes(config, "doge", "proxy", "test") == a["token_passes"]  # the cost plan's count (eval/analysis/plan.py)
     assert a["flops"] == 6 * a["parameters"] * with_target
     log = pd.read_csv(tmp_path / "whole" / "log.csv")
     assert np.allclose(log[[c for c in log if c.startswith("weight/")]].to_numpy(), 1 / 6)  # sampling uniform

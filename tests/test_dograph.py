@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import strategies
-from eval.plan_costs import planned_passes
-from mixbench import config as cfg
+from eval.analysis.plan_costs import planned_passes
+from strategies import grid_config
 from mixbench.errors import ConfigError
 from mixbench.io import read_json
 from models.gpt2 import build_model, gpt2_config
@@ -23,7 +23,7 @@ from strategies.dograph import DoGraph
 
 def dograph_config(built_data, **hparams):
     hparams = {"update_every": 10, "probe_per_domain": 4, "target_per_domain": 2, "sketch_dim": 256, **hparams}
-    return cfg.validate(dict(built_data, grid=dict(built_data["grid"], strategies=["dograph"]),
+    return grid_config.validate(dict(built_data, grid=dict(built_data["grid"], strategies=["dograph"]),
                              stages={"proxy": {"steps": 30}}, strategies={"dograph": hparams}))
 
 
@@ -89,7 +89,7 @@ def test_probing_leaves_the_training_trajectory_bit_identical(built_data, tmp_pa
     from safetensors.torch import load_file
 
     monkeypatch.setitem(strategies.REGISTRY, "probeonly", "test_dograph:ProbeOnly")
-    config = cfg.validate(dict(built_data, grid=dict(built_data["grid"], strategies=["uniform", "probeonly"]),
+    config = grid_config.validate(dict(built_data, grid=dict(built_data["grid"], strategies=["uniform", "probeonly"]),
                                training=dict(built_data["training"], dropout=0.1)))
     assert train(config, "test", "uniform", 0, "final", tmp_path / "plain", {})
     assert train(config, "test", "probeonly", 0, "final", tmp_path / "probed", {})
@@ -125,7 +125,7 @@ def test_training_under_torch_compile_probes_the_unwrapped_parameters(built_data
     """compile: true prefixes parameter names with ``_orig_mod.``; the probe's default pattern
     (the last block) must still match, and probes must run while the compiled model trains."""
     config = dograph_config(built_data, update_every=4)
-    config = cfg.validate(dict(config, training=dict(config["training"], compile=True, steps=9)))
+    config = grid_config.validate(dict(config, training=dict(config["training"], compile=True, steps=9)))
     assert train(config, "test", "dograph", 0, "final", tmp_path / "run", {})
     records = trace(tmp_path / "run")
     assert [r["step"] for r in records] == [4, 8] and all(r["solved"] for r in records)

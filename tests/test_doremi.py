@@ -1,4 +1,5 @@
-"""DoReMi's proxy update, checked against numbers worked out by hand (SPEC §6)."""
+"""DoReMi's proxy update (Xie et al. 2023, arXiv 2305.10429: α' = softmax(log α + η λ), α = (1 − c) α' + c u,
+λ_i the per-token clipped excess loss averaged over the domain's tokens), checked against numbers worked out by hand."""
 
 from __future__ import annotations
 

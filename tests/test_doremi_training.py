@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from eval.plan_costs import planned_passes
-from mixbench import config as cfg
+from eval.analysis.plan_costs import planned_passes
+from strategies import grid_config
 from mixbench.io import read_json
 from models.train import train
 from strategies.doremi import excess_loss_per_domain
@@ -19,7 +19,7 @@ from strategies.doremi import excess_loss_per_domain
 
 @pytest.fixture(scope="module")
 def doremi_config(built_data):
-    return cfg.validate(dict(built_data, grid=dict(built_data["grid"], strategies=["doremi"]),
+    return grid_config.validate(dict(built_data, grid=dict(built_data["grid"], strategies=["doremi"]),
                              stages={"reference": {"steps": 8}, "proxy": {"steps": 12}}))
 
 
@@ -81,7 +81,7 @@ def test_proxy_step_one_uses_the_reference_models_per_token_losses(doremi_config
 
 def test_accumulation_and_resume_keep_the_proxy_trajectory(doremi_config, reference_run, tmp_path):
     assert proxy(doremi_config, tmp_path / "whole", reference_run)
-    accumulated = cfg.validate(dict(doremi_config, training=dict(doremi_config["training"], micro_batch_size=2)))
+    accumulated = grid_config.validate(dict(doremi_config, training=dict(doremi_config["training"], micro_batch_size=2)))
     assert proxy(accumulated, tmp_path / "micro", reference_run)  # four micro-batches, one forward each
     assert not proxy(doremi_config, tmp_path / "split", reference_run, stop_after=5)
     assert proxy(doremi_config, tmp_path / "split", reference_run)
@@ -107,7 +107,7 @@ def test_one_forward_equals_the_two_forward_step(doremi_config, reference_run, t
 
     runs = {}
     for mode in ("one_forward", "two_forwards"):
-        config = cfg.validate(dict(doremi_config, training=dict(doremi_config["training"], micro_batch_size=2,
+        config = grid_config.validate(dict(doremi_config, training=dict(doremi_config["training"], micro_batch_size=2,
                                                                 dropout=dropout, reweighted_step=mode)))
         assert proxy(config, tmp_path / mode, reference_run)
         runs[mode] = read_json(tmp_path / mode / "run.json")
@@ -160,7 +160,8 @@ def test_the_steps_gradient_uses_the_just_updated_alpha(doremi_config, reference
     model = build_model(gpt2_config("test", store.vocab_size))
     settings = LoopSettings.from_config(dict(doremi_config["training"], grad_clip=0.0, batch_size=16,
                                              micro_batch_size=8), steps=1)  # two micro-batches: two passes
-    loop = TrainingLoop(model, strategy, DomainSampler(store, 32, seed=6), settings, log_path=tmp_path / "log.csv",
+    loop = TrainingLoop(model=model, strategy=strategy, sampler=DomainSampler(store, 32, seed=6), settings=settings,
+                        log_path=tmp_path / "log.csv",
                         checkpoint_dir=tmp_path / "checkpoints", strategy_name="doremi",
                         sources=SignalSources(upstream={"reference": reference_run}))
     captured = {}

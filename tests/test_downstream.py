@@ -16,14 +16,15 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from conftest import FIXTURE_CORPUS, make_test_config  # noqa: E402
-from eval import collect, evaluate  # noqa: E402
-from eval.aggregate import aggregate  # noqa: E402
-from eval.downstream import evaluate_downstream, task_failure  # noqa: E402
-from eval.downstream_tasks import CHOICE, CLOZE, generate_downstream_tasks, split_passage  # noqa: E402
-from eval.tables import MISSING, downstream_sections, downstream_summary_cells  # noqa: E402
-from eval.task_index import check_task_names  # noqa: E402
-from eval.tasks import generate_perplexity_tasks  # noqa: E402
-from mixbench import config as cfg  # noqa: E402
+from eval.analysis import collect
+from eval.harness import evaluate  # noqa: E402
+from eval.analysis.aggregate import aggregate  # noqa: E402
+from eval.harness.downstream import evaluate_downstream, task_failure  # noqa: E402
+from eval.harness.downstream_tasks import CHOICE, CLOZE, generate_downstream_tasks, split_passage  # noqa: E402
+from eval.analysis.tables import MISSING, downstream_sections, downstream_summary_cells  # noqa: E402
+from eval.harness.task_index import check_task_names  # noqa: E402
+from eval.harness.tasks import generate_perplexity_tasks  # noqa: E402
+from strategies import grid_config  # noqa: E402
 from mixbench.errors import ConfigError, DataError  # noqa: E402
 from mixbench.io import write_json  # noqa: E402
 from run_fixture import write_grid  # noqa: E402
@@ -213,7 +214,7 @@ def test_a_task_that_fails_to_load_fails_alone(model_dir, corpus, record, tmp_pa
     grid = {"sizes": ["test"], "strategies": ["uniform", "natural"], "seeds": [0, 1]}
     logiqa = task_failure("agieval_logiqa_en", "load",
                           ConnectionError("Couldn't reach 'hails/agieval-logiqa-en' on the Hub (OfflineModeIsEnabled)"))
-    config = cfg.validate(make_test_config(tmp_path / "grid", grid=grid,
+    config = grid_config.validate(make_test_config(tmp_path / "grid", grid=grid,
                                            downstream={"tasks": [CLOZE, CHOICE, "agieval_logiqa_en"]}))
     write_grid(config)
     for size, strategy, seed, cell in collect.grid_cells(config):
@@ -277,11 +278,11 @@ def test_a_failure_is_one_line_that_names_its_dataset():
 
 
 def test_one_evaluation_job_writes_the_numbers_of_the_two_job_path(model_dir, corpus, tmp_path):  # noqa: F811
-    """The workflow's one job per model (eval.evaluate: the model loaded once, perplexity then
-    downstream) writes the same files as `eval.run` and `eval.downstream` run one after the other,
+    """The workflow's one job per model (eval.harness.evaluate: the model loaded once, perplexity then
+    downstream) writes the same files as `eval.harness.run` and `eval.harness.downstream` run one after the other,
     each loading the model itself: every number equal, not approximately equal."""
-    from eval import downstream as eval_downstream
-    from eval import run as eval_run
+    from eval.harness import downstream as eval_downstream
+    from eval.harness import run as eval_run
 
     generate_perplexity_tasks(corpus, tmp_path)
     generate_downstream_tasks(corpus, tmp_path, **SETTINGS)

@@ -10,12 +10,15 @@ import pandas as pd
 import pytest
 
 from conftest import make_test_config
-from eval.aggregate import CSV_ONLY, TABLE_NAMES, aggregate, table_files
-from eval.figures import FORMATS, Figures, figure_names, make_figures, save
-from mixbench import config as cfg
+from eval.analysis import figure_registry
+from eval.analysis.aggregate import aggregate
+from eval.analysis.figure_registry import FORMATS, figure_names
+from eval.analysis.figures import draw as draw_figure, make_figures
+from eval.analysis.plotting import FigureData, save
+from eval.analysis.table_registry import table_files, table_names
+from strategies import grid_config
 from run_fixture import SHIFT, val_loss, write_grid
 
-REPORT_CAPTIONS = make_test_config.__globals__["REPO"] / "rules" / "report"
 # The SHA-256 of every table the fixture grids produced before eval/ was reorganised: moving code
 # must not move a byte. Regenerate only for a change that means to alter a table, and say which.
 TABLE_DIGESTS = json.loads((Path(__file__).parent / "fixtures" / "table_digests.json").read_text())
@@ -31,15 +34,15 @@ def assert_tables_unchanged(tables: Path, grid: str) -> None:
 
 def draw(config: dict, *names: str) -> None:
     """Some figures of a config, as make_figures draws them (the figures say what is missing)."""
-    figures = Figures(config)
+    figures = FigureData(config)
     for name in names:
-        save(getattr(figures, name)(), Path(config["results_dir"]) / "figures", name)
+        save(draw_figure(figures, name), Path(config["results_dir"]) / "figures", name)
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     root = tmp_path_factory.mktemp("grid")
-    config = cfg.validate(make_test_config(root, grid={"sizes": ["test", "tiny"], "seeds": [0, 1, 2],
+    config = grid_config.validate(make_test_config(root, grid={"sizes": ["test", "tiny"], "seeds": [0, 1, 2],
                                                        "strategies": ["uniform", "natural", "doremi", "dograph"]}))
     write_grid(config)
     aggregate(config)
@@ -48,12 +51,15 @@ def results(tmp_path_factory):
 
 
 def test_every_table_is_written_in_every_format(results):
-    _, out = results
-    for name in (*TABLE_NAMES, *CSV_ONLY):
+    config, out = results
+    names = table_names(config)
+    # No strategy of this grid has a fit stage: it has no fit tables (not empty ones).
+    assert names == ["perplexity", "downstream", "comparison", "weights", "compute", "trajectories", "curves",
+                     "entropy"]
+    for name in names:
         for f in table_files(name):
-            # This grid has no fit stage: swarm.csv holds its header alone.
-            assert (out / "tables" / f).stat().st_size > (50 if f == "swarm.csv" else 100), f
-    assert "no strategy of the grid has a fit stage" in (out / "tables" / "fits.md").read_text()
+            assert (out / "tables" / f).stat().st_size > 100, f
+    assert sorted(p.name for p in (out / "tables").iterdir()) == sorted(f for n in names for f in table_files(n))
     assert "\\begin{tabular}" in (out / "tables" / "perplexity.tex").read_text()
     assert "<table" in (out / "tables" / "comparison.html").read_text()
 
@@ -113,9 +119,7 @@ def test_every_figure_is_written_as_png_and_pdf_with_a_report_caption(results):
         for fmt in FORMATS:
             data = (out / "figures" / f"{name}.{fmt}").read_bytes()
             assert data.startswith(signatures[fmt]) and len(data) > 5000, (name, fmt)
-        assert (REPORT_CAPTIONS / "figures" / f"{name}.rst").read_text().strip(), name
-    for name in TABLE_NAMES:
-        assert (REPORT_CAPTIONS / "tables" / f"{name}.rst").read_text().strip(), name
+        assert figure_registry.REGISTRY[name].caption.strip(), name
 
 
 def test_the_curve_tables_hold_every_measurement_with_the_cells_earlier_compute(results):
@@ -137,14 +141,34 @@ def test_the_curve_tables_hold_every_measurement_with_the_cells_earlier_compute(
     assert len(uniform) == 2 * 3 * 30 and uniform["entropy"].to_numpy() == pytest.approx(np.log(len(domains)))
     assert uniform["mixture"].eq("sampling").all()
     proxy = entropy[(entropy.strategy == "doremi") & (entropy.stage == "proxy")]
-    assert proxy["mixture"].eq("alpha").all() and (proxy["entropy"] < np.log(len(domains))).all()
+    assert proxy["mixture"].eq("loss-weighted").all() and (proxy["entropy"] < np.log(len(domains))).all()
     traj = pd.read_csv(out / "tables" / "trajectories.csv")
     excess = traj[(traj.strategy == "doremi") & (traj.step == 4) & (traj.seed == 0) & (traj["size"] == "test")]
     assert excess["excess"].tolist() == pytest.approx([j / 4 for j in range(len(domains))])
 
 
+def test_the_trajectories_come_from_every_runs_log(results):
+    config, out = results
+    domains = config["corpus"]["domains"]
+    traj = pd.read_csv(out / "tables" / "trajectories.csv")
+    # DoReMi's proxy samples uniformly and weights its loss by α_t / p: the table holds α_t, read
+    # from log.csv's loss weights (the same α_t its trace records, to log.csv's 8 decimals).
+    proxy_dir = Path(config["runs_dir"]) / "test" / "doremi" / "seed1" / "proxy"
+    log = pd.read_csv(proxy_dir / "log.csv")
+    assert [c for c in log.columns if c.startswith("loss_weight/")] == [f"loss_weight/{d}" for d in domains]
+    traced = {r["step"]: r["alpha"] for r in map(json.loads, (proxy_dir / "trace.jsonl").read_text().splitlines())}
+    proxy = traj[(traj.strategy == "doremi") & (traj.stage == "proxy") & (traj.seed == 1) & (traj["size"] == "test")]
+    assert proxy["mixture"].eq("loss-weighted").all() and sorted(proxy.step.unique()) == list(range(1, 31))
+    for step in (1, 17, 30):
+        assert proxy[proxy.step == step]["weight"].to_numpy() == pytest.approx(traced[step], abs=1e-7)
+    # DoGraph's online updates move its sampling weights; a stage whose weights stay put has no rows.
+    assert set(zip(traj.strategy, traj.stage)) == {("doremi", "proxy"), ("dograph", "final")}
+    dograph = traj[(traj.strategy == "dograph") & (traj.seed == 0) & (traj["size"] == "test")]
+    assert dograph["mixture"].eq("sampling").all() and dograph.groupby("domain")["weight"].nunique().max() == 3
+
+
 def test_figures_follow_the_grid_and_its_variants(tmp_path):
-    config = cfg.validate(make_test_config(tmp_path, grid={"strategies": ["uniform", "natural"],
+    config = grid_config.validate(make_test_config(tmp_path, grid={"strategies": ["uniform", "natural"],
                                                            "variants": {"dograph": {"lam": [1, 100]}}},
                                            downstream={"tasks": []}))
     assert config["grid"]["strategies"] == ["uniform", "natural", "dograph@lam=1", "dograph@lam=100"]
@@ -164,7 +188,7 @@ def test_figures_follow_the_grid_and_its_variants(tmp_path):
 
 
 def test_a_grid_without_moving_weights_or_curves_says_so_on_the_canvas(tmp_path):
-    config = cfg.validate(make_test_config(tmp_path, grid={"strategies": ["uniform", "natural"]},
+    config = grid_config.validate(make_test_config(tmp_path, grid={"strategies": ["uniform", "natural"]},
                                            downstream={"tasks": []}))
     write_grid(config)
     for val in (tmp_path / "runs").rglob("val.csv"):  # as if training.heldout_windows were 0
@@ -178,7 +202,7 @@ def test_a_grid_without_moving_weights_or_curves_says_so_on_the_canvas(tmp_path)
 def test_the_readme_results_are_written_from_the_tables_and_checked_against_them(results, tmp_path):
     import yaml
 
-    from eval.readme_results import BEGIN, END, main as readme_results
+    from eval.analysis.readme_results import BEGIN, END, main as readme_results
 
     config, _ = results
     config_file = tmp_path / "config.yaml"

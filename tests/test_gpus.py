@@ -105,9 +105,13 @@ def test_a_request_larger_than_the_pool_is_an_error_at_once(tmp_path):
 
 
 def test_without_gpus_or_asking_none_no_gpu_is_taken(tmp_path):
-    none = Job(tmp_path, "none", gpus=1, seconds=0, MIXBENCH_GPUS="")
-    assert "asks for 1 GPU(s) and this machine has none: it runs without" in none.finish()
+    none = Job(tmp_path, "none", gpus=1, seconds=0, MIXBENCH_GPUS="", MIXBENCH_EXPECT_GPU=None)
+    assert "asks for 1 GPU(s) and this machine has none: it runs without" in none.finish()  # a hand run: said
     assert json.loads(none.out.with_suffix(".start").read_text())[0] is None  # CUDA_VISIBLE_DEVICES untouched
+    # A job of a CPU grid (the workflow sets MIXBENCH_EXPECT_GPU=none) says nothing about GPUs.
+    quiet = Job(tmp_path, "quiet", gpus=1, seconds=0, MIXBENCH_GPUS="", MIXBENCH_EXPECT_GPU="none")
+    log = quiet.finish()
+    assert quiet.proc.returncode == 0 and quiet.out.with_suffix(".start").exists() and "GPU" not in log, log
     cpu = Job(tmp_path, "cpu", gpus=0, seconds=0)
     cpu.finish()
     assert cpu.gpus == [""]  # hidden: a job that reserved no GPU cannot use one by accident
@@ -139,7 +143,8 @@ def test_jobs_sharing_a_slurm_allocation_split_its_gpus_and_another_allocation_h
     # ... unless running GPU jobs on CPU nodes is what the user said (the fake-SLURM tests do).
     cpu_job = Job(tmp_path, "cpu_job", gpus=1, seconds=0, SLURM_JOB_ID="80", MIXBENCH_GPUS=None,
                   MIXBENCH_EXPECT_GPU="none", PATH=f"{fake_smi.parent}:/usr/bin:/bin")
-    assert "asks for 1 GPU(s) and SLURM job 80 has none: it runs without" in cpu_job.finish()
+    log = cpu_job.finish()
+    assert cpu_job.proc.returncode == 0 and cpu_job.out.with_suffix(".start").exists() and "GPU" not in log, log
 
 
 def test_count_reads_the_override_the_parent_devices_or_nvidia_smi(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mixbench import config as cfg
+from strategies import grid_config
 from mixbench.errors import ConfigError
 from mixbench.io import read_json
 from models.heldout import HeldOutEvaluator, HeldOutSet, eval_steps, window_starts
@@ -21,7 +21,7 @@ from models.train import train
 
 
 def run(config, out: Path, seed=0, stop_after=None, **training) -> bool:
-    config = cfg.validate(dict(config, training=dict(config["training"], **training)))
+    config = grid_config.validate(dict(config, training=dict(config["training"], **training)))
     return train(config, "test", "uniform", seed, "final", out, {}, stop_after)
 
 

@@ -37,9 +37,9 @@ def make_loop(built_data, tmp_path, name: str, stage: str = "final", upstream_di
         hparams = {"weights": [1.0] * k, "normalize": True}
     sources = SignalSources(data_dir=Path(built_data["data_dir"]), seed=0,
                             upstream={"reference": upstream_dir} if upstream_dir else {}, run_dir=tmp_path)
-    return TrainingLoop(model, get_strategy_class(name)(context, **hparams), DomainSampler(store, 32, seed=1),
-                        settings, log_path=tmp_path / "log.csv", checkpoint_dir=tmp_path / "checkpoints",
-                        strategy_name=name, sources=sources)  # no held-out set: its measurements are not steps
+    return TrainingLoop(model=model, strategy=get_strategy_class(name)(context, **hparams),
+                        sampler=DomainSampler(store, 32, seed=1), settings=settings, log_path=tmp_path / "log.csv",
+                        checkpoint_dir=tmp_path / "checkpoints", strategy_name=name, sources=sources)  # no held-out set: its measurements are not steps
 
 
 def syncs_per_step(loop) -> dict[int, int]:
@@ -49,7 +49,7 @@ def syncs_per_step(loop) -> dict[int, int]:
     def counted(*args, **kwargs):
         before = TRANSFERS.blocking
         result = step(*args, **kwargs)
-        counts[loop.step + 1] = TRANSFERS.blocking - before
+        counts[loop.state.step + 1] = TRANSFERS.blocking - before
         return result
 
     loop.train_step = counted
@@ -112,12 +112,12 @@ def test_on_a_gpu_cuda_sees_no_synchronisation_in_a_static_step(built_data, tmp_
     hparams = {"update_every": 100} if name == "dograph" else {}
     loop = make_loop(built_data, tmp_path, name, device="cuda", **hparams)
     loop.train_step(1e-3)  # the first step allocates and pins: CUDA's set-up may synchronise
-    loop.step += 1
+    loop.state.step += 1
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for _ in range(2):
             loop.train_step(1e-3)
-            loop.step += 1
+            loop.state.step += 1
     finally:
         torch.cuda.set_sync_debug_mode("default")

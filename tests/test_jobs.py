@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from eval.jobs import job_rows, main, per_rule
+from eval.analysis.jobs import job_rows, main, per_rule
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 

@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from mixbench import config as cfg
+from strategies import grid_config
+from strategies import runs as strategy_runs
 from models.memory import (ACTIVATION_BYTES, CUDA_CONTEXT_BYTES, GIB, HEADROOM, LOSS_WORKSPACE_BYTES,
                            largest_fitting_micro_batch, loss_chunk_tokens, training_memory)
 from models.signals import parameter_copies
-from models.sizes import SIZES, ModelSize
+from mixbench.model_sizes import SIZES, ModelSize
 from strategies import StrategyContext, get_strategy_class
 
 
@@ -92,13 +94,13 @@ def test_largest_fitting_micro_batch_is_the_largest_divisor_under_the_headroom()
 def test_every_run_of_the_paper_grid_fits_an_80_gib_gpu():
     """At its own size's micro-batch, with what its strategy's stage adds, on one GPU (the most
     memory a run needs: more processes split the batch, not the micro-batch)."""
-    config = cfg.load("config/paper.yaml")
+    config = grid_config.load("config/paper.yaml")
     training, domains = config["training"], config["corpus"]["domains"]
     vocab = 50304  # GPT-2's 50,257 padded to a multiple of 64
     checked = {}
     for size in config["grid"]["sizes"]:
         for name in config["grid"]["strategies"]:
-            for stage, spec in cfg.one_run_per_stage(cfg.cell_runs(config, size, name)).items():
+            for stage, spec in cfg.one_run_per_stage(strategy_runs.cell_runs(config, size, name)).items():
                 if stage == "fit":
                     continue  # it trains nothing
                 cls = get_strategy_class(cfg.strategy_class_name(config, name))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from models.gpt2 import build_model, count_parameters, gpt2_config
-from models.sizes import SIZES, approx_parameters
+from mixbench.model_sizes import SIZES, approx_parameters
 
 GPT2_VOCAB = 50257
 

@@ -1,4 +1,4 @@
-"""The cost plan (eval/plan.py) on the paper grid in a fresh folder: FLOP ratios from the passes
+"""The cost plan (eval/analysis/plan.py) on the paper grid in a fresh folder: FLOP ratios from the passes
 each stage makes, MFU per size, jobs' start-up and evaluation, optimistic and conservative totals."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import re
 import pytest
 
 from conftest import REPO, make_test_config
-from eval.plan import main as plan_main, plan
-from eval.plan_costs import MfuTable, flop_ratio, parse_mfu
-from mixbench import config as cfg
+from eval.analysis.plan import main as plan_main, plan
+from eval.analysis.plan_costs import MfuTable, flop_ratio, parse_mfu
+from strategies import grid_config
 from mixbench.errors import ConfigError
 
 PAPER = REPO / "config" / "paper.yaml"
@@ -19,7 +19,7 @@ PAPER = REPO / "config" / "paper.yaml"
 
 @pytest.fixture(scope="module")
 def paper():
-    return cfg.load(PAPER)
+    return grid_config.load(PAPER)
 
 
 @pytest.mark.parametrize("mode, forwards", [("two_forwards", 2), ("one_forward", 1)])
@@ -55,7 +55,7 @@ def test_the_plan_runs_on_the_paper_grid_in_a_fresh_folder(tmp_path, monkeypatch
 
 
 def test_start_up_counts_packed_jobs_and_evaluation_every_final_model(tmp_path):
-    config = cfg.validate(make_test_config(tmp_path, grid={"strategies": ["regmix"]}, strategies={
+    config = grid_config.validate(make_test_config(tmp_path, grid={"strategies": ["regmix"]}, strategies={
         "regmix": {"swarm_runs": 5, "folds": 5, "stages": {"swarm": {"size": "test", "steps": 7, "pack": 2}}}}))
     rows = plan(config, startup_s=(10.0, 20.0)).set_index("stage")
     assert rows.loc["swarm", "runs"] == 10 and rows.loc["swarm", "jobs"] == 2 * 3  # 5 runs in packs of 2, two seeds

@@ -1,4 +1,4 @@
-"""The preflight (mixbench/preflight.py): evaluation datasets in the offline cache, a GPU for a
+"""The preflight (models/preflight.py): evaluation datasets in the offline cache, a GPU for a
 GPU run, disk for the grid; each failure one line with its fix, all of them together, and the
 workflow refusing to start any job while one remains."""
 
@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, make_test_config, snakemake, write_config
-from mixbench import config as cfg
-from mixbench import eval_datasets, footprint, gpu_checks, preflight
+from strategies import grid_config
+from mixbench import eval_datasets, footprint, gpu_checks
+from models import preflight
 from mixbench.eval_datasets import DatasetSpec
 from mixbench.errors import ConfigError, TrainingError
 from mixbench.model_sizes import SIZES, approx_parameters
@@ -94,7 +95,7 @@ def test_every_missing_dataset_is_one_line_with_its_download_command(tmp_path):
     assert len(problems) == 2 and all(p.startswith("datasets: task ") and "\n" not in p for p in problems)
     assert "baber/piqa" in problems[0] and "python -c \"import datasets; datasets.load_dataset('baber/piqa')\"" in problems[0]
     assert "load_dataset('allenai/winogrande', 'winogrande_xl')" in problems[1]
-    assert f"python -m mixbench.preflight --config {files[0]} --download" in problems[1]
+    assert f"python -m models.preflight --config {files[0]} --download" in problems[1]
     fake_cached(cache, PIQA)
     fake_cached(cache, WINOGRANDE)
     lines, problems = preflight.preflight(files, datasets_cache=cache)
@@ -192,9 +193,9 @@ def test_a_job_given_gpus_refuses_to_train_on_the_cpu(tmp_path, monkeypatch):
 
 
 def test_the_disk_estimate_of_the_paper_grid_by_part(tmp_path):
-    config = cfg.load(REPO / "config" / "paper.yaml", overrides={
+    config = grid_config.load(REPO / "config" / "paper.yaml", overrides={
         "data_dir": str(tmp_path / "data"), "runs_dir": str(tmp_path / "runs"), "results_dir": str(tmp_path / "results")})
-    parts = {p.name: p for p in footprint.estimate(config, parallel_runs=2)}
+    parts = {p.name: p for p in footprint.estimate(config, preflight.footprint_runs(config), parallel_runs=2)}
     caps = 49_600_000_000  # the seven caps of config/paper.yaml
     assert parts["corpus"].bytes == pytest.approx(1.1 * caps)
     assert parts["token files"].bytes == pytest.approx(caps / 3 * 2)  # GPT-2's ids fit 2 bytes
@@ -235,7 +236,7 @@ def test_the_workflow_starts_no_job_until_the_preflight_passes(tmp_path):
     assert not (tmp_path / "data" / "corpus").exists() and not (tmp_path / "runs" / "test").exists()
 
 
-NEW_MODULES = ["preflight", "eval_datasets", "footprint", "gpu_checks", "model_sizes"]
+NEW_MODULES = ["eval_datasets", "footprint", "gpu_checks", "model_sizes"]
 
 
 @pytest.mark.parametrize("module", NEW_MODULES)

@@ -8,6 +8,8 @@ from mixbench.errors import ConfigError, TrainingError
 from strategies import StrategyContext, get_strategy_class
 from strategies.regmix import REGMIX_TAG, SWARM_STREAM
 from strategies.regression_mixing import swarm_mixtures
+from strategies import runs as strategy_runs
+from strategies import grid_config
 
 DOMAINS = ("code", "books", "docs", "qa")
 TOKENS = np.array([400, 300, 200, 100])
@@ -111,32 +113,31 @@ def test_a_fan_out_stage_expands_into_independent_runs_that_the_fit_and_final_re
     from conftest import make_test_config
     from mixbench import config as cfg
 
-    config = cfg.validate(make_test_config(tmp_path, grid={"strategies": ["regmix"]}, strategies={
+    config = grid_config.validate(make_test_config(tmp_path, grid={"strategies": ["regmix"]}, strategies={
         "regmix": {"swarm_runs": 5, "folds": 5, "stages": {"swarm": {"size": "test", "steps": 7}}}}))
     swarm = [f"swarm-{r}" for r in range(5)]
-    assert cfg.strategy_stages(config, "regmix") == (*swarm, "fit", "final")
-    assert cfg.describe_stages(cfg.strategy_stages(config, "regmix")) == "swarm-0 … swarm-4 (5 runs), fit, final"
+    assert strategy_runs.strategy_stages(config, "regmix") == (*swarm, "fit", "final")
+    assert cfg.describe_stages(strategy_runs.strategy_stages(config, "regmix")) == "swarm-0 … swarm-4 (5 runs), fit, final"
     # A swarm run reads none of its siblings: the five can run at once.
-    assert cfg.run_chain(config, "regmix", "swarm-3", "test") == {"swarm-3": {"size": "test", "steps": 7}}
+    assert strategy_runs.run_chain(config, "regmix", "swarm-3", "test") == {"swarm-3": {"size": "test", "steps": 7}}
     # The fit reads every swarm run and trains nothing; the final model reads them all too (its
     # fingerprint changes with any of them), at the grid's steps.
-    assert list(cfg.run_chain(config, "regmix", "fit", "test")) == [*swarm, "fit"]
-    assert cfg.run_chain(config, "regmix", "fit", "test")["fit"] == {"size": "test", "steps": 0}
-    assert cfg.cell_runs(config, "test", "regmix")["final"] == {"size": "test", "steps": 30}
-    assert (cfg.stage_kind("swarm-12"), cfg.replica_index("swarm-12")) == ("swarm", 12)
-    assert (cfg.stage_kind("proxy-r2"), cfg.replica_index("proxy-r2")) == ("proxy", None)
+    assert list(strategy_runs.run_chain(config, "regmix", "fit", "test")) == [*swarm, "fit"]
+    assert strategy_runs.run_chain(config, "regmix", "fit", "test")["fit"] == {"size": "test", "steps": 0}
+    assert strategy_runs.cell_runs(config, "test", "regmix")["final"] == {"size": "test", "steps": 30}
+    assert cfg.Stage.parse("swarm-12") == cfg.Stage(kind="swarm", replica=12) and cfg.Stage.parse("swarm-12").group == "swarm"
+    assert cfg.Stage.parse("proxy-r2") == cfg.Stage(kind="proxy", round=2) and str(cfg.Stage.parse("proxy-r2")) == "proxy-r2"
     with pytest.raises(ConfigError, match=r"has no stage 'swarm-5'; its runs: swarm-0 … swarm-4 \(5 runs\), fit, final"):
-        cfg.run_chain(config, "regmix", "swarm-5", "test")
+        strategy_runs.run_chain(config, "regmix", "swarm-5", "test")
 
 
 def test_a_swarm_run_is_retrained_only_for_what_it_depends_on(tmp_path):
     from conftest import make_test_config
-    from mixbench import config as cfg
 
     def fingerprints(**regmix):
-        config = cfg.validate(make_test_config(tmp_path, grid={"strategies": ["regmix"]},
+        config = grid_config.validate(make_test_config(tmp_path, grid={"strategies": ["regmix"]},
                                                strategies={"regmix": {"swarm_runs": 6, "folds": 3, **regmix}}))
-        return {stage: cfg.run_fingerprint(config, "regmix", cfg.run_chain(config, "regmix", stage, "test"))
+        return {stage: strategy_runs.run_fingerprint(config, "regmix", strategy_runs.run_chain(config, "regmix", stage, "test"))
                 for stage in ("swarm-0", "fit", "final")}
 
     base = fingerprints()
@@ -160,29 +161,33 @@ def test_a_fan_out_is_declared_on_the_swarm_stage_alone():
 
 def test_the_fit_reads_a_run_s_loss_after_its_last_step_or_says_what_is_wrong(tmp_path):
     from mixbench.errors import DataError
-    from mixbench.io import write_json
+    from models.run_record import RunRecord
     from models.upstream import final_heldout_loss
+
+    def finished(steps: int) -> None:
+        RunRecord(strategy="regmix", stage="swarm-0", size="test", steps=steps, parameters=0, tokens=0, train_flops=0,
+                  token_passes={}, flops=0, train_seconds=0.0, wall_seconds=0.0, config_hash="", git_commit="",
+                  seed=0, versions={}).write(run / "run.json")
 
     run = tmp_path / "swarm-0"
     run.mkdir()
-    write_json(run / "run.json", {"steps": 10})
+    finished(steps=10)
     with pytest.raises(DataError, match="val.csv is missing"):
         final_heldout_loss(run, ["code", "qa"])
     (run / "val.csv").write_text("step,val_loss,val_loss/code,val_loss/qa\n5,6.0,6.5,5.5\n10,5.0,5.25,4.75\n")
     assert final_heldout_loss(run, ["qa", "code"]).tolist() == [4.75, 5.25]
     with pytest.raises(DataError, match=r"no held-out loss for \['books'\]"):
         final_heldout_loss(run, ["code", "books"])
-    write_json(run / "run.json", {"steps": 12})
+    finished(steps=12)
     with pytest.raises(DataError, match="last measurement is at step 10, not the run's last step 12"):
         final_heldout_loss(run, ["code", "qa"])
 
 
 def test_the_fit_job_refuses_upstream_runs_other_than_the_swarm(tmp_path):
     from conftest import make_test_config
-    from mixbench import config as cfg
     from models.fit import fit
 
-    config = cfg.validate(make_test_config(tmp_path, grid={"strategies": ["regmix"]},
+    config = grid_config.validate(make_test_config(tmp_path, grid={"strategies": ["regmix"]},
                                            strategies={"regmix": {"swarm_runs": 5, "folds": 5}}))
     upstream = {f"swarm-{r}": tmp_path / f"swarm-{r}" for r in (0, 1, 2, 4)} | {"proxy": tmp_path / "proxy"}
     with pytest.raises(ConfigError, match=r"missing \['swarm-3'\], unexpected \['proxy'\]"):
@@ -191,10 +196,9 @@ def test_the_fit_job_refuses_upstream_runs_other_than_the_swarm(tmp_path):
 
 def test_the_cost_plan_lists_a_swarm_as_one_row_and_no_fit(tmp_path):
     from conftest import make_test_config
-    from eval.plan import plan
-    from mixbench import config as cfg
+    from eval.analysis.plan import plan
 
-    config = cfg.validate(make_test_config(tmp_path, grid={"strategies": ["regmix"]}, strategies={
+    config = grid_config.validate(make_test_config(tmp_path, grid={"strategies": ["regmix"]}, strategies={
         "regmix": {"swarm_runs": 5, "folds": 5, "stages": {"swarm": {"size": "test", "steps": 7}}}}))
     rows = plan(config, peak_tflops=100.0).set_index("stage")
     assert rows.index.tolist() == ["swarm", "final", "start-up", "evaluation"]

@@ -16,6 +16,7 @@ import torch
 
 from conftest import job_counts, make_test_config, snakemake, write_config
 from mixbench import config as cfg
+from strategies import grid_config
 
 SWARM_RUNS, PACK = 5, 2  # packs swarm-0 swarm-1, swarm-2 swarm-3, swarm-4
 REGMIX = {"swarm_runs": SWARM_RUNS, "folds": SWARM_RUNS, "candidates": 5000, "top_k": 50,
@@ -121,7 +122,7 @@ def test_packed_runs_equal_runs_trained_alone_to_the_last_bit(regmix_grid, tmp_p
 
     from models.train_pack import train_pack
 
-    config = cfg.validate(cfg.deep_merge(regmix_grid["config"], {
+    config = grid_config.validate(cfg.deep_merge(regmix_grid["config"], {
         "runs_dir": str(tmp_path), "strategies": {"regmix": {"stages": {"swarm": {"pack": 4, "save_model": True}}}}}))
     stages = [f"swarm-{r}" for r in range(4)]
     # One process: stopped in its first run, then resumed from that run's checkpoint.
@@ -174,16 +175,15 @@ def test_the_tables_count_the_swarm_and_report_the_fit(regmix_grid):
     assert len(fits) == 1 and fits["swarm_runs"].item() == SWARM_RUNS and fits["target"].item() == "macro"
     assert len(pd.read_csv(tables / "swarm.csv")) == SWARM_RUNS
     assert "Spearman ρ (k-fold)" in (tables / "fits.md").read_text()
-    # The fit job's time and memory, for the jobs table (eval/jobs.py reads one folder per rule).
+    # The fit job's time and memory, for the jobs table (eval/analysis/jobs.py reads one folder per rule).
     assert (regmix_grid["root"] / "runs" / "logs" / "benchmarks" / "fit" / "test-regmix-seed0.tsv").exists()
 
 
 def test_the_fit_s_figure_is_drawn_from_the_tables(regmix_grid):
-    from eval.figures import Figures, save
-    from mixbench import config as cfg
+    from eval.analysis.figures import draw
+    from eval.analysis.plotting import FigureData, save
 
-    figures = Figures(cfg.validate(regmix_grid["config"]))
-    fig = figures.regmix_fit()
+    fig = draw(FigureData(grid_config.validate(regmix_grid["config"])), "regmix_fit")
     left, right = fig.axes
     assert len(left.collections) == 1 and len(left.collections[0].get_offsets()) == SWARM_RUNS  # one point per run
     assert "ρ = " in left.get_legend().get_texts()[0].get_text()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mixbench import config as cfg
+from strategies import grid_config
 from mixbench.io import read_json
 from models.checkpoint import checkpoint_dirs
 from models.train import train
@@ -27,7 +27,7 @@ CASES = {  # strategy: (stage, stop after this step)
 @pytest.fixture(scope="module")
 def resume_config(built_data):
     domains = built_data["corpus"]["domains"]
-    return cfg.validate(dict(
+    return grid_config.validate(dict(
         built_data, grid=dict(built_data["grid"], strategies=list(CASES)),
         training=dict(built_data["training"], dropout=0.1),
         stages={"reference": {"steps": 6}, "proxy": {"steps": 10}},
@@ -65,6 +65,14 @@ def test_a_resumed_run_is_bit_identical(resume_config, doremi_reference, strateg
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     whole, split = traced(tmp_path / "whole", "alpha"), traced(tmp_path / "split", "alpha")
     assert whole == split
+    # log.csv's weights, and the loss weights of a stage that weights its loss, resume exactly too.
+    logs = [(tmp_path / d / "log.csv").read_text().splitlines() for d in ("whole", "split")]
+    header = logs[0][0].split(",")
+    assert logs[0][0] == logs[1][0] and len(logs[0]) == len(logs[1]) > 5
+    assert any(c.startswith("loss_weight/") for c in header) == (strategy in ("doremi", "doge"))
+    weights = [i for i, c in enumerate(header) if c.startswith(("weight/", "loss_weight/"))]
+    assert [[row.split(",")[i] for i in weights] for row in logs[0]] == [[row.split(",")[i] for i in weights]
+                                                                          for row in logs[1]]
     if strategy in ("doremi", "doge", "dograph"):
         assert len(whole) >= 2 and np.abs(np.array(whole[-1]) - 1 / 6).max() > 1e-4  # the weights did move
     assert read_json(tmp_path / "whole" / "weights.json") == read_json(tmp_path / "split" / "weights.json")

@@ -11,7 +11,8 @@ import torch
 
 import models.signals
 import strategies
-from mixbench import config as cfg
+from strategies import signal_names
+from strategies import grid_config
 from mixbench.io import read_json
 from models.signals import computation_order
 from models.signals.base import SignalProvider
@@ -72,8 +73,9 @@ class FollowsTheCount(Strategy):
 @pytest.fixture
 def toy_config(built_data, monkeypatch):
     monkeypatch.setitem(models.signals.REGISTRY, "running_token_count", "test_signals:RunningTokenCount")
+    monkeypatch.setitem(signal_names.SIGNALS, "running_token_count", "tokens of each domain seen so far (a test signal)")
     monkeypatch.setitem(strategies.REGISTRY, "follow", "test_signals:FollowsTheCount")
-    return cfg.validate(dict(built_data, grid=dict(built_data["grid"], strategies=["follow"])))
+    return grid_config.validate(dict(built_data, grid=dict(built_data["grid"], strategies=["follow"])))
 
 
 def test_a_new_signal_reaches_its_strategy_with_options_schedule_state_and_flops(toy_config, tmp_path):
@@ -105,7 +107,7 @@ def test_the_loop_names_no_signal():
     from conftest import REPO
 
     names = list(models.signals.REGISTRY)
-    for path in ["models/loop.py", "models/step.py", "models/train.py", "benchmarks/throughput.py",
-                 "eval/figures.py", "strategies/base.py"]:
+    for path in ["models/loop.py", "models/step.py", "models/train.py", "models/run_factory.py",
+                 "benchmarks/throughput.py", "eval/analysis/figures.py", "strategies/base.py"]:
         text = (REPO / path).read_text()
         assert not [n for n in names if n in text], path

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eval.stats import (holm, mean_std, min_detectable_difference, paired_test, power, seeds_needed, sign_flip_p,
+from eval.analysis.stats import (holm, mean_std, min_detectable_difference, paired_test, power, seeds_needed, sign_flip_p,
                         smallest_p, wins)
-from eval.tables import comparison_rows, mean_std_cells, per_seed
+from eval.analysis.tables import comparison_rows, mean_std_cells, per_seed
 
 
 def test_mean_and_sample_std_by_hand():

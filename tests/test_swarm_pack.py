@@ -12,13 +12,15 @@ import pytest
 
 from conftest import make_test_config
 from mixbench import config as cfg
+from strategies import grid_config
+from strategies import runs as strategy_runs
 from mixbench.errors import ConfigError
-from mixbench.io import write_json
+from models.run_record import RunRecord
 
 
 def regmix_config(tmp_path, runs=7, **swarm) -> dict:
     regmix = {"swarm_runs": runs, "folds": 4, "stages": {"swarm": {"size": "test", "steps": 6, **swarm}}}
-    return cfg.validate(make_test_config(tmp_path, grid={"strategies": ["regmix"]}, strategies={"regmix": regmix}))
+    return grid_config.validate(make_test_config(tmp_path, grid={"strategies": ["regmix"]}, strategies={"regmix": regmix}))
 
 
 def swarm(*indices) -> tuple[str, ...]:
@@ -27,18 +29,18 @@ def swarm(*indices) -> tuple[str, ...]:
 
 def test_packs_split_the_swarm_into_consecutive_runs(tmp_path):
     config = regmix_config(tmp_path, pack=3)
-    assert sorted({cfg.pack_of(config, "regmix", f"swarm-{r}") for r in range(7)}) == [
+    assert sorted({strategy_runs.pack_of(config, "regmix", f"swarm-{r}") for r in range(7)}) == [
         swarm(0, 1, 2), swarm(3, 4, 5), swarm(6)]
-    assert cfg.pack_of(config, "regmix", "final") == ("final",) and cfg.stage_pack(config, "regmix", "final") == 1
+    assert strategy_runs.pack_of(config, "regmix", "final") == ("final",) and cfg.stage_pack(config, "regmix", "final") == 1
     # A pack larger than the swarm is the whole swarm in one job; by default one job per run.
-    assert cfg.pack_of(regmix_config(tmp_path, pack=64), "regmix", "swarm-4") == swarm(*range(7))
-    assert cfg.pack_of(regmix_config(tmp_path), "regmix", "swarm-4") == swarm(4)
+    assert strategy_runs.pack_of(regmix_config(tmp_path, pack=64), "regmix", "swarm-4") == swarm(*range(7))
+    assert strategy_runs.pack_of(regmix_config(tmp_path), "regmix", "swarm-4") == swarm(4)
     with pytest.raises(ConfigError, match=r"no run 'swarm-7'; its runs: swarm-0 … swarm-6 \(7 runs\)"):
-        cfg.pack_of(config, "regmix", "swarm-7")
+        strategy_runs.pack_of(config, "regmix", "swarm-7")
 
 
 def test_pack_and_save_model_change_no_run_fingerprint(tmp_path):
-    from models.train import run_fingerprint
+    from models.run_factory import run_fingerprint
 
     plain, packed = regmix_config(tmp_path), regmix_config(tmp_path, pack=4, save_model=True)
     for stage in ("swarm-2", "fit", "final"):
@@ -60,7 +62,15 @@ def test_pack_and_save_model_change_no_run_fingerprint(tmp_path):
 ])
 def test_pack_and_save_model_are_checked_before_any_job(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
-        cfg.validate(make_test_config(tmp_path, grid={"strategies": ["regmix", "doremi"]}, **overrides))
+        grid_config.validate(make_test_config(tmp_path, grid={"strategies": ["regmix", "doremi"]}, **overrides))
+
+
+def finished_run(out, fingerprint: str | None) -> None:
+    """run.json as a finished run leaves it (models/run_record.py); fingerprint None: a run
+    recorded before runs kept their fingerprint."""
+    RunRecord(strategy="regmix", stage=out.name, size="test", steps=6, parameters=0, tokens=0, train_flops=0,
+              token_passes={}, train_seconds=0.0, wall_seconds=0.0, config_hash="", git_commit="", seed=0, versions={},
+              fingerprint=fingerprint).write(out / "run.json")
 
 
 def test_a_pack_trains_its_unfinished_runs_in_turn_and_stops_with_a_stopped_run(tmp_path, monkeypatch, capsys):
@@ -76,7 +86,7 @@ def test_a_pack_trains_its_unfinished_runs_in_turn_and_stops_with_a_stopped_run(
         signal.signal(signal.SIGTERM, lambda signum, frame: None)
         if stage == "swarm-1" and stop_after:
             return False
-        write_json(out / "run.json", {"fingerprint": pack_job.run_fingerprint(config, strategy, seed, stage, size)})
+        finished_run(out, pack_job.run_fingerprint(config, strategy, seed, stage, size))
         return True
 
     monkeypatch.setattr(pack_job, "train", fake_train)
@@ -91,8 +101,8 @@ def test_a_pack_trains_its_unfinished_runs_in_turn_and_stops_with_a_stopped_run(
     # before runs kept their fingerprint, one older than the token files, and one without the
     # model folder that save_model asks for.
     folder = tmp_path / "runs" / "test" / "regmix" / "seed0"
-    write_json(folder / "swarm-1" / "run.json", {"fingerprint": "0123456789ab"})
-    write_json(folder / "swarm-2" / "run.json", {"size": "test", "steps": 6, "seed": 0})
+    finished_run(folder / "swarm-1", "0123456789ab")
+    finished_run(folder / "swarm-2", None)
     record = pack_job.train_pack(config, "test", "regmix", 0, runs, {})
     assert record["trained"] == ["swarm-1", "swarm-2"] and record["skipped"] == ["swarm-0"]
     assert "swarm-2/run.json records no fingerprint (an older run): trained again" in capsys.readouterr().err

@@ -69,7 +69,7 @@ def assert_says_what_to_download(message: str, name: str = "gpt2") -> None:
 def test_offline_hub_tokenizer_fails_at_once_saying_what_to_download(tmp_path, monkeypatch, var):
     import huggingface_hub.utils
 
-    for variable in OFFLINE_VARIABLES:  # other tests' imports may have set them (eval.lm evaluates offline)
+    for variable in OFFLINE_VARIABLES:  # other tests' imports may have set them (eval.harness.lm evaluates offline)
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv(var, "1")
     monkeypatch.setattr(huggingface_hub.utils, "get_session", lambda: pytest.fail("offline: no request"))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import strategies
-from mixbench import config as cfg
+from strategies import grid_config
 from mixbench.errors import TrainingError
 from mixbench.io import read_json
 from models.train import train
@@ -41,7 +41,7 @@ class EqualLossWeights(Strategy):
 def with_strategies(config: dict, monkeypatch, **registered) -> dict:
     for name, target in registered.items():
         monkeypatch.setitem(strategies.REGISTRY, name, target)
-    return cfg.validate(dict(config, grid=dict(config["grid"], strategies=["uniform", *registered])))
+    return grid_config.validate(dict(config, grid=dict(config["grid"], strategies=["uniform", *registered])))
 
 
 def run(config, out: Path, strategy="uniform", seed=0, stop_after=None) -> bool:
@@ -92,7 +92,7 @@ def test_a_run_saves_a_loadable_model_log_weights_and_provenance(built_data, tmp
 def test_mfu_is_the_model_flops_rate_over_the_given_peak(built_data, tmp_path):
     from models.throughput import model_flops_per_token
 
-    config = cfg.validate(dict(built_data, training=dict(built_data["training"], steps=5, peak_tflops=0.001)))
+    config = grid_config.validate(dict(built_data, training=dict(built_data["training"], steps=5, peak_tflops=0.001)))
     assert train(config, "test", "uniform", 0, "final", tmp_path / "run", {})
     info = read_json(tmp_path / "run" / "run.json")
     per_token = model_flops_per_token(info["parameters"], 1, 32, 32)  # the test size: 1 layer, 32 wide
@@ -104,7 +104,7 @@ def test_mfu_is_the_model_flops_rate_over_the_given_peak(built_data, tmp_path):
 
 @pytest.mark.parametrize("dropout", [0.0, 0.1])  # with dropout the RNG state must come back too
 def test_resumed_run_ends_with_the_same_weights_and_log(built_data, tmp_path, dropout):
-    config = cfg.validate(dict(built_data, training=dict(built_data["training"], dropout=dropout)))
+    config = grid_config.validate(dict(built_data, training=dict(built_data["training"], dropout=dropout)))
     whole, split = tmp_path / "whole", tmp_path / "split"
     assert run(config, whole, seed=3)
     assert not run(config, split, seed=3, stop_after=13)  # stops between checkpoints (every 10)
@@ -148,14 +148,14 @@ def test_nan_loss_names_the_step_and_domains(built_data, tmp_path, monkeypatch):
             model.transformer.ln_f.weight.fill_(float("nan"))
         return model
 
-    monkeypatch.setattr("models.train.build_model", poisoned)
+    monkeypatch.setattr("models.run_factory.build_model", poisoned)
     with pytest.raises(TrainingError, match=r"non-finite loss at step 1 on domain\(s\) \['code'"):
         run(built_data, tmp_path / "run")
     assert not (tmp_path / "run" / "run.json").exists()
 
 
 def test_lr_schedule_warms_up_linearly_then_decays_to_the_floor():
-    from models.loop import lr_factor
+    from models.optim import lr_factor
 
     assert [lr_factor(i, 4, 20, 0.1) for i in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert lr_factor(4, 4, 20, 0.1) == pytest.approx(1.0)
@@ -201,8 +201,9 @@ def test_logs_reach_the_disk_every_n_steps_or_s_seconds(built_data, tmp_path):
                               stage="final", total_steps=10, seed=0, vocab_size=store.vocab_size)
     settings = LoopSettings.from_config(dict(built_data["training"], checkpoint_every=100, log_flush_steps=2,
                                              log_flush_seconds=3600.0), steps=10)
-    loop = TrainingLoop(build_model(gpt2_config("test", store.vocab_size)), get_strategy_class("uniform")(context),
-                        DomainSampler(store, 32, seed=4), settings, log_path=tmp_path / "log.csv",
+    loop = TrainingLoop(model=build_model(gpt2_config("test", store.vocab_size)),
+                        strategy=get_strategy_class("uniform")(context), sampler=DomainSampler(store, 32, seed=4),
+                        settings=settings, log_path=tmp_path / "log.csv",
                         checkpoint_dir=tmp_path / "checkpoints", strategy_name="uniform")
     on_disk = []
     write = loop.log.write
@@ -222,7 +223,7 @@ def test_logs_reach_the_disk_every_n_steps_or_s_seconds(built_data, tmp_path):
 def test_a_checkpoint_of_another_configuration_is_not_resumed(built_data, tmp_path, capsys):
     out = tmp_path / "run"
     assert not run(built_data, out, stop_after=12)
-    changed = cfg.validate(dict(built_data, training=dict(built_data["training"], lr=1e-3)))
+    changed = grid_config.validate(dict(built_data, training=dict(built_data["training"], lr=1e-3)))
     assert run(changed, out)
     assert "written under a different configuration" in capsys.readouterr().err
     fresh = tmp_path / "fresh"
@@ -231,14 +232,14 @@ def test_a_checkpoint_of_another_configuration_is_not_resumed(built_data, tmp_pa
     assert all(torch.equal(a[k], b[k]) for k in a)
     # Operational fields do not invalidate a checkpoint.
     assert not run(built_data, tmp_path / "ops", stop_after=12)
-    more_threads = cfg.validate(dict(built_data, training=dict(built_data["training"], threads=2, checkpoint_every=5)))
+    more_threads = grid_config.validate(dict(built_data, training=dict(built_data["training"], threads=2, checkpoint_every=5)))
     assert run(more_threads, tmp_path / "ops")
     assert "different configuration" not in capsys.readouterr().err
 
 
 def test_gradient_accumulation_matches_one_big_batch(built_data, tmp_path):
-    one = cfg.validate(dict(built_data, training=dict(built_data["training"], micro_batch_size=8)))
-    four = cfg.validate(dict(built_data, training=dict(built_data["training"], micro_batch_size=2)))
+    one = grid_config.validate(dict(built_data, training=dict(built_data["training"], micro_batch_size=8)))
+    four = grid_config.validate(dict(built_data, training=dict(built_data["training"], micro_batch_size=2)))
     assert run(one, tmp_path / "one") and run(four, tmp_path / "four")
     a, b = final_state(tmp_path / "one"), final_state(tmp_path / "four")
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
@@ -271,8 +272,9 @@ def test_loss_weights_select_the_domains_the_gradient_comes_from(built_data, tmp
     settings = LoopSettings.from_config(dict(built_data["training"], grad_clip=0.0, batch_size=16), steps=1)
     torch.manual_seed(0)
     model = build_model(gpt2_config("test", store.vocab_size))
-    loop = TrainingLoop(model, OneHotLossWeights(context), DomainSampler(store, 32, seed=4), settings,
-                        log_path=tmp_path / "log.csv", checkpoint_dir=tmp_path / "checkpoints", strategy_name="onehot")
+    loop = TrainingLoop(model=model, strategy=OneHotLossWeights(context), sampler=DomainSampler(store, 32, seed=4),
+                        settings=settings, log_path=tmp_path / "log.csv", checkpoint_dir=tmp_path / "checkpoints",
+                        strategy_name="onehot")
     captured = {}
     monkeypatch.setattr(loop.optimizer, "step", lambda: captured.update(
         {n: p.grad.clone() for n, p in model.named_parameters()}))

@@ -89,6 +89,8 @@ def test_doremi_runs_reference_proxy_final_and_its_mixture_reaches_the_tables(fi
     # Logs for every rule, including each training run and each evaluation.
     assert (root / RUNS / "logs" / "train" / "test-doremi-seed1-proxy.log").exists()
     assert (root / RUNS / "logs" / "eval" / "test-code_heavy-seed1.log").exists()
+    # A CPU grid expects no GPU (the workflow says so to every job): no job log speaks of one.
+    assert not [p for p in (root / RUNS / "logs").rglob("*.log") if "GPU(s)" in p.read_text()]
 
 
 def test_a_finished_workflow_has_nothing_left_to_do(finished_workflow):
@@ -149,13 +151,23 @@ def test_the_report_holds_every_table_and_figure(finished_workflow):
     result = snakemake(root, config_file, "--report", str(root / RESULTS / "report.html"))
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     html = (root / RESULTS / "report.html").read_text(errors="replace")
-    from eval.aggregate import TABLE_NAMES
-    from eval.figures import figure_names
-    from mixbench import config as cfg
+    from eval.analysis import figure_registry, table_registry
+    from strategies import grid_config
 
-    config = cfg.validate(yaml.safe_load(config_file.read_text()))
-    for name in [*figure_names(config), *TABLE_NAMES]:
+    config = grid_config.validate(yaml.safe_load(config_file.read_text()))
+    tables, figures = table_registry.table_names(config), figure_registry.figure_names(config)
+    for name in [*figures, *tables]:
         assert name in html, name
+    # The workflow made exactly the registries' outputs of this grid, each with its caption in the report.
+    made = {p.name for p in (root / RESULTS / "tables").iterdir()} - {"jobs.csv", "jobs.md"}
+    assert made == {f for name in tables for f in table_registry.table_files(name)}
+    assert {p.name for p in (root / RESULTS / "figures").iterdir()} == {
+        f"{name}.{fmt}" for name in figures for fmt in figure_registry.FORMATS}
+    shown = [name for name in tables if table_registry.REGISTRY[name].views]  # a CSV alone is not in the report
+    for registry, names in ((table_registry.REGISTRY, shown), (figure_registry.REGISTRY, figures)):
+        for name in names:
+            first_words = " ".join(registry[name].caption.split()[:4])
+            assert first_words in html or first_words.replace("'", "&#x27;") in html, name
 
 
 def test_downstream_results_reach_their_tables(finished_workflow):
@@ -194,20 +206,20 @@ def test_a_missing_corpus_source_fails_with_its_name(tmp_path):
 
 def test_two_evaluation_jobs_per_model_would_give_the_same_tables(finished_workflow, tmp_path):
     """Before the one evaluation job per model, each model was evaluated by two processes:
-    `eval.run` (perplexity) and `eval.downstream`. Every finished model is evaluated that way
+    `eval.harness.run` (perplexity) and `eval.harness.downstream`. Every finished model is evaluated that way
     again here (same arguments as the rule's, in this process to save two start-ups per model),
     and the tables built from those files are byte for byte the workflow's."""
     import shutil
 
     import torch
 
-    from eval import downstream as eval_downstream
-    from eval import run as eval_run
-    from eval.aggregate import aggregate
-    from mixbench import config as cfg
+    from eval.harness import downstream as eval_downstream
+    from eval.harness import run as eval_run
+    from eval.analysis.aggregate import aggregate
+    from strategies import grid_config
 
     root, config_file = finished_workflow
-    config = cfg.validate(yaml.safe_load(config_file.read_text()))
+    config = grid_config.validate(yaml.safe_load(config_file.read_text()))
     runs = tmp_path / "runs"
     shutil.copytree(root / RUNS, runs, ignore=shutil.ignore_patterns("logs", "checkpoints", "eval"))
     common = ["--tasks-dir", str(root / DATA / "lm_eval_tasks"), "--batch-size", str(config["evaluation"]["batch_size"]),

@@ -15,16 +15,18 @@ How to add a signal
    from ``state_dict``. Its options come from the strategy's ``signal_options()[<name>]``. If it
    holds buffers of the model's size, say how many in ``parameter_copies`` (the memory estimate
    of models/memory.py adds them).
-2. Register it below: ``"<name>": "models.signals.<module>:<Class>"``.
-3. Declare it in a strategy's ``signals``; the config check refuses names not listed here.
+2. Register it below: ``"<name>": "models.signals.<module>:<Class>"``, and name it, with what
+   the strategy receives, in strategies/signal_names.py (the strategies' side of the contract:
+   this module refuses to load while the two lists differ).
+3. Declare it in a strategy's ``signals``; the config check refuses names not listed there.
 
-This module imports nothing heavy: the config check reads ``available()`` while the workflow
-is parsed.
+This module imports nothing heavy.
 """
 
 from __future__ import annotations
 
 from mixbench.registry import lazy_load
+from strategies.signal_names import SIGNALS
 
 REGISTRY: dict[str, str] = {
     # per-token losses of a frozen reference model on the step's tokens (DoReMi)
@@ -36,6 +38,10 @@ REGISTRY: dict[str, str] = {
     # sketched per-example gradients of probe batches (DoGraph)
     "example_gradient_features": "models.signals.probe:ExampleGradientFeatures",
 }
+
+if set(REGISTRY) != set(SIGNALS):  # a declared signal nothing computes, or a provider no strategy can name
+    raise ImportError(f"models/signals/__init__.py registers providers for {sorted(REGISTRY)}, but "
+                      f"strategies/signal_names.py names {sorted(SIGNALS)}: list each signal in both")
 
 
 def available() -> list[str]:
@@ -62,3 +68,10 @@ def computation_order(names) -> list[str]:
         ordered += ready
         pending = [n for n in pending if n not in ready]
     return ordered
+
+
+def providers_for(strategy, handles) -> list:
+    """One provider per signal ``strategy`` requires, with its options, each after those it uses."""
+    options = strategy.signal_options()
+    return [provider_class(name)(name=name, handles=handles, options=options.get(name, {}))
+            for name in computation_order(strategy.required_signals())]

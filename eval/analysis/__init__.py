@@ -1,0 +1,2 @@
+"""The results side of evaluation: collection of finished runs, statistics, tables, figures,
+job times and grid plans."""
