@@ -1,12 +1,16 @@
 """Plays the README's "Add a strategy" section on a copy of the repository.
 
-The module, registry line, config and test are taken verbatim from the README's marked code
-blocks, so the instructions cannot drift from what works.
+The module, registry line, config file and test are taken verbatim from the README's marked code
+blocks, and the section's commands (its `run` block) run as written, in the copy's root: the
+instructions cannot drift from what works. The config file's base is config/try.yaml, so this
+also runs the README's two-minute grid (its own data/try, runs/try, results/try folders).
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -15,8 +19,11 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from conftest import REPO, make_test_config, snakemake, write_config
-from mixbench.config import deep_merge
+from conftest import REPO
+
+# How each command of the `run` block starts, and the interpreter running it here: the suite's
+# own, whichever `python` a shell would find (the PATH below holds no virtualenv).
+ENTRY_POINTS = {"pytest": [sys.executable, "-m", "pytest"], "snakemake": [sys.executable, "-m", "snakemake"]}
 
 
 def readme_blocks() -> dict[str, str]:
@@ -26,6 +33,7 @@ def readme_blocks() -> dict[str, str]:
 
 
 def copy_repo(dest: Path) -> Path:
+    """The repository's tracked and unignored files, copied to ``dest``."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
                            text=True, check=True).stdout.split()
     for name in files:
@@ -35,43 +43,53 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
+def run_commands(block: str, cwd: Path) -> None:
+    """Each line of a shell block, run in ``cwd`` as the README says; stops at the first failure."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PATH": "/usr/bin:/bin"}
+    for line in block.strip().splitlines():
+        program, *args = shlex.split(line)
+        done = subprocess.run([*ENTRY_POINTS[program], *args], cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=900)
+        assert done.returncode == 0, f"{line}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+
+
 def test_readme_story_adds_a_strategy_that_reaches_the_tables(tmp_path):
     blocks = readme_blocks()
-    assert set(blocks) == {"strategies/temperature.py", "registry", "config", "tests/test_temperature.py"}
+    assert set(blocks) == {"strategies/temperature.py", "registry", "temperature.yaml", "tests/test_temperature.py",
+                           "run"}
     repo = copy_repo(tmp_path / "repo")
 
-    # 1. the module, 4. its test: files exactly as the README shows them.
-    for path in ("strategies/temperature.py", "tests/test_temperature.py"):
+    # 1. the module, 3. its config file, 4. its test: files exactly as the README shows them.
+    for path in ("strategies/temperature.py", "temperature.yaml", "tests/test_temperature.py"):
         (repo / path).write_text(blocks[path])
     # 2. the registry line, added to REGISTRY.
     registry = repo / "strategies" / "__init__.py"
     source = registry.read_text()
     assert "REGISTRY: dict[str, str] = {\n" in source
     registry.write_text(source.replace("REGISTRY: dict[str, str] = {\n", "REGISTRY: dict[str, str] = {\n" + blocks["registry"], 1))
-    # 3. the config snippet, on top of the test config (one seed keeps this test short), and a
-    # sweep of the new strategy's hyperparameter in place of natural: variants need no code.
-    config = deep_merge(make_test_config(tmp_path), yaml.safe_load(blocks["config"]))
-    config["grid"].update(seeds=[0], strategies=["uniform", "temperature"],
-                          variants={"temperature": {"temperature": [0.5, 8.0]}})
-    config["downstream"]["tasks"] = []
-    config_file = write_config(tmp_path / "config.yaml", config)
+    # The two-minute grid under it: one seed keeps this test short, perplexity only.
+    config = yaml.safe_load(blocks["temperature.yaml"])
+    assert config["base"] == "config/try.yaml"
+    try_grid = yaml.safe_load((repo / "config" / "try.yaml").read_text())
+    assert try_grid["grid"]["seeds"] == [0] and try_grid["downstream"]["tasks"] == []
 
-    test_run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_temperature.py"],
-                              cwd=repo, capture_output=True, text=True)
-    assert test_run.returncode == 0, test_run.stdout + test_run.stderr
+    # 5. the commands: the strategy's test, then the grid.
+    run_commands(blocks["run"], cwd=repo)
 
-    result = snakemake(tmp_path, config_file, snakefile=repo / "Snakefile")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    long = pd.read_csv(tmp_path / "results" / "tables" / "perplexity.csv")
+    results, runs = repo / try_grid["results_dir"], repo / try_grid["runs_dir"]
+    long = pd.read_csv(results / "tables" / "perplexity.csv")
     sweep = ["temperature@temperature=0.5", "temperature@temperature=8"]
     assert list(dict.fromkeys(long["strategy"])) == ["uniform", "temperature", *sweep]
-    assert (long["strategy"] == "temperature").sum() == len(config["corpus"]["domains"])
-    assert "| temperature " in (tmp_path / "results" / "tables" / "perplexity.md").read_text()
+    domains = yaml.safe_load((REPO / "tests" / "config" / "test.yaml").read_text())["corpus"]["domains"]
+    assert (long["strategy"] == "temperature").sum() == len(domains)
+    assert "| temperature " in (results / "tables" / "perplexity.md").read_text()
     # Each variant trained on its own mixture: a lower temperature leans harder towards the large domains.
-    weights = pd.read_csv(tmp_path / "results" / "tables" / "weights.csv").groupby("strategy")["weight"]
+    weights = pd.read_csv(results / "tables" / "weights.csv").groupby("strategy")["weight"]
     assert weights.max()[sweep[1]] < weights.max()["temperature"] < weights.max()[sweep[0]]
     for name in sweep:
-        assert (tmp_path / "runs" / "test" / name / "seed0" / "final" / "val.csv").exists()
+        assert (runs / "test" / name / "seed0" / "final" / "val.csv").exists()
     # One seed: nothing to compare, and the table says why.
-    assert "needs at least 2 seeds" in (tmp_path / "results" / "tables" / "comparison.md").read_text()
-    assert (tmp_path / "results" / "figures" / "sweeps.png").stat().st_size > 1000
+    assert "needs at least 2 seeds" in (results / "tables" / "comparison.md").read_text()
+    assert (results / "figures" / "sweeps.png").stat().st_size > 1000
+    # Nothing of the default grid's folders was touched.
+    assert not (repo / "results" / "tables").exists() and not (repo / "data" / "corpus").exists()
