@@ -34,7 +34,7 @@ from corpus import identity, progress
 from corpus.progress import BuildProgress, build_settings
 from corpus.records import BadRecord, Finished
 from corpus.sources import check_source, describe, records
-from corpus.spool import SPLITS, DomainSpool
+from corpus.spool import SPLITS, DomainSpool, selection_of
 from mixbench import config as cfg
 from mixbench.cli import config_command
 from mixbench.errors import DataError
@@ -42,12 +42,6 @@ from mixbench.io import write_json
 
 PROGRESS_EVERY_S = 30.0
 MAX_DOMAIN_NAMES_SEEN = 1000  # names of unwanted domains remembered for the "not in the data" error
-
-
-def selection_of(corpus: dict) -> str:
-    """Debian domains are package files in package order, so a cap takes a hash sample; the
-    other sources take the first documents read unless ``corpus.selection`` says otherwise."""
-    return corpus["selection"] or ("hash" if corpus["source"] == "debian" else "stream")
 
 
 class ReadLog:

@@ -74,6 +74,12 @@ def split_sizes(n: int, val_fraction: float, test_fraction: float, min_docs: int
     return n_test, n_val
 
 
+def selection_of(corpus: dict) -> str:
+    """Debian domains are package files in package order, so a cap takes a hash sample; the
+    other sources take the first documents read unless ``corpus.selection`` says otherwise."""
+    return corpus["selection"] or ("hash" if corpus["source"] == "debian" else "stream")
+
+
 class DomainSpool:
     # The scalars of a spool's state; its keys, offsets and lengths are saved as arrays.
     STATE = ("generation", "spool_bytes", "kept_bytes", "cutoff", "full", "read_bytes", "documents_read",

@@ -18,12 +18,16 @@ How to add a held-out metric
 1. Add a ``HeldOutMetric`` line to ``HELDOUT_METRICS`` below (lm-eval must compute it for
    ``loglikelihood_rolling`` tasks: ``name`` and ``aggregation`` are lm-eval's names).
 2. Say what it measures in docs/results.md.
-3. Only if its value can be checked by hand: a test in tests/test_eval.py, as bits per byte's.
-Those are all the files: its task YAML entry, its score in perplexity.json, its column and its
-table section follow from the line, and tests/test_eval.py already checks every listed metric
-end to end (task files, a real lm-eval run, finite values). Finished evaluations hold only the
-metrics they were scored with: ``snakemake --forcerun lm_eval_tasks`` regenerates the tasks and
-reruns every evaluation after them.
+3. Record the perplexity tables' new bytes: the fixture grids' perplexity.csv gains its column
+   (and with a ``label`` perplexity.md/.tex/.html a section), so tests/test_figures.py fails once
+   and prints their new entries for tests/fixtures/table_digests.json.
+Those are the three files: its task YAML entry, its score in perplexity.json, its column and its
+table section follow from the line; tests/run_fixture.py writes every listed metric, and
+tests/test_eval.py already checks every listed metric end to end (task files, a real lm-eval
+run, finite values). A hand-computed check there, as bits per byte's, is worth adding where one
+exists. Finished evaluations hold only the metrics they were scored with (the tables stop with
+one line naming the file and the metric): ``snakemake --cores all --forcerun lm_eval_tasks``
+regenerates the tasks and reruns every evaluation after them.
 """
 
 from __future__ import annotations

@@ -38,10 +38,10 @@ def stage_training(config: dict, name: str, stage: str, size: str) -> dict:
     (`final` always uses the grid's size and ``training.steps``). A stage without a configured
     size takes the size of the run it feeds. Iterated stages (``proxy-r2``) take the settings
     of their kind (``proxy``), and so do the runs of a fan-out stage (``swarm-3``: ``swarm``)."""
-    resolved = {"size": size, "steps": config["training"]["steps"]}
-    if stage == "final":
+    resolved, kind = {"size": size, "steps": config["training"]["steps"]}, Stage.parse(stage).kind
+    if kind == "final":
         return resolved
-    if stage == "fit":  # computes weights from the runs before it; trains nothing
+    if kind == "fit":  # computes weights from the runs before it; trains nothing
         return {"size": size, "steps": 0}
     for layer in stage_layers(config, name, stage):
         resolved.update({k: layer[k] for k in ("size", "steps") if layer.get(k) is not None})

@@ -6,11 +6,14 @@ of mixbench/_config_checks.py check what a schema cannot: model sizes against th
 the Debian corpus's domains, per-domain caps, settings given per size. What needs a strategy
 class (names, hyperparameters, signals, the runs of each stage) is checked one layer up:
 ``strategies.grid_config.load`` is ``load`` with those checks, which the workflow (rules/common.smk)
-and every entry point that trains, plans or reads a grid's runs use; ``load`` here serves the
-entry points that use no strategy (the corpus and tokenizer builds).
+and every entry point that trains, plans or reads a grid's runs use. ``load`` and ``validate``
+here check the data steps' part alone (the corpus and tokenizer builds, below the strategies'
+layer): a config they pass may still name an unknown strategy or hyperparameter. No module above
+the strategies' layer (models/, eval/, benchmarks/, scripts/, rules/) calls them:
+tests/test_config_loaders.py fails on one that does.
 
-The functions that read a config's fields (mixbench/_config_fields.py) and the stage of a run
-(``Stage``, mixbench/_stages.py) are reached through this module alone (``__all__``).
+The functions that read a config's fields (mixbench/_config_fields.py), a run and the stage of
+a run (``Run``, ``Stage``, mixbench/_stages.py) are reached through this module alone (``__all__``).
 
 Every rejection is a ConfigError whose first line names the field at fault (a dotted path such
 as ``training.lr``); a single problem is a single line.
@@ -36,7 +39,9 @@ from mixbench._config_fields import (
     resolve_stages, resource_setting, run_dir, run_resources, stage_allows_larger, stage_layers, stage_pack,
     stage_saves_model, stage_setting, stage_training, strategy_class_name, strategy_entry, strategy_hparams, where,
 )
-from mixbench._stages import STAGE_PATTERN, TRAINED_STAGE_PATTERN, Stage, describe_stages, one_run_per_stage
+from mixbench._stages import (
+    FAN_OUT_KINDS, STAGE_KINDS, STAGE_PATTERN, TRAINED_STAGE_PATTERN, Run, Stage, describe_stages, one_run_per_stage,
+)
 from mixbench.errors import ConfigError
 
 __all__ = [
@@ -44,8 +49,9 @@ __all__ = [
     "ConfigError", "OPERATIONAL_FIELDS", "SCHEMA_PATH", "config_hash", "deep_merge", "fingerprint", "load",
     "load_schema", "raise_problems", "read_files", "read_layered", "relevant_sections", "validate", "where",
     "where_strategy",
-    # the stage of a run
-    "STAGE_PATTERN", "TRAINED_STAGE_PATTERN", "Stage", "describe_stages", "one_run_per_stage",
+    # a run and its stage
+    "FAN_OUT_KINDS", "STAGE_KINDS", "STAGE_PATTERN", "TRAINED_STAGE_PATTERN", "Run", "Stage", "describe_stages",
+    "one_run_per_stage",
     # a config's fields
     "RESOURCE_FIELDS", "RunResources", "domain_cap", "keyed_value", "keyed_values", "micro_batch_size",
     "micro_batch_sizes", "resolve_stages", "resource_setting", "run_dir", "run_resources", "stage_allows_larger",
@@ -101,6 +107,7 @@ def _schema_validator() -> jsonschema.protocols.Validator:
 
 def validate(config: dict, *, strategy_problems: Callable[[dict], list[str]] | None = None) -> dict:
     """Return a validated copy of ``config`` with defaults filled in; raise ConfigError otherwise.
+    Without ``strategy_problems``, the data steps' checks alone (see the module's docstring).
     ``strategy_problems``: the checks of the grid's strategies (``strategies.grid_config.validate`` passes
     them), whose problems are said with the others in one ConfigError."""
     raise_problems(checks.value_problems(config))  # before the schema: it cannot see these
@@ -137,7 +144,8 @@ def raise_problems(problems: list[str | None]) -> None:
 
 def load(*paths: str | Path, overrides: dict | None = None) -> dict:
     """Read YAML files in order (later ones win, key by key; each over the ``base:`` chain it
-    names) plus overrides, then validate (all but the grid's strategies: see the module's docstring)."""
+    names) plus overrides, then validate what the data steps need (not the grid's strategies: an
+    entry point that trains, evaluates or reads runs loads with ``strategies.grid_config.load``)."""
     return validate(deep_merge(read_files(*paths), overrides or {}))
 
 

@@ -44,8 +44,9 @@ def fit(config: dict, size: str, strategy_name: str, seed: int, out: Path, upstr
         raise ConfigError(f"--upstream must name exactly the runs before {strategy_name}'s fit "
                           f"({cfg.describe_stages(sorted(expected, key=list(chain).index))}); "
                           f"missing {sorted(expected - set(upstream))}, unexpected {sorted(set(upstream) - expected)}")
+    run = cfg.Run(strategy=strategy_name, stage=STAGE, size=chain[STAGE]["size"], seed=seed)
     cls = get_strategy_class(cfg.strategy_class_name(config, strategy_name))
-    context = strategy_context(config, strategy_name, STAGE, seed, 0, upstream, heldout=True)
+    context = strategy_context(config, run, 0, upstream, heldout=True)
     strategy = cls(context, **cfg.strategy_hparams(config, strategy_name))
     weights = validate_weights(strategy.initial_weights(), len(context.domains), strategy_name, 0)
     out.mkdir(parents=True, exist_ok=True)
@@ -55,7 +56,7 @@ def fit(config: dict, size: str, strategy_name: str, seed: int, out: Path, upstr
     write_json(out / "weights.json", {"domains": list(context.domains), "initial_weights": weights,
                                       "final_weights": weights})
     record = RunRecord(
-        strategy=strategy_name, stage=STAGE, size=chain[STAGE]["size"], steps=0, parameters=0, tokens=0,
+        strategy=run.strategy, stage=str(run.stage), size=run.size, steps=0, parameters=0, tokens=0,
         train_flops=0, token_passes={}, flops=0, train_seconds=0.0, wall_seconds=round(time.time() - start, 2),
         heldout_seconds=0.0, **provenance(cfg.config_hash(config), seed))
     record.write(out / "run.json")

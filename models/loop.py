@@ -28,7 +28,7 @@ from models.throughput import mfu, model_flops_per_token
 from models.optim import LoopSettings, make_optimizer, make_scheduler  # noqa: F401 (LoopSettings: the public API)
 from models.loop_state import CheckpointParts, Checkpoints, LoopState, rng_state, set_rng_state
 from models.heldout import HeldOutEvaluator, HeldOutSet, eval_steps
-from models.runlog import FlushPolicy, HeldOutLog, StepLog, TraceLog
+from models.runlog import RunLogs
 from models.signals import providers_for
 from models.signals.base import ProviderHandles, SignalSources, StepContext
 from models.loop_sync import PendingStep, StopAgreement, StopRequested
@@ -39,21 +39,21 @@ class TrainingLoop:
     def __init__(self, *, model, strategy: Strategy, sampler: DomainSampler, settings: LoopSettings,
                  log_path, checkpoint_dir, strategy_name: str, fingerprint: str = "",
                  sources: SignalSources | None = None, heldout: HeldOutSet | None = None):
-        self.model, self.strategy, self.sampler, self.s = model, strategy, sampler, settings
+        self.model, self.strategy, self.sampler, self.settings = model, strategy, sampler, settings
         self.name = strategy_name
         self.domains = sampler.domains
-        self.k = len(self.domains)
+        self.num_domains = len(self.domains)
         self.raw_model = unwrap(model)  # names, state dicts, functional calls
         forward_model = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
         self.num_parameters = count_parameters(self.raw_model)  # the vocabulary's padding excluded
-        self.passes = StepPasses(model=model, seq_len=settings.seq_len, num_domains=self.k, device=settings.device,
+        self.passes = StepPasses(model=model, seq_len=settings.seq_len, num_domains=self.num_domains, device=settings.device,
                                  bf16=settings.bf16, world_size=settings.world_size,
                                  num_parameters=self.num_parameters)
         config = self.raw_model.config
         self.flops_per_token = model_flops_per_token(self.num_parameters, config.n_layer, config.n_embd,
                                                      settings.seq_len)
         # The loop's progress (step, tokens, seconds, mixture): what its checkpoints save beside its parts.
-        self.state = LoopState(weights=validate_weights(strategy.initial_weights(), self.k, strategy_name, 0))
+        self.state = LoopState(weights=validate_weights(strategy.initial_weights(), self.num_domains, strategy_name, 0))
         self.initial_weights = self.state.weights.copy()  # weights.json's: what the first step sampled
         self._check_batch()
         # One provider per optional signal, in an order where each runs after those it uses.
@@ -74,46 +74,29 @@ class TrainingLoop:
             heldout, passes=self.passes, micro_batch_size=settings.micro_batch_size, rank=settings.rank,
             world_size=settings.world_size)
         self.eval_every = eval_steps(settings.steps, settings.eval_every)
-        self._open_logs(Path(log_path))
-
-    def _open_logs(self, log_path: Path) -> None:
-        """log.csv, trace.jsonl, val.csv and TensorBoard's events, on the first process only."""
-        self.log = self.trace = self.heldout_log = self.tensorboard = None
-        self.flushes = FlushPolicy(self.s.log_flush_steps, self.s.log_flush_seconds)
-        if self.s.rank != 0:
-            return
-        self.log = StepLog(log_path, self.domains, self.state.step, loss_weights=self.strategy.has_loss_weights())
-        self.trace = TraceLog(log_path.with_name("trace.jsonl"), self.state.step)
-        if self.heldout is not None:
-            self.heldout_log = HeldOutLog(log_path.with_name("val.csv"), self.domains, self.state.step)
-        if self.s.tensorboard:
-            from models.tensorboard_log import TensorBoardLog
-
-            self.tensorboard = TensorBoardLog(log_path.parent, self.domains, self.state.step, self.s.log_flush_seconds)
-
-    def _logs(self) -> list:
-        return [log for log in (self.log, self.trace, self.heldout_log, self.tensorboard) if log is not None]
+        self.logs = RunLogs(Path(log_path), domains=self.domains, step=self.state.step, settings=settings,
+                            loss_weights=strategy.has_loss_weights(), heldout=self.heldout is not None)
 
     def _check_batch(self) -> None:
         """A stratified batch must hold every domain it samples from."""
         support = int((self.state.weights > 0).sum())
-        if self.strategy.stratified_batches() and self.s.batch_size < support:
+        if self.strategy.stratified_batches() and self.settings.batch_size < support:
             raise ConfigError(f"strategy {self.name!r} samples every domain at every step: the batch needs at "
-                              f"least {support} sequences, but batch_size is {self.s.batch_size}")
+                              f"least {support} sequences, but batch_size is {self.settings.batch_size}")
 
     # -- one optimizer step ------------------------------------------------------------------
     def _loss_weights(self) -> np.ndarray | None:
         """The strategy's loss weights for this step, kept for the step's log row."""
         weights = self.strategy.loss_weights()
         if weights is not None:
-            weights = validate_weights(weights, self.k, self.name, self.state.step + 1, what="loss weights",
+            weights = validate_weights(weights, self.num_domains, self.name, self.state.step + 1, what="loss weights",
                                        on_simplex=False)
         self.step_loss_weights = weights
         return weights
 
     def _batch(self) -> Batch:
         """This rank's rows of the next global step (the same draw on every rank: corpus/sampler.py)."""
-        s = self.s
+        s = self.settings
         rows = self.sampler.step_batch(self.state.weights, s.batch_size, self.state.step + 1,
                                        stratified=self.strategy.stratified_batches(),
                                        rank=s.rank, world_size=s.world_size)
@@ -150,11 +133,11 @@ class TrainingLoop:
         self.strategy.record(self.state.weights)
         new = self.strategy.update(stats)
         if new is not None:
-            self.state.weights = validate_weights(new, self.k, self.name, stats.step)
+            self.state.weights = validate_weights(new, self.num_domains, self.name, stats.step)
 
     def _optimizer_step(self, clip: bool) -> None:
-        if clip and self.s.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.grad_clip)
+        if clip and self.settings.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -179,7 +162,7 @@ class TrainingLoop:
             context.token_loss = torch.cat(self._backward_all(batch))
             loss_sum = self.passes.domain_sums(context.token_loss, batch)
             pending = self._stats(context, loss_sum, counts, due) if now else self._later(context, loss_sum, counts)
-        elif self.s.reweighted_step == "one_forward":
+        elif self.settings.reweighted_step == "one_forward":
             # The step's loss uses the weights its own signals produce: keep every micro-batch's
             # graph until then, and backpropagate the same forward.
             graphs = self.passes.forward_only(batch, keep_graph=True)
@@ -189,10 +172,10 @@ class TrainingLoop:
         else:
             # A no-grad pass for the signals, then each micro-batch again: replay the RNG so the
             # second forward draws the dropout masks of the first.
-            rng = rng_state(self.s.device)
+            rng = rng_state(self.settings.device)
             context.token_loss = torch.cat(self.passes.forward_only(batch, keep_graph=False))
             pending = self._stats(context, self.passes.domain_sums(context.token_loss, batch), counts, due)
-            set_rng_state(rng, self.s.device)
+            set_rng_state(rng, self.settings.device)
             self._backward_all(batch)
         self._optimizer_step(clip=True)
         return pending
@@ -216,7 +199,7 @@ class TrainingLoop:
 
     def mfu(self, tokens_per_s: float) -> float | None:
         """Model FLOPs utilisation of every device of the run at this rate (models/throughput.py)."""
-        return mfu(tokens_per_s, self.flops_per_token, self.s.peak_tflops, self.s.world_size)
+        return mfu(tokens_per_s, self.flops_per_token, self.settings.peak_tflops, self.settings.world_size)
 
     def measure_heldout(self) -> np.ndarray:
         """The held-out loss per domain now, logged with the step, tokens and FLOPs so far (every
@@ -225,30 +208,30 @@ class TrainingLoop:
         domain_loss = self.heldout.domain_loss(self.forward_model)
         seconds = time.perf_counter() - started
         self.state.heldout_seconds += seconds
-        if self.s.rank == 0:
-            flops = self.passes.flops() * self.s.world_size  # every process makes the same passes
+        if self.settings.rank == 0:
+            flops = self.passes.flops() * self.settings.world_size  # every process makes the same passes
             state = self.state
-            self.heldout_log.write(state.step, state.tokens_seen, flops, state.elapsed, seconds, domain_loss)
-            if self.tensorboard:
-                self.tensorboard.write_heldout(self.state.step, domain_loss)
+            self.logs.heldout.write(state.step, state.tokens_seen, flops, state.elapsed, seconds, domain_loss)
+            if self.logs.tensorboard:
+                self.logs.tensorboard.write_heldout(self.state.step, domain_loss)
         return domain_loss
 
     def _log(self, row: PendingStep) -> None:
         """Check a finished step's losses and write its log row (rank 0)."""
         domain_loss = self._domain_loss(row.domain_loss_sum(), row.token_count, row.step)
         loss = float(np.nansum(domain_loss * row.token_count) / row.token_count.sum())
-        if self.s.rank != 0:
+        if self.settings.rank != 0:
             return
         tokens_per_s = float(row.token_count.sum()) / row.step_time
-        self.log.write(row.step, row.lr, loss, row.tokens_seen, row.elapsed, row.step_time, tokens_per_s,
+        self.logs.steps.write(row.step, row.lr, loss, row.tokens_seen, row.elapsed, row.step_time, tokens_per_s,
                        self.mfu(tokens_per_s), domain_loss, row.token_count, row.weights, row.loss_weights)
-        if self.tensorboard:
-            self.tensorboard.write_step(row.step, lr=row.lr, loss=loss, tokens_per_s=tokens_per_s,
+        if self.logs.tensorboard:
+            self.logs.tensorboard.write_step(row.step, lr=row.lr, loss=loss, tokens_per_s=tokens_per_s,
                                         domain_loss=domain_loss, weights=row.weights)
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{loss:.3f}")
-        if self.bar.disable and (row.step % self.report_every == 0 or row.step == self.s.steps):
-            print(f"{self.name} step {row.step}/{self.s.steps} loss {loss:.4f} lr {row.lr:.2e} "
+        if self.bar.disable and (row.step % self.report_every == 0 or row.step == self.settings.steps):
+            print(f"{self.name} step {row.step}/{self.settings.steps} loss {loss:.4f} lr {row.lr:.2e} "
                   f"{row.step_time:.3f}s/step", file=sys.stderr, flush=True)
 
     def skip_to(self, step: int) -> None:
@@ -269,41 +252,41 @@ class TrainingLoop:
         (its weights are known: the strategy has updated, or does not update on t), and only then
         does the host wait, for step t−1's losses, to write t−1's log row: the device always has
         a step queued."""
-        stop, agree = StopRequested(), StopAgreement(self.s.device, self.s.world_size)
+        stop, agree = StopRequested(), StopAgreement(self.settings.device, self.settings.world_size)
         self.model.train()
-        self.bar = tqdm(total=self.s.steps, initial=self.state.step, desc=self.name, unit="step",
-                        disable=self.s.rank != 0 or not sys.stderr.isatty())
-        self.report_every = max(1, self.s.steps // 20)
-        batch = self._batch() if self.state.step < self.s.steps else None
+        self.bar = tqdm(total=self.settings.steps, initial=self.state.step, desc=self.name, unit="step",
+                        disable=self.settings.rank != 0 or not sys.stderr.isatty())
+        self.report_every = max(1, self.settings.steps // 20)
+        batch = self._batch() if self.state.step < self.settings.steps else None
         interrupted = False
-        while self.state.step < self.s.steps and not interrupted:
+        while self.state.step < self.settings.steps and not interrupted:
             started = time.perf_counter()
             row = self.train_step(self.scheduler.get_last_lr()[0], batch)
             row.loss_weights = self.step_loss_weights  # every step's passes ask for them once
             self.state.step += 1
             self.state.tokens_seen += int(row.token_count.sum())
-            done = self.state.step == self.s.steps  # the final model is saved instead of a checkpoint
+            done = self.state.step == self.settings.steps  # the final model is saved instead of a checkpoint
             batch = None if done else self._batch()  # prefetched while the device trains
-            if self.s.rank == 0:
-                self.trace.write(self.state.step, row.trace)
+            if self.settings.rank == 0:
+                self.logs.trace.write(self.state.step, row.trace)
             self.drain()  # the previous step's row
             row.step_time = time.perf_counter() - started
             self.state.elapsed += row.step_time
             row.elapsed, row.tokens_seen, self.waiting = self.state.elapsed, self.state.tokens_seen, row
             if self.heldout is not None and (self.state.step % self.eval_every == 0 or done):
                 self.measure_heldout()
-            if self.s.rank == 0 and self.flushes.due():
+            if self.settings.rank == 0 and self.logs.flushes.due():
                 # The rows written so far; this step's waits for its losses (no wait for the device
                 # here: a checkpoint, which a resume starts from, writes it first).
-                for log in self._logs():
+                for log in self.logs.open():
                     log.flush()
             interrupted = agree(stop.requested) or (stop_after is not None and self.state.step >= stop_after)
-            if not done and (interrupted or self.state.step % self.s.checkpoint_every == 0):
+            if not done and (interrupted or self.state.step % self.settings.checkpoint_every == 0):
                 self.drain()  # the log row of the step being saved, checked for NaN first
-                self.checkpoints.save(self.state, self._logs())
+                self.checkpoints.save(self.state, self.logs.open())
         self.drain()
         agree.close()
         self.bar.close()
-        for log in self._logs():
+        for log in self.logs.open():
             log.close()
-        return self.state.step == self.s.steps
+        return self.state.step == self.settings.steps

@@ -43,19 +43,6 @@ from strategies.base import Strategy, validate_weights
 
 
 @dataclass(frozen=True, kw_only=True)
-class RunIdentity:
-    """Which run: a strategy of the grid (a variant by its own name), one of its stages (final,
-    proxy, swarm-3, ...), the run's own model size and the seed."""
-    strategy: str
-    stage: str
-    size: str
-    seed: int
-
-    def label(self) -> str:
-        return f"{self.strategy} {self.stage} (size {self.size}, seed {self.seed})"
-
-
-@dataclass(frozen=True, kw_only=True)
 class Placement:
     """Where and how this process computes: decided once per process (``here``)."""
     rank: int
@@ -93,7 +80,7 @@ class RunOptions:
 @dataclass(kw_only=True)
 class TrainingRun:
     """A built run, ready to ``loop.run()``."""
-    identity: RunIdentity
+    identity: cfg.Run
     steps: int
     training: dict  # the config's training section with the run's micro-batch
     placement: Placement
@@ -103,21 +90,21 @@ class TrainingRun:
     memory_estimate: float  # bytes at the peak (models/memory.py)
 
 
-def run_fingerprint(config: dict, strategy_name: str, seed: int, stage: str, size: str) -> str:
+def run_fingerprint(config: dict, run: cfg.Run) -> str:
     """What one run's result depends on, as its checkpoints and run.json record it: a checkpoint or
     a finished run of another fingerprint is not this run's. Not the number of processes (every
     step's data is the same for any number: corpus/sampler.py), nor a swarm's pack."""
-    chain = strategy_runs.run_chain(config, strategy_name, stage, size)
-    return cfg.fingerprint([strategy_runs.run_fingerprint(config, strategy_name, chain), seed, stage])
+    chain = strategy_runs.run_chain(config, run.strategy, str(run.stage), run.size)
+    return cfg.fingerprint([strategy_runs.run_fingerprint(config, run.strategy, chain), run.seed, str(run.stage)])
 
 
-def run_training(config: dict, run: RunIdentity, options: RunOptions = RunOptions()) -> dict:
+def run_training(config: dict, run: cfg.Run, options: RunOptions = RunOptions()) -> dict:
     """The config's training section with the run's micro-batch (a proxy's may differ from its final model's)."""
     micro = options.micro_batch_size or cfg.run_resources(config, run.strategy, run.stage, run.size).micro_batch_size
     return {**config["training"], "micro_batch_size": micro}
 
 
-def build_run(config: dict, run: RunIdentity, *, out: Path, upstream: dict[str, Path],
+def build_run(config: dict, run: cfg.Run, *, out: Path, upstream: dict[str, Path],
               placement: Placement | None = None, options: RunOptions = RunOptions()) -> TrainingRun:
     """The run ``run`` of ``config``, writing into ``out`` and reading the finished runs ``upstream``
     ({stage: folder}); resumed from its newest good checkpoint in ``out``."""
@@ -125,8 +112,8 @@ def build_run(config: dict, run: RunIdentity, *, out: Path, upstream: dict[str, 
     if options.any_size:
         steps, fingerprint = cfg.stage_training(config, run.strategy, run.stage, run.size)["steps"], ""
     else:  # refuses a stage of fixed size at any other size
-        steps = strategy_runs.run_chain(config, run.strategy, run.stage, run.size)[run.stage]["steps"]
-        fingerprint = run_fingerprint(config, run.strategy, run.seed, run.stage, run.size)
+        steps = strategy_runs.run_chain(config, run.strategy, str(run.stage), run.size)[str(run.stage)]["steps"]
+        fingerprint = run_fingerprint(config, run)
     placement = placement or Placement.here(training)
     if training["batch_size"] % (placement.world_size * training["micro_batch_size"]):
         raise ConfigError(f"batch_size {training['batch_size']} does not split into {placement.world_size} ranks x "
@@ -153,12 +140,12 @@ def build_run(config: dict, run: RunIdentity, *, out: Path, upstream: dict[str, 
                        tokenizer=tokenizer, loop=loop, memory_estimate=memory)
 
 
-def build_strategy(config: dict, run: RunIdentity, steps: int, upstream: dict[str, Path], *,
+def build_strategy(config: dict, run: cfg.Run, steps: int, upstream: dict[str, Path], *,
                    vocab_size: int | None = None) -> Strategy:
     """The run's strategy, with the weights of the runs before it; ``vocab_size`` the models' own
     where it is not the token files' (a benchmark's larger vocabulary)."""
     cls = get_strategy_class(cfg.strategy_class_name(config, run.strategy))
-    context = strategy_context(config, run.strategy, run.stage, run.seed, steps, upstream)
+    context = strategy_context(config, run, steps, upstream)
     if vocab_size is not None:
         context = dataclasses.replace(context, vocab_size=vocab_size)
     return cls(context, **cfg.strategy_hparams(config, run.strategy))

@@ -165,3 +165,28 @@ class TraceLog:
 
 def _to_list(value):
     return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
+class RunLogs:
+    """A run's logs, opened on the first process only (the others write none): ``steps``
+    (log.csv), ``trace`` (trace.jsonl), ``heldout`` (val.csv, with held-out measurements) and
+    ``tensorboard`` (its events, when ``training.tensorboard``), each resumed at ``step``."""
+
+    def __init__(self, log_path: Path, *, domains: list[str], step: int, settings, loss_weights: bool,
+                 heldout: bool):
+        self.steps = self.trace = self.heldout = self.tensorboard = None
+        self.flushes = FlushPolicy(settings.log_flush_steps, settings.log_flush_seconds)
+        if settings.rank != 0:
+            return
+        self.steps = StepLog(log_path, domains, step, loss_weights=loss_weights)
+        self.trace = TraceLog(log_path.with_name("trace.jsonl"), step)
+        if heldout:
+            self.heldout = HeldOutLog(log_path.with_name("val.csv"), domains, step)
+        if settings.tensorboard:
+            from models.tensorboard_log import TensorBoardLog  # ~1 s of imports, only when asked for
+
+            self.tensorboard = TensorBoardLog(log_path.parent, domains, step, settings.log_flush_seconds)
+
+    def open(self) -> list:
+        """The open logs (none on the other processes): what a checkpoint flushes and the end closes."""
+        return [log for log in (self.steps, self.trace, self.heldout, self.tensorboard) if log is not None]

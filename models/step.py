@@ -163,7 +163,7 @@ def model_token_loss(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 class StepPasses:
     def __init__(self, *, model, seq_len: int, num_domains: int, device: torch.device, bf16: bool, world_size: int,
                  num_parameters: int):
-        self.model, self.seq_len, self.k = model, seq_len, num_domains
+        self.model, self.seq_len, self.num_domains = model, seq_len, num_domains
         self.device, self.bf16, self.world_size = device, bf16, world_size
         # Tokens through each kind of pass on this rank, for the compute table, and the FLOPs
         # per token of each kind: a forward pass costs ~2N, a backward pass ~4N (Kaplan et al.
@@ -196,7 +196,7 @@ class StepPasses:
         """Per-sequence weights and the normaliser: the loss is Σ w ℓ / Σ w over every token of
         the step on every rank (per-token weights w_d of the sequence's domain). Every rank knows
         the domains of the whole step, so the normaliser needs no collective and no device sync."""
-        weights = np.ones(self.k) if loss_weights is None else np.asarray(loss_weights, dtype=np.float64)
+        weights = np.ones(self.num_domains) if loss_weights is None else np.asarray(loss_weights, dtype=np.float64)
         row_w = to_device(weights[batch.domain_ids].astype(np.float32), self.device)
         denom = float(weights[batch.all_domain_ids()].sum()) * self.seq_len
         return row_w, denom
@@ -238,11 +238,11 @@ class StepPasses:
 
     def domain_counts(self, batch: Batch) -> np.ndarray:
         """Tokens per domain over the step on every rank (known on the host: no transfer)."""
-        return np.bincount(batch.all_domain_ids(), minlength=self.k).astype(np.float64) * self.seq_len
+        return np.bincount(batch.all_domain_ids(), minlength=self.num_domains).astype(np.float64) * self.seq_len
 
     def domain_sums(self, token_loss: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Summed token loss per domain over the step on every rank, float64, on the device."""
-        loss_sum = torch.zeros(self.k, device=self.device, dtype=torch.float64)
+        loss_sum = torch.zeros(self.num_domains, device=self.device, dtype=torch.float64)
         loss_sum.index_add_(0, batch.domains, token_loss.sum(dim=1).double())
         self.all_reduce(loss_sum)
         return loss_sum

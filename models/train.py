@@ -38,7 +38,7 @@ from models.checkpoint import CHECKPOINTS, remove_checkpoints
 from models.device import device_name, peak_memory
 from models.gpt2 import unpadded_copy
 from models.memory import GIB
-from models.run_factory import RunIdentity, TrainingRun, build_run
+from models.run_factory import TrainingRun, build_run
 from models.run_record import RunRecord, Throughput
 from models.upstream import read_upstream
 
@@ -49,7 +49,7 @@ def train(config: dict, size: str, strategy_name: str, seed: int, stage: str, ou
     checkpoint, True when it finished and wrote its outputs."""
     # Token files another grid's corpus or tokenizer settings made are never trained on.
     data_identity.check(Path(config["data_dir"]) / "tokens", config, "tokens")
-    run = build_run(config, RunIdentity(strategy=strategy_name, stage=stage, size=size, seed=seed),
+    run = build_run(config, cfg.Run(strategy=strategy_name, stage=stage, size=size, seed=seed),
                     out=out, upstream=upstream)
     wall_start = time.time()
     finished = run.loop.run(stop_after=stop_after)
@@ -91,9 +91,9 @@ def run_record(run: TrainingRun, config: dict, wall_seconds: float) -> RunRecord
     """What run.json records of a finished training run (models/run_record.py)."""
     loop, state = run.loop, run.loop.state
     n_params, tokens = loop.num_parameters, state.tokens_seen
-    passes = {kind: n * loop.s.world_size for kind, n in loop.passes.token_passes.items()}  # ranks do equal work
+    passes = {kind: n * loop.settings.world_size for kind, n in loop.passes.token_passes.items()}  # ranks do equal work
     return RunRecord(
-        strategy=run.identity.strategy, stage=run.identity.stage, size=run.identity.size, steps=run.steps,
+        strategy=run.identity.strategy, stage=str(run.identity.stage), size=run.identity.size, steps=run.steps,
         fingerprint=run.fingerprint, parameters=n_params, tokens=tokens, train_flops=6 * n_params * tokens,
         token_passes=passes, flops=loop.passes.flops(passes), train_seconds=round(state.elapsed, 2),
         wall_seconds=round(wall_seconds, 2), heldout_seconds=round(state.heldout_seconds, 2),
@@ -106,9 +106,9 @@ def throughput_summary(run: TrainingRun) -> Throughput:
     tokens_per_second = state.tokens_seen / state.elapsed if state.elapsed > 0 else 0.0
     utilisation = loop.mfu(tokens_per_second)
     return Throughput(
-        device=device_name(device), processes=loop.s.world_size, micro_batch_size=loop.s.micro_batch_size,
+        device=device_name(device), processes=loop.settings.world_size, micro_batch_size=loop.settings.micro_batch_size,
         tokens_per_second=round(tokens_per_second, 1),
-        mfu=None if utilisation is None else round(utilisation, 4), peak_tflops=loop.s.peak_tflops,
+        mfu=None if utilisation is None else round(utilisation, 4), peak_tflops=loop.settings.peak_tflops,
         peak_memory_gib=round(peak_memory(device) / GIB, 3), memory_estimate_gib=round(run.memory_estimate / GIB, 3))
 
 

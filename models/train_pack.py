@@ -103,7 +103,8 @@ def train_pack(config: dict, size: str, strategy_name: str, seed: int, stages: l
     first_run_started = None
     for stage in stages:
         out = Path(cfg.run_dir(config, size, strategy_name, seed, stage))
-        if finished(out, run_fingerprint(config, strategy_name, seed, stage, size), tokens_meta=tokens_meta,
+        run = cfg.Run(strategy=strategy_name, stage=stage, size=size, seed=seed)
+        if finished(out, run_fingerprint(config, run), tokens_meta=tokens_meta,
                     needs_model=cfg.stage_saves_model(config, strategy_name, stage)):
             print(f"=== {stage}: finished in {out}, skipped", file=sys.stderr, flush=True)
             skipped.append(stage)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from corpus.tokens import TokenStore, uncapped_train_tokens
-from mixbench.config import Stage
+from mixbench.config import Run
 from mixbench.errors import ConfigError, DataError
 from mixbench.io import read_json
 from models.run_record import RunRecord
@@ -47,17 +47,17 @@ def final_heldout_loss(run_dir: Path, domains: list[str]) -> np.ndarray:
     return np.array([float(last[f"val_loss/{d}"]) for d in domains])
 
 
-def strategy_context(config: dict, strategy_name: str, stage: str, seed: int, total_steps: int,
-                     upstream: dict[str, Path], *, heldout: bool = False) -> StrategyContext:
+def strategy_context(config: dict, run: Run, total_steps: int, upstream: dict[str, Path], *,
+                     heldout: bool = False) -> StrategyContext:
     """The context of one run. ``heldout`` reads the upstream runs' final held-out losses too
     (what a ``fit`` stage fits on)."""
     data_dir = Path(config["data_dir"])
     domains = list(config["corpus"]["domains"])
     store = TokenStore(data_dir / "tokens", "train", domains)
     return StrategyContext(
-        name=strategy_name, domains=tuple(domains), train_tokens=uncapped_train_tokens(data_dir, domains),
-        stage=stage, total_steps=total_steps, seed=seed, vocab_size=store.vocab_size,
-        warmup_steps=config["training"]["warmup_steps"], replica=Stage.parse(stage).replica,
+        name=run.strategy, domains=tuple(domains), train_tokens=uncapped_train_tokens(data_dir, domains),
+        stage=str(run.stage), total_steps=total_steps, seed=run.seed, vocab_size=store.vocab_size,
+        warmup_steps=config["training"]["warmup_steps"], replica=run.stage.replica,
         upstream_weights={s: np.asarray(read_json(d / "weights.json")["final_weights"]) for s, d in upstream.items()},
         upstream_heldout={s: final_heldout_loss(d, domains) for s, d in upstream.items()} if heldout else {},
     )

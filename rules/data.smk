@@ -7,9 +7,10 @@ from corpus.build_time import build_minutes
 def settings_marker(product):
     """The marker file of this config's settings for a data product (corpus/identity.py). Built
     with other settings, the product lacks it, so it is rebuilt (and all made from it) whatever
-    .snakemake/ knows; one built before markers existed is kept, as it was."""
+    .snakemake/ knows. One built before markers existed is kept as it is when what it records
+    agrees with this config (identity.kept_legacy), else rebuilt like any other."""
     folder = f"{DATA}/{product}"
-    return [] if identity.legacy(folder, product) else [str(identity.marker(folder, config, product))]
+    return [] if identity.kept_legacy(folder, config, product) else [str(identity.marker(folder, config, product))]
 
 
 # A build that stops (killed, out of time) resumes after the last input it finished when rerun
@@ -21,7 +22,7 @@ rule build_corpus:
         splits=expand(f"{DATA}/corpus/{{domain}}/{{split}}.jsonl", domain=DOMAINS, split=SPLITS),
         settings=settings_marker("corpus"),
     params:
-        fingerprint=fingerprint("corpus"),
+        fingerprint=identity.fingerprint(config, "corpus"),
     resources:
         # The time limit (minutes; SLURM's --time): the read budget and the kept bytes at the
         # measured read rate, with a margin (corpus/build_time.py).
@@ -44,7 +45,7 @@ rule train_tokenizer:
         tokenizer=f"{DATA}/tokenizer/tokenizer.json",
         settings=settings_marker("tokenizer"),
     params:
-        fingerprint=fingerprint("corpus", "tokenizer"),
+        fingerprint=identity.fingerprint(config, "tokenizer"),
     benchmark:
         bench("train_tokenizer"),
     log:
@@ -62,7 +63,7 @@ rule tokenize_corpus:
         meta=f"{DATA}/tokens/meta.json",
         settings=settings_marker("tokens"),
     params:
-        fingerprint=fingerprint("corpus", "tokenizer"),
+        fingerprint=identity.fingerprint(config, "tokens"),
     # One encoding process per thread; Snakemake lowers it to --cores. The output does not depend on it.
     threads: config["tokenizer"]["workers"]
     benchmark:

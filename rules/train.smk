@@ -68,19 +68,21 @@ def pack_of(strategy, stage):
 def run_target(size, strategy, seed, stage):
     """The file that says a run is finished: its run.json, or for a run of a packed fan-out stage
     (`pack` > 1) its pack's marker, which the job writes once every run of the pack is finished."""
-    if cfg.Stage.parse(stage).replica is None or cfg.stage_pack(config, strategy, stage) == 1:
+    parsed = cfg.Stage.parse(stage)
+    if parsed.replica is None or cfg.stage_pack(config, strategy, stage) == 1:
         return f"{run_dir(size, strategy, seed, stage)}/run.json"
     pack = pack_of(strategy, stage)
     first, last = (cfg.Stage.parse(s).replica for s in (pack[0], pack[-1]))
-    return f"{RUNS}/{size}/{strategy}/seed{seed}/packs/{cfg.Stage.parse(stage).group}-{first}-{last}.json"
+    return f"{RUNS}/{size}/{strategy}/seed{seed}/packs/{parsed.group}-{first}-{last}.json"
 
 
 def stage_finished(size, strategy, seed, stage):
     """The file that says a run is finished to the runs after it and the tables: its run.json, or
     for a run of a fan-out stage the whole stage's marker (rule swarm_finished)."""
-    if cfg.Stage.parse(stage).replica is None:
+    parsed = cfg.Stage.parse(stage)
+    if parsed.replica is None:
         return f"{run_dir(size, strategy, seed, stage)}/run.json"
-    return f"{RUNS}/{size}/{strategy}/seed{seed}/packs/{cfg.Stage.parse(stage).group}.json"
+    return f"{RUNS}/{size}/{strategy}/seed{seed}/packs/{parsed.group}.json"
 
 
 def upstream_runs(wildcards):
@@ -174,7 +176,7 @@ rule train:
     output:
         f"{RUNS}/{{size}}/{{strategy}}/seed{{seed}}/{{stage}}/run.json",
     wildcard_constraints:
-        stage=cfg.TRAINED_STAGE_PATTERN,  # not `fit`: the fit rule's
+        stage=cfg.TRAINED_STAGE_PATTERN,  # from the kinds of stage (mixbench/_stages.py); not `fit`: the fit rule's
     params:
         out=lambda w: run_dir(w.size, w.strategy, w.seed, w.stage),
         upstream=upstream_args,
@@ -214,7 +216,7 @@ rule train_pack:
     output:
         f"{RUNS}/{{size}}/{{strategy}}/seed{{seed}}/packs/{{group}}-{{first}}-{{last}}.json",
     wildcard_constraints:
-        group="swarm",  # the fan-out stage (strategies/base.py: only `swarm` fans out)
+        group="|".join(cfg.FAN_OUT_KINDS),  # the fan-out stage (mixbench/_stages.py: only `swarm` fans out)
         first=r"\d+",
         last=r"\d+",
     params:
@@ -257,7 +259,7 @@ rule swarm_finished:
     output:
         f"{RUNS}/{{size}}/{{strategy}}/seed{{seed}}/packs/{{group}}.json",
     wildcard_constraints:
-        group="swarm",
+        group="|".join(cfg.FAN_OUT_KINDS),
     run:
         from mixbench.io import write_json
 

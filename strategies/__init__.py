@@ -8,6 +8,10 @@ How to add a strategy
    ``defaults`` (its hyperparameters), and implement ``initial_weights()``; override
    ``update(stats)`` to change the weights during training. Do not import torch at module
    level: the workflow reads ``stages`` while it is being parsed.
+   ``trace()`` (optional) returns the strategy's own extras of a step for trace.jsonl: list its
+   keys in the class docstring (the weights need no trace: every run's log.csv holds them).
+   A strategy that overrides ``loss_weights`` in only some of its stages overrides
+   ``has_loss_weights()`` to say which: those stages log ``loss_weight/<d>`` columns in log.csv.
 2. Register it below: ``"<name>": "strategies.<module>:<Class>"``.
 3. Add ``<name>`` to ``grid.strategies`` in the config, and its hyperparameters under
    ``strategies: {<name>: {...}}``. The workflow derives the runs from ``stages``; the

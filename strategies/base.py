@@ -25,12 +25,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from mixbench.config import FAN_OUT_KINDS, STAGE_KINDS
 from mixbench.errors import ConfigError, TrainingError
 
 # ``swarm`` runs N times side by side (a ``fan_out`` stage); ``fit`` trains nothing: its job builds
 # the strategy, takes ``initial_weights()`` (computed from the runs before it) as the weights it
 # hands on and writes ``fit_report()`` next to them (models/fit.py).
-STAGE_ORDER = ("reference", "proxy", "swarm", "fit", "final")
+STAGE_ORDER = STAGE_KINDS  # mixbench/_stages.py: the one list of kinds, which stage names and wildcards are made of
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,9 @@ class Strategy(ABC):
         if list(cls.stages) != [s for s in STAGE_ORDER if s in cls.stages] or cls.stages[-1] != "final":
             raise TypeError(f"{cls.__name__}.stages must be an ordered subset of {STAGE_ORDER} ending in 'final'")
         # The workflow names the runs of a fan-out stage swarm-0 … swarm-{N-1}: `swarm` and only
-        # `swarm` fans out.
-        if set(cls.fan_out) != {"swarm"} & set(cls.stages) or not set(cls.fan_out.values()) <= set(cls.defaults):
+        # `swarm` fans out (mixbench/_stages.py's FAN_OUT_KINDS).
+        fans_out = set(FAN_OUT_KINDS) & set(cls.stages)
+        if set(cls.fan_out) != fans_out or not set(cls.fan_out.values()) <= set(cls.defaults):
             raise TypeError(f"{cls.__name__}: a `swarm` stage needs fan_out = {{'swarm': <hyperparameter with its "
                             f"number of runs>}}, and only `swarm` fans out; got stages {cls.stages}, fan_out "
                             f"{cls.fan_out}")

@@ -131,13 +131,13 @@ class MixtureQP:
     def __init__(self, k: int, lam: float, rho: float, alpha_min: float, community_delta: float | None):
         import cvxpy as cp
 
-        self.k = k
+        self.num_domains = k
         self.alpha = cp.Variable(k)
-        self.u = cp.Parameter(k)
-        self.b = cp.Parameter((k, k))
-        self.prev = cp.Parameter(k)
-        objective = self.u @ self.alpha - lam * cp.sum_squares(self.b @ self.alpha) \
-            - (rho / 2) * cp.sum_squares(self.alpha - self.prev)
+        self.utility = cp.Parameter(k)
+        self.laplacian_root = cp.Parameter((k, k))
+        self.previous = cp.Parameter(k)
+        objective = self.utility @ self.alpha - lam * cp.sum_squares(self.laplacian_root @ self.alpha) \
+            - (rho / 2) * cp.sum_squares(self.alpha - self.previous)
         constraints = [cp.sum(self.alpha) == 1, self.alpha >= alpha_min]
         self.membership = self.lower = self.upper = None
         if community_delta is not None:
@@ -153,14 +153,18 @@ class MixtureQP:
               communities: list[list[int]] | None = None) -> tuple[np.ndarray | None, float]:
         """The new mixture (None if the solver failed) and the solve time in seconds."""
         eigenvalues, vectors = np.linalg.eigh((laplacian + laplacian.T) / 2)
-        self.u.value = u_z
-        self.b.value = np.sqrt(np.clip(eigenvalues, 0, None))[:, None] * vectors.T
-        self.prev.value = previous
+        self.utility.value = u_z
+        # L̃ = BᵀB with B = √Λ Vᵀ, so λ αᵀL̃α is the DPP-compliant λ‖Bα‖². L̃ is positive
+        # semidefinite (non-negative affinities): an eigenvalue below zero is round-off, set to 0.
+        if eigenvalues[0] < -1e-9 * max(1.0, float(np.abs(eigenvalues).max())):
+            raise ValueError(f"the Laplacian is not positive semidefinite: smallest eigenvalue {eigenvalues[0]:.3g}")
+        self.laplacian_root.value = np.sqrt(np.clip(eigenvalues, 0, None))[:, None] * vectors.T
+        self.previous.value = previous
         if self.membership is not None:
-            membership, lower, upper = np.zeros((self.k, self.k)), np.full(self.k, -1.0), np.full(self.k, 2.0)
+            membership, lower, upper = np.zeros((self.num_domains, self.num_domains)), np.full(self.num_domains, -1.0), np.full(self.num_domains, 2.0)
             for row, community in enumerate(communities or []):
                 membership[row, community] = 1.0
-                share = len(community) / self.k
+                share = len(community) / self.num_domains
                 lower[row], upper[row] = (1 - self.delta) * share, (1 + self.delta) * share
             self.membership.value, self.lower.value, self.upper.value = membership, lower, upper
         started = time.perf_counter()

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from mixbench.config import run_dir
+from eval.metrics import HELDOUT_METRICS
+from mixbench.config import Stage, run_dir
 from strategies.runs import cell_runs
 from mixbench.io import write_json
 from mixbench.variants import variants
 from models.runlog import HeldOutLog, StepLog
 
-SHIFT = {"uniform": 0.0, "natural": -0.05, "doremi": -0.1, "dograph": 0.02}
+SHIFT = {"uniform": 0.0, "natural": -0.05, "doremi": -0.1, "dograph": 0.02, "regmix": -0.08}
 STEPS, EVAL_EVERY = 30, 3
 
 
@@ -29,6 +30,21 @@ def shift(config: dict, strategy: str) -> float:
 def val_loss(step: int, domain_index: int, strategy_shift: float) -> float:
     """The fixture's held-out curve: falling with the step, each domain and strategy offset."""
     return 4.0 - 0.02 * step + 0.1 * domain_index + strategy_shift
+
+
+# Each held-out metric (eval/metrics.py) of a final model whose bits per byte is v, as lm-eval
+# relates them for a fixed 5 bytes per word; a metric not named here scores v itself (any finite
+# number serves the tables), so a metric added to eval/metrics.py needs no change here.
+METRIC_VALUES = {"bits_per_byte": lambda v: v, "byte_perplexity": lambda v: 2**v,
+                 "word_perplexity": lambda v: 2 ** (5 * v)}
+
+
+def heldout_scores(bits_per_byte: float) -> dict[str, float]:
+    """One domain's entry of perplexity.json: every listed held-out metric and the documents scored."""
+    return {**{m.name: METRIC_VALUES.get(m.name, lambda v: v)(bits_per_byte) for m in HELDOUT_METRICS},
+            "documents": 4}
+
+
 PARAMS = {"test": 30_000, "tiny": 1_460_000}
 RUN_INFO = {"config_hash": "abc123abc123", "git_commit": "0" * 40,
             "versions": {"python": "3.11", "torch": "2.13.0", "transformers": "5.0", "lm_eval": "0.4.13"}}
@@ -49,9 +65,8 @@ def write_grid(config: dict) -> None:
                     write_stage(Path(run_dir(config, spec["size"], strategy, seed, stage)), strategy, stage,
                                 spec["size"], seed, domains, weights, rng, shift(config, strategy))
                 bpb = {d: base[size, seed, d] + shift(config, strategy) for d in domains}
-                write_json(cell / "final" / "eval" / "perplexity.json", {"tasks": {
-                    d: {"bits_per_byte": v, "byte_perplexity": 2**v, "word_perplexity": 2 ** (5 * v), "documents": 4}
-                    for d, v in bpb.items()}})
+                write_json(cell / "final" / "eval" / "perplexity.json",
+                           {"tasks": {d: heldout_scores(v) for d, v in bpb.items()}})
                 tasks = {}
                 for d in domains:
                     acc = float(rng.uniform(0.2, 0.4))
@@ -96,7 +111,8 @@ def write_stage(out: Path, strategy, stage, size, seed, domains, weights, rng, s
                                 target=rng.normal(size=(2 * k, 64)).astype(np.float32), domain_names=np.array(domains))
         for record in records:  # DoGraph samples with each update's weights from the next step on
             sampling[record["step"]:] = record["alpha"]
-    write_logs(out, domains, sampling, loss_weights, 6 * n * 8 * 32, strategy_shift)
+    if Stage.parse(stage).trains:  # a fit trains nothing and, as its job, writes no log
+        write_logs(out, domains, sampling, loss_weights, 6 * n * 8 * 32, strategy_shift)
     if records:
         (out / "trace.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
 

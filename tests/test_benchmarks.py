@@ -144,3 +144,19 @@ def test_the_fault_injection_script_kills_resumes_and_compares_the_final_model(t
     killed_at = case["kill_steps"][0]  # checkpoints every 3 steps; a kill at step 3 may cut its checkpoint short
     assert case["resumes"] == (killed_at > 3) or killed_at == 3
     assert "| reference | doremi (reference) | 10 |" in (out / "fault_injection.md").read_text()
+
+
+def test_the_startup_benchmark_times_every_part_of_a_job_s_start(built_data, tmp_path):
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(built_data))
+    done = subprocess.run([sys.executable, "-m", "benchmarks.startup", "--config", str(config_file), "--repeats", "1",
+                           "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = read_json(tmp_path / "out" / "startup.json")
+    parts = {row["part"]: row for row in report["parts"]}
+    assert list(parts) == ["python", "import models.train", "import eval.harness.evaluate + lm-eval", "config",
+                           "tokens (as built)", "tokens (hashed)"]
+    assert all(len(row["runs_s"]) == 1 and row["median_s"] > 0 for row in parts.values())
+    # A training job's imports (torch, transformers) cost more than the interpreter alone.
+    assert parts["import models.train"]["median_s"] > parts["python"]["median_s"]
+    assert f"| tokens (hashed) | {parts['tokens (hashed)']['median_s']:.3f} |" in (tmp_path / "out" / "startup.md").read_text()

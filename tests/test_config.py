@@ -335,6 +335,25 @@ def test_a_stage_name_parses_into_its_kind_round_and_replica_and_back():
     assert [cfg.Stage.parse(name).group for name in stages] == ["final", "fit", "proxy-r2", "reference", "swarm"]
     assert cfg.Stage.parse("swarm-2").same_fan_out("swarm-5") and not cfg.Stage.parse("proxy").same_fan_out("proxy")
     assert cfg.describe_stages(["swarm-0", "swarm-1", "fit", "final"]) == "swarm-0 … swarm-1 (2 runs), fit, final"
-    for bad in ("proxy-r1", "Final", "swarm-", "", "proxy-r2-3"):
-        with pytest.raises(ValueError, match="not a stage name"):
+    for bad in ("proxy-r1", "Final", "swarm-", "", "proxy-r2-3", "warmup", "final-r2", "proxy-3"):
+        with pytest.raises(ValueError, match="not a stage"):
             cfg.Stage.parse(bad)
+
+
+def test_the_stage_wildcards_are_made_of_the_kinds_stage_names_are_parsed_from():
+    trained, every = re.compile(cfg.TRAINED_STAGE_PATTERN), re.compile(cfg.STAGE_PATTERN)
+    for name in ("reference", "proxy-r2", "reference-r3", "swarm-0", "swarm-12", "final"):
+        assert trained.fullmatch(name) and every.fullmatch(name) and cfg.Stage.parse(name)
+    assert every.fullmatch("fit") and not trained.fullmatch("fit")
+    for name in ("swarm", "final-r2", "fit-3", "warmup", "proxy-3"):
+        assert not every.fullmatch(name)
+    assert set(cfg.STAGE_KINDS) == {cfg.Stage.parse(n).kind for n in ("reference", "proxy", "swarm-0", "fit", "final")}
+
+
+def test_a_run_carries_its_parsed_stage_and_its_own_size():
+    run = cfg.Run(strategy="doremi", stage="proxy-r2", size="tiny", seed=1)
+    assert run.stage == cfg.Stage(kind="proxy", round=2) and run == cfg.Run(strategy="doremi", stage=run.stage,
+                                                                            size="tiny", seed=1)
+    assert run.label() == "doremi proxy-r2 (size tiny, seed 1)"
+    with pytest.raises(ValueError, match="not a stage name: 'proxy-1'"):
+        cfg.Run(strategy="doremi", stage="proxy-1", size="tiny", seed=1)

@@ -58,28 +58,61 @@ def test_a_corpus_built_with_other_settings_is_refused_then_rebuilt_whole(tmp_pa
                    "tokens")  # workers change no token
 
 
+def older_data(built_data: dict, config: dict, products=("corpus", "tokenizer", "tokens")) -> Path:
+    """``built_data``'s data copied into ``config``'s data_dir (times kept), ``products`` without their
+    markers, as an older mixbench left them."""
+    data_dir = Path(config["data_dir"])
+    for product in ("corpus", "tokenizer", "tokens"):
+        shutil.copytree(Path(built_data["data_dir"]) / product, data_dir / product)
+    for product in products:
+        for marker in identity.markers(data_dir / product):
+            marker.unlink()
+    return data_dir
+
+
 def test_the_workflow_rebuilds_data_made_with_other_settings_from_a_fresh_working_directory(tmp_path, built_data):
-    """Another grid's data on disk and no .snakemake/ record of it: the grid's run plans the corpus,
-    tokenizer and token files again, since the markers its rules ask for are missing. (That the same
+    """Another grid's data on disk and no .snakemake/ record of it, its corpus from before markers
+    existed: the grid's run plans the corpus, tokenizer and token files again, since the markers its
+    rules ask for are missing (for the corpus, since the domains it records differ). (That the same
     grid plans none is tests/test_workflow.py's rerun.)"""
     config = grid_config(tmp_path, ["code", "books", "qa"])
-    for product in ("corpus", "tokenizer", "tokens"):
-        shutil.copytree(Path(built_data["data_dir"]) / product, Path(config["data_dir"]) / product)
-    assert identity.built(Path(config["data_dir"]) / "corpus", built_data, "corpus")
+    data_dir = older_data(built_data, config, products=("corpus",))
+    assert identity.legacy(data_dir / "corpus", "corpus") and not identity.built(data_dir / "corpus", config, "corpus")
+    assert identity.built(data_dir / "tokenizer", built_data, "tokenizer")
+    # A job that would read it stops in one line naming what differs.
+    with pytest.raises(DataError) as refused:
+        tokenizer.build(config)
+    assert str(refused.value) == (
+        f"{data_dir / 'corpus'} records no settings (built by an older mixbench) and what it records differs from "
+        f"this config: corpus.domains: {sorted(SIX)} there, ['books', 'code', 'qa'] here; rebuild it with: "
+        f"snakemake --cores 1 --forcerun build_corpus --configfile ..., or give this config its own data_dir")
     done = snakemake(tmp_path / "work", write_config(tmp_path / "config.yaml", config), "-n")
     assert done.returncode == 0, done.stderr[-3000:]
     counts = job_counts(done.stdout)
     assert [counts.get(rule) for rule in ("build_corpus", "train_tokenizer", "tokenize_corpus")] == [1, 1, 1], counts
-    assert f"Missing output files: {identity.marker(Path(config['data_dir']) / 'corpus', config, 'corpus')}" \
-        in done.stdout
+    for product in ("corpus", "tokens"):
+        assert f"Missing output files: {identity.marker(data_dir / product, config, product)}" in done.stdout
 
 
-def test_data_built_before_markers_is_kept_with_a_note(tmp_path, capsys):
-    config = grid_config(tmp_path, ["code", "qa"])
-    build.build(config)
-    corpus_dir = Path(config["data_dir"]) / "corpus"
-    for marker in identity.markers(corpus_dir):
-        marker.unlink()
-    assert identity.legacy(corpus_dir, "corpus") and identity.built(corpus_dir, config, "corpus")
-    identity.check(corpus_dir, grid_config(tmp_path, ["code", "books"]), "corpus")
-    assert "records no settings (built by an older mixbench)" in capsys.readouterr().err
+def test_data_built_before_markers_that_agrees_with_the_config_is_kept_saying_what_was_checked(
+        tmp_path, built_data, capsys):
+    config = {**built_data, "data_dir": str(tmp_path / "data"), "runs_dir": str(tmp_path / "runs"),
+              "results_dir": str(tmp_path / "results")}
+    data_dir = older_data(built_data, config)
+    done = snakemake(tmp_path / "work", write_config(tmp_path / "config.yaml", config), "-n")
+    assert done.returncode == 0, done.stderr[-3000:]
+    counts = job_counts(done.stdout)
+    assert counts.get("train") and not {"build_corpus", "train_tokenizer", "tokenize_corpus"} & set(counts), counts
+    identity.check(data_dir / "tokens", config, "tokens")
+    warning = capsys.readouterr().err
+    assert warning.startswith(f"warning: {data_dir / 'tokens'} records no settings (built by an older mixbench); "
+                              f"it is kept as built with this config's, since the 11 it records agree "
+                              f"(corpus.domains, corpus.source, corpus.bad_records, corpus.selection, "), warning
+    assert ("tokenizer.vocab_size, the tokenizer's vocabulary size, documents per split (token files, corpus)); "
+            "10 could not be checked (corpus.path, corpus.max_read_bytes, ") in warning
+    # Token files made with another tokenizer than the one beside them no longer agree.
+    meta = json.loads((data_dir / "tokens" / "meta.json").read_text())
+    (data_dir / "tokens" / "meta.json").write_text(json.dumps({**meta, "vocab_size": 600}))
+    with pytest.raises(DataError, match=r"differs from this config: the tokenizer's vocabulary size: 600 there, "
+                                        r"512 here; rebuild it with: snakemake --cores 1 --forcerun tokenize_corpus"):
+        identity.check(data_dir / "tokens", config, "tokens")

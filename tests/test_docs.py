@@ -72,6 +72,21 @@ COVERED = {
 }
 
 
+# Entry points the docs name in their prose (`python -m MODULE ...` inside a sentence) and the
+# test that runs each: the same module run by hand, through its main(), or as a rule's command.
+PROSE_MODULES = {
+    "benchmarks.startup": ("tests/test_benchmarks.py", '"-m", "benchmarks.startup"'),
+    "benchmarks.corpus_build": ("tests/test_benchmarks.py", '"-m", "benchmarks.corpus_build"'),
+    "benchmarks.fault_injection": ("tests/test_benchmarks.py", '"-m", "benchmarks.fault_injection"'),
+    "benchmarks.throughput": ("tests/test_benchmarks.py", '"-m", "benchmarks.throughput"'),
+    "corpus.debian": ("tests/test_debian_corpus.py", 'debian.main(["--print-packages"])'),
+    "eval.harness.downstream": ("tests/test_downstream.py", "eval_downstream.main("),
+    "eval.analysis.plan": ("tests/test_docs.py", '"python -m eval.analysis.plan --config config/paper.yaml"'),
+    "eval.analysis.readme_results": ("tests/test_figures.py", "readme_results(["),
+    "mixbench.gpus": ("tests/test_gpus.py", '"-m", "mixbench.gpus"'),
+    "models.preflight": ("tests/test_preflight.py", "preflight.main("),
+}
+
 def shell_blocks(text: str) -> list[tuple[str, str]]:
     """(language, body) of every bash, sh or console block, list indentation removed."""
     blocks = re.findall(r"^( *)```(bash|sh|console)\n(.*?)^\1```", text, flags=re.S | re.M)
@@ -168,3 +183,14 @@ def test_the_cost_plan_and_the_job_counts_in_the_docs_are_current(ran):
     total = sum(job_counts(ran["snakemake --cores all -n"].stdout).values())
     assert f"The default grid is {total} jobs" in (REPO / "docs" / "performance.md").read_text()
     assert re.search(rf"corpus, {total}\s+jobs", (REPO / "README.md").read_text()), f"the README's default grid: {total} jobs"
+
+
+def test_every_module_the_docs_name_is_run_by_a_test():
+    named = {module for doc in DOCS for module in re.findall(r"python -m ([\w.]+)", doc.read_text())}
+    missing = [m for m in named if not (REPO / (m.replace(".", "/") + ".py")).is_file()]
+    assert not missing, f"the docs name modules that do not exist: {missing}"
+    unrun = sorted(named - set(RULE_MODULES) - set(PROSE_MODULES))
+    assert not unrun, f"modules the docs name that no test runs (add them to PROSE_MODULES): {unrun}"
+    for module, (path, evidence) in PROSE_MODULES.items():
+        assert module in named, f"PROSE_MODULES names {module}, which the docs no longer name"
+        assert evidence in (REPO / path).read_text(), f"{path} does not hold {evidence!r}, which runs {module}"

@@ -113,7 +113,7 @@ def test_the_device_path_equals_a_host_computation_over_five_steps(built_data, t
     from strategies.doge import log_softmax
 
     loop, model, strategy, store = doge_loop(built_data, tmp_path)
-    settings = loop.s
+    settings = loop.settings
     schedule = lambda i: lr_factor(i, settings.warmup_steps, settings.steps, settings.min_lr_ratio)
     loop.optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr)
     loop.scheduler = torch.optim.lr_scheduler.LambdaLR(loop.optimizer, schedule)

@@ -13,8 +13,9 @@ from eval.analysis.outputs import CONDITIONS, load
 from eval.analysis.plotting import FigureData
 from eval.metrics import HELDOUT_METRICS
 from mixbench import config as cfg
+from registry_expectations import expected_outputs, in_registry_order
 from run_fixture import write_grid
-from strategies import REGISTRY as STRATEGIES
+from strategies import REGISTRY as STRATEGIES, get_strategy_class
 
 
 @pytest.mark.parametrize("kind,registry", [("table", table_registry.REGISTRY), ("figure", figure_registry.REGISTRY)])
@@ -38,17 +39,40 @@ def test_every_figure_reads_tables_its_grids_have(tmp_path):
             assert set(figure_registry.REGISTRY[name].tables) <= set(tables), name
 
 
+LISTINGS = [(table_registry.REGISTRY, table_registry.table_names),
+            (figure_registry.REGISTRY, figure_registry.figure_names)]
+
+
 def test_fit_tables_and_figures_exist_only_where_a_strategy_has_a_fit_stage(tmp_path):
     fitted = cfg.validate(make_test_config(tmp_path, grid={"strategies": ["uniform", "regmix"]}))
     assert {"fits", "swarm"} <= set(table_registry.table_names(fitted))
     assert "regmix_fit" in figure_registry.figure_names(fitted)
     plain = cfg.validate(make_test_config(tmp_path, grid={"strategies": ["uniform", "doremi"]},
                                           downstream={"tasks": []}))
-    assert table_registry.table_names(plain) == ["perplexity", "downstream", "comparison", "weights", "compute",
-                                                 "trajectories", "curves", "entropy"]
-    assert figure_registry.figure_names(plain) == ["mixtures", "trajectories", "bits_per_byte", "val_curves",
-                                                   "mixture_entropy", "compute_vs_quality", "val_loss_vs_flops",
-                                                   "doremi_excess"]
+    assert "doremi_excess" in figure_registry.figure_names(plain)
+    for registry, names in LISTINGS:
+        fit_outputs = {name for name, entry in registry.items() if entry.needs == "fit stage"}
+        assert fit_outputs <= set(names(fitted)) and not fit_outputs & set(names(plain))
+        assert names(fitted) == expected_outputs(registry, strategies=["uniform", "regmix"],
+                                                 holds={"downstream", "fit stage"})
+        assert names(plain) == expected_outputs(registry, strategies=["uniform", "doremi"])
+        assert in_registry_order(names(fitted), registry) and in_registry_order(names(plain), registry)
+
+
+def test_a_strategy_bound_output_appears_exactly_in_the_grids_that_run_its_strategy(tmp_path):
+    candidates = ["uniform", "natural", "doremi", "doge", "dograph", "regmix"]
+    bound = [(registry, names, name, entry) for registry, names in LISTINGS
+             for name, entry in registry.items() if entry.strategy is not None]
+    assert bound  # DoReMi's excess loss and DoGraph's gradient figures at least
+    for registry, names, name, entry in bound:
+        owner = get_strategy_class(entry.strategy)
+        others = [s for s in candidates if not issubclass(get_strategy_class(s), owner)]
+        grid = list(dict.fromkeys(["uniform", entry.strategy]))
+        with_it = cfg.validate(make_test_config(tmp_path, grid={"strategies": grid}))
+        without = cfg.validate(make_test_config(tmp_path, grid={"strategies": others}))
+        assert name not in names(without), (name, others)
+        if entry.needs is None or CONDITIONS[entry.needs](with_it):
+            assert name in names(with_it), name
 
 
 def test_the_sweep_legend_names_each_line_once(tmp_path):

@@ -44,7 +44,8 @@ def test_pack_and_save_model_change_no_run_fingerprint(tmp_path):
 
     plain, packed = regmix_config(tmp_path), regmix_config(tmp_path, pack=4, save_model=True)
     for stage in ("swarm-2", "fit", "final"):
-        assert run_fingerprint(plain, "regmix", 0, stage, "test") == run_fingerprint(packed, "regmix", 0, stage, "test")
+        run = cfg.Run(strategy="regmix", stage=stage, size="test", seed=0)
+        assert run_fingerprint(plain, run) == run_fingerprint(packed, run)
     assert cfg.stage_saves_model(packed, "regmix", "swarm-2") and not cfg.stage_saves_model(plain, "regmix", "swarm-2")
     assert cfg.stage_saves_model(plain, "regmix", "final")
 
@@ -86,7 +87,8 @@ def test_a_pack_trains_its_unfinished_runs_in_turn_and_stops_with_a_stopped_run(
         signal.signal(signal.SIGTERM, lambda signum, frame: None)
         if stage == "swarm-1" and stop_after:
             return False
-        finished_run(out, pack_job.run_fingerprint(config, strategy, seed, stage, size))
+        run = cfg.Run(strategy=strategy, stage=stage, size=size, seed=seed)
+        finished_run(out, pack_job.run_fingerprint(config, run))
         return True
 
     monkeypatch.setattr(pack_job, "train", fake_train)

@@ -206,13 +206,13 @@ def test_logs_reach_the_disk_every_n_steps_or_s_seconds(built_data, tmp_path):
                         settings=settings, log_path=tmp_path / "log.csv",
                         checkpoint_dir=tmp_path / "checkpoints", strategy_name="uniform")
     on_disk = []
-    write = loop.log.write
+    write = loop.logs.steps.write
 
     def write_and_look(*args):  # lines on disk before each step's row is written
         on_disk.append(len((tmp_path / "log.csv").read_text().splitlines()))
         write(*args)
 
-    loop.log.write = write_and_look
+    loop.logs.steps.write = write_and_look
     loop.run(stop_after=4)
     # A step's row is written at the next step (its losses reach the host behind it), so the flush
     # after step 2 writes the header and row 1, the one after step 4 rows 2 and 3, and the

@@ -16,7 +16,7 @@ import pandas as pd
 
 from corpus import budget
 from eval.metrics import HELDOUT_METRICS
-from mixbench.config import run_dir
+from mixbench.config import Stage, run_dir
 from mixbench.errors import DataError
 from mixbench.io import read_json
 from models.run_record import RunRecord
@@ -70,6 +70,11 @@ def perplexity(config: dict) -> pd.DataFrame:
                             "rerun its evaluation")
         for domain in config["corpus"]["domains"]:  # corpus order, which every table keeps
             metrics = results["tasks"][domain]
+            unscored = [m.name for m in HELDOUT_METRICS if m.name not in metrics]
+            if unscored:  # scored before these were listed in eval/metrics.py
+                raise DataError(f"{cell / 'final' / 'eval' / 'perplexity.json'} has no {', '.join(unscored)} for "
+                                f"domain {domain!r}: regenerate the tasks and rerun every evaluation with "
+                                "`snakemake --cores all --forcerun lm_eval_tasks` (and the grid's --configfile)")
             rows.append({"size": size, "strategy": strategy, "seed": seed, "domain": domain,
                          **{m.column: metrics[m.name] for m in HELDOUT_METRICS}, **provenance(run)})
     return pd.DataFrame(rows)
@@ -140,6 +145,19 @@ def kept_steps(count: int) -> np.ndarray:
     return np.unique(np.r_[np.arange(0, count, max(1, -(-count // MAX_POINTS))), count - 1])
 
 
+def training_log(folder: Path, stage: str) -> pd.DataFrame | None:
+    """The log.csv of a finished run of ``stage``, or None for a stage that trains nothing (a fit:
+    its job writes no log). A stage that trains writes its log from the first step on, so a
+    missing one is an error, not a run to leave out of the tables."""
+    if not Stage.parse(stage).trains:
+        return None
+    path = folder / "log.csv"
+    if not path.is_file():
+        raise DataError(f"{path} is missing, though its {stage} stage trains and writes it: restore the file, "
+                        f"or delete {folder} and rerun `snakemake --cores all` to train that run again")
+    return pd.read_csv(path)
+
+
 def step_mixtures(log: pd.DataFrame, domains: list[str]) -> tuple[str, np.ndarray]:
     """The mixture each step of a log.csv trained on, shape (steps, K), and what it is: the
     ``sampling`` weights, or where the stage weights its loss (``loss_weight/<d>`` columns:
@@ -164,8 +182,8 @@ def trajectories(config: dict) -> pd.DataFrame:
     domains = config["corpus"]["domains"]
     for size, strategy, seed, _ in grid_cells(config):
         for stage, (stage_size, folder) in cell_stage_runs(config, size, strategy, seed).items():
-            log = pd.read_csv(folder / "log.csv") if (folder / "log.csv").exists() else pd.DataFrame()
-            if log.empty:
+            log = training_log(folder, stage)
+            if log is None or log.empty:  # a fit, or a run that stopped before its first step
                 continue
             mixture, weights = step_mixtures(log, domains)
             if np.ptp(weights, axis=0).max() <= 1e-12:  # constant over the run: no trajectory

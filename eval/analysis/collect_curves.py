@@ -4,10 +4,10 @@
   cell, one row per domain, with the tokens and FLOPs the run had spent and ``upstream_flops``,
   what the cell's earlier stages (reference, proxy, a whole swarm) cost in all: the compute-fair
   x axis of a final model is ``upstream_flops + flops``.
-- ``entropy``: the entropy (nats) of each stage's mixture over its steps, from its log.csv: the
-  sampling weights the steps used, or where the stage weights its loss (DoReMi's and DoGE's
-  proxies, which learn α while sampling uniformly) the loss-weighted mixture
-  (``collect.step_mixtures``).
+- ``entropy``: the entropy (nats) of each trained stage's mixture over its steps, from its
+  log.csv (``collect.training_log``): the sampling weights the steps used, or where the stage
+  weights its loss (DoReMi's and DoGE's proxies, which learn α while sampling uniformly) the
+  loss-weighted mixture (``collect.step_mixtures``).
 
 Runs written before held-out curves existed have no val.csv: they give no rows, and the figures
 say so.
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from eval.analysis.collect import cell_stage_runs, grid_cells, kept_steps, read_run, step_mixtures
+from eval.analysis.collect import cell_stage_runs, grid_cells, kept_steps, read_run, step_mixtures, training_log
 from mixbench.config import Stage
 
 CURVE_COLUMNS = ["size", "strategy", "seed", "stage", "stage_size", "step", "tokens", "flops", "upstream_flops",
@@ -74,9 +74,9 @@ def mixture_entropy(weights: np.ndarray) -> np.ndarray:
 def entropy(config: dict) -> pd.DataFrame:
     domains = config["corpus"]["domains"]
     rows = []
-    for log_path, size, strategy, seed, stage, _, _, _ in _with(config, "log.csv"):
-        log = pd.read_csv(log_path)
-        if log.empty:  # a run that stopped before its first step
+    for size, strategy, seed, stage, _, folder, _ in _stages(config):
+        log = training_log(folder, stage)
+        if log is None or log.empty:  # a fit, or a run that stopped before its first step
             continue
         mixture, weights = step_mixtures(log, domains)
         keep = kept_steps(len(log))

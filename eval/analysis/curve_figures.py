@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from eval.analysis.plotting import domain_panels, macro_per_seed, note, seed_band
+from eval.analysis.plotting import domain_panels, macro_per_seed, note, primary_label, seed_band
 from mixbench.config import Stage
 from mixbench.variants import variants
 
@@ -151,7 +151,7 @@ def sweeps(figures):
                 ax.axhline(macro[macro.strategy == reference]["macro"].mean(), color=figures.colour[reference],
                            linestyle=style, label=label)
         ax.set_xlabel(f"{base}: {param}")
-        ax.set_ylabel("macro-average bits per byte (lower is better)")
+        ax.set_ylabel(primary_label("macro-average "))
         ax.set_title(f"Sweep of {base}'s {param} ({figures.sizes[0]}, {len(figures.grid['seeds'])} seeds)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

@@ -14,7 +14,9 @@ How to add a figure
    caption="...")``. ``tables`` are the result tables it reads (the figures rule's inputs);
    ``needs`` (a condition of eval/analysis/outputs.py) and ``strategy`` (a strategy registry name)
    limit it to the grids it belongs to; the caption is shown beside it in ``snakemake --report``.
-That is all: the workflow, the report and tests/test_figures.py pick it up.
+Those are the two files: the workflow, the report and the tests pick it up (tests/test_figures.py
+draws every figure of its fixture grids and derives the names each grid should have from these
+entries and their ``needs`` and ``strategy``).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ import pandas as pd
 
 from eval.analysis.figure_registry import FORMATS
 from eval.analysis.tables import per_seed
+from eval.metrics import PRIMARY
 from mixbench.io import atomic_path
 
 matplotlib.use("Agg")  # files only, on machines without a display
@@ -111,8 +112,14 @@ def size_panels(sizes: list[str], width: float = 7.5, height: float = 4.0):
 
 
 def macro_per_seed(ppl: pd.DataFrame) -> pd.DataFrame:
-    """size, strategy, seed and the macro-average bits per byte, as in the perplexity table."""
-    return per_seed(ppl, "bits_per_byte", "domain", summaries=True)["macro avg"].rename("macro").reset_index()
+    """size, strategy, seed and the macro average over domains of the primary held-out metric
+    (eval/metrics.py: bits per byte), as in the perplexity table."""
+    return per_seed(ppl, PRIMARY.column, "domain", summaries=True)["macro avg"].rename("macro").reset_index()
+
+
+def primary_label(prefix: str = "") -> str:
+    """The axis label of the primary held-out metric: ``prefix`` + "bits per byte (lower is better)"."""
+    return f"{prefix}{PRIMARY.label} ({'higher' if PRIMARY.higher_is_better else 'lower'} is better)"
 
 
 def save(fig, out_dir: Path, name: str) -> list[Path]:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from eval.analysis.plotting import domain_panels, grouped_bars, macro_per_seed, size_panels
+from eval.analysis.plotting import domain_panels, grouped_bars, macro_per_seed, primary_label, size_panels
 from eval.analysis.tables import downstream_summary
+from eval.metrics import PRIMARY
 
 
 def mixtures(figures):
@@ -22,13 +23,14 @@ def mixtures(figures):
 
 
 def bits_per_byte(figures):
+    """The primary held-out metric (eval/metrics.py) per domain and its macro average."""
     fig, axes = size_panels(figures.sizes, width=9)
-    macro = macro_per_seed(figures.ppl).assign(domain="macro avg", bits_per_byte=lambda f: f["macro"])
+    macro = macro_per_seed(figures.ppl).assign(domain="macro avg", **{PRIMARY.column: lambda f: f["macro"]})
     frame = pd.concat([figures.ppl, macro[figures.ppl.columns.intersection(macro.columns)]])
     for size, ax in axes.items():
-        grouped_bars(ax, frame[frame["size"] == size], [*figures.domains, "macro avg"], "domain", "bits_per_byte",
+        grouped_bars(ax, frame[frame["size"] == size], [*figures.domains, "macro avg"], "domain", PRIMARY.column,
                      figures.strategies, figures.colour)
-        ax.set_ylabel("bits per byte (lower is better)")
+        ax.set_ylabel(primary_label())
         ax.set_title(f"Held-out test split ({size}, {len(figures.grid['seeds'])} seeds)")
         ax.legend(fontsize=8, ncol=2)
     return fig
@@ -78,7 +80,7 @@ def compute_vs_quality(figures):
                     label=strategy if size == figures.sizes[0] else None)
     ax.set_xscale("log")
     ax.set_xlabel("training FLOPs, all stages (log scale)")
-    ax.set_ylabel("macro-average bits per byte (lower is better)")
+    ax.set_ylabel(primary_label("macro-average "))
     ax.set_title("Compute against quality"
                  + (f" (markers: {', '.join(figures.sizes)})" if len(figures.sizes) > 1 else ""))
     ax.grid(alpha=0.3)
@@ -97,8 +99,8 @@ def bpb_vs_size(figures):
                     color=figures.colour[strategy], label=strategy)
     ax.set_xscale("log")
     ax.set_xlabel("parameters (log scale)")
-    ax.set_ylabel("macro-average bits per byte (lower is better)")
-    ax.set_title("Bits per byte against model size")
+    ax.set_ylabel(primary_label("macro-average "))
+    ax.set_title(f"{PRIMARY.label.capitalize()} against model size")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig

@@ -17,8 +17,11 @@ How to add a table
 2. Register it below: ``"my_table": Table("eval.analysis.<module>:my_table", caption="...")``,
    with ``views=False`` for a CSV alone, and ``needs``/``strategy`` (eval/analysis/outputs.py) if
    only some grids have it.
-That is all: the workflow, the report and tests/test_figures.py pick it up. A figure reads it
-by naming it in its ``tables`` (eval/analysis/figure_registry.py).
+3. Record its bytes: tests/test_figures.py checks every table file of two fixture grids against
+   its SHA-256 in tests/fixtures/table_digests.json, so a new table fails it once, with a message
+   that prints the entries to add there (check the table's content first).
+Those are the three files: the workflow, the report and the tests pick the rest up. A figure
+reads the table by naming it in its ``tables`` (eval/analysis/figure_registry.py).
 """
 
 from __future__ import annotations

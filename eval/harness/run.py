@@ -50,6 +50,10 @@ def _leaves(info: dict) -> list[dict]:
 def domain_metrics(output: dict[str, Any], task: str) -> dict[str, Any]:
     """Per-domain numbers from lm-eval's output (metrics are keyed ``"<metric>,<filter>"``)."""
     res = output["results"][task]
+    unscored = [m.name for m in HELDOUT_METRICS if f"{m.name},none" not in res]
+    if unscored:  # the task files were generated before these were listed in eval/metrics.py
+        raise DataError(f"{task}: lm-eval computed no {', '.join(unscored)}: regenerate the task files "
+                        "(`snakemake --cores all --forcerun lm_eval_tasks`, or `python -m eval.harness.tasks`)")
     metrics = {m.name: float(res[f"{m.name},none"]) for m in HELDOUT_METRICS}
     for m, v in metrics.items():
         if not math.isfinite(v):
