@@ -22,16 +22,6 @@ FIXTURE_CORPUS = REPO / "tests" / "fixtures" / "corpus.jsonl"
 
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-# The files whose session grids take minutes, longest first. pytest.ini hands whole files to the
-# workers (--dist loadfile) in collection order: started first, they run beside the many short
-# files instead of one of them running alone at the end while the other worker idles.
-LONGEST_FIRST = ("test_paper_grid.py", "test_workflow.py", "test_regmix_workflow.py", "test_add_strategy.py",
-                 "test_slurm.py", "test_ddp.py", "test_benchmarks.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable: a file keeps its order
 
 
 def snakemake(workdir: Path, config_files: Path | list[Path], *args: str, snakefile: Path = REPO / "Snakefile",
