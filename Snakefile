@@ -1,7 +1,7 @@
 # mixbench: compare data-mixing strategies for GPT-2 pre-training.
 #   snakemake --cores all                                  default CPU grid
 #   snakemake --cores all --configfile config/paper.yaml   GPT-2 small/medium/large grid (GPUs)
-#   snakemake --cores 1 figures                           tables and figures from finished runs (never trains)
+#   snakemake --cores 1 figures                           tables and figures from finished runs (never trains or evaluates)
 #   snakemake --report results/report.html --configfile F  HTML report of config F's grid (default grid without it)
 # Every step is also runnable by hand as `python -m <package>.<module>` (see each rule's shell).
 

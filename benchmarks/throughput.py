@@ -68,6 +68,8 @@ from models.flat_params import unwrap
 from models.gpt2 import build_model, count_parameters, gpt2_config, unpadded_vocab_size
 from models.optim import LoopSettings, make_optimizer
 from models.run_factory import Placement, RunOptions, build_run, new_model, placed
+from models.run_inputs import data_inputs
+from models.run_record import RunRecord
 from models.step import model_token_loss, to_device
 from models.throughput import mfu, model_flops_per_token
 from strategies import get_strategy_class, grid_config
@@ -132,14 +134,19 @@ class Setup:
 
 
 def stand_in_upstream(stages: tuple[str, ...], stage: str, setup: Setup, domains: list[str],
-                      scratch: Path) -> dict[str, Path]:
-    """Every stage before ``stage`` as a finished-looking run: a random model, uniform weights."""
+                      scratch: Path, data_dir: Path) -> dict[str, Path]:
+    """Every stage before ``stage`` as a finished-looking run: a random model, uniform weights, and
+    a run.json whose inputs are ``data_dir``'s (models/upstream.py checks them)."""
     upstream, uniform = {}, [1 / len(domains)] * len(domains)
     for earlier in stages[: stages.index(stage)]:
         build_model(gpt2_config(setup.size, setup.vocab_size, setup.training["dropout"])).save_pretrained(
             scratch / earlier / "model")
         write_json(scratch / earlier / "weights.json",
                    {"domains": domains, "initial_weights": uniform, "final_weights": uniform})
+        RunRecord(strategy="stand-in", stage=earlier, size=setup.size, steps=0, parameters=0, tokens=0, train_flops=0,
+                  token_passes={}, train_seconds=0.0, wall_seconds=0.0, config_hash="", git_commit="", seed=0,
+                  versions={}, inputs={"config": "", **data_inputs(data_dir), "upstream": {}}
+                  ).write(scratch / earlier / "run.json")
         upstream[earlier] = scratch / earlier
     return upstream
 
@@ -166,7 +173,7 @@ class Subject:
         scratch = scratch / strategy_name
         scratch.mkdir(parents=True)
         upstream = stand_in_upstream(stages, cfg.Stage.parse(self.stage).kind, setup, config["corpus"]["domains"],
-                                     scratch)
+                                     scratch, Path(config["data_dir"]))
         run = build_run(config, cfg.Run(strategy=strategy_name, stage=self.stage, size=size, seed=0),
                         out=scratch, upstream=upstream, placement=setup.placement,
                         options=RunOptions(micro_batch_size=setup.training["micro_batch_size"],

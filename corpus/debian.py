@@ -184,7 +184,7 @@ def _read_latex(source: DomainSource, deb_dir: str) -> Iterator[tuple[str, bytes
         deb_path = find_deb(deb_dir, package)
         # dpkg-deb unpacks any data.tar compression (xz on Debian, zstd on Ubuntu), tarfile cannot.
         filesystem_tar = run_tool(["dpkg-deb", "--fsys-tarfile", str(deb_path)])
-        for path, data in tex_members(io.BytesIO(filesystem_tar)):
+        for path, data in tex_members(io.BytesIO(filesystem_tar), deb_path):
             yield f"{package}:{path}", data
 
 

@@ -6,9 +6,12 @@ from __future__ import annotations
 import gzip
 import re
 import tarfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+from mixbench.errors import DataError
 
 # `bible -f` prints one verse per line: "<book><chapter>:<verse> <text>", book names like Ge, 1Sm, SSol.
 _VERSE_LINE = re.compile(r"^(?P<book>[1-3]?[A-Za-z]+)(?P<chapter>\d+):(?P<verse>\d+) (?P<text>.*)$")
@@ -79,11 +82,21 @@ def is_roff_redirect(text: str) -> bool:
 
 def read_bytes(path: Path) -> bytes:
     """Contents of a package file, gunzipped when its name ends in .gz (man pages, some docs)."""
-    return gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    return gunzip(path.read_bytes(), path) if path.suffix == ".gz" else path.read_bytes()
 
 
-def tex_members(tar_file: BinaryIO) -> list[tuple[str, bytes]]:
-    """(member path, uncompressed bytes) of the .tex and .tex.gz files in a tar stream, sorted by path.
+def gunzip(data: bytes, name: str | Path) -> bytes:
+    """``data`` decompressed; a truncated or corrupt gzip stream is a DataError naming ``name``."""
+    try:
+        return gzip.decompress(data)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise DataError(f"{name}: truncated or corrupt .gz file ({exc}); reinstall its package "
+                        f"(apt-get install --reinstall) or download it again") from None
+
+
+def tex_members(tar_file: BinaryIO, archive_name: str | Path = "the tar stream") -> list[tuple[str, bytes]]:
+    """(member path, uncompressed bytes) of the .tex and .tex.gz files in a tar stream, sorted by path;
+    ``archive_name`` (the .deb it came from) names it in the error for a corrupt member.
 
     The stream is read once, in archive order; sorting afterwards keeps the document order independent
     of how the .deb was packed (the .tex files are ~1 MB compressed, so holding them is cheap).
@@ -94,5 +107,5 @@ def tex_members(tar_file: BinaryIO) -> list[tuple[str, bytes]]:
             name = member.name.removeprefix(".")
             if member.isfile() and name.endswith((".tex", ".tex.gz")):
                 data = archive.extractfile(member).read()
-                members.append((name, gzip.decompress(data) if name.endswith(".gz") else data))
+                members.append((name, gunzip(data, f"{archive_name}: {name}") if name.endswith(".gz") else data))
     return sorted(members)

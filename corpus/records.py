@@ -12,7 +12,9 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO, Iterator, Union
 
 from mixbench.errors import DataError
@@ -111,8 +113,28 @@ def is_parquet(path: str) -> bool:
     return path.endswith(".parquet")
 
 
+def decompress_errors(path: str) -> tuple[type[BaseException], ...]:
+    """What reading a truncated or corrupt compressed ``path`` raises (the end comes too early,
+    a header or block is not its format's)."""
+    if path.endswith(".gz"):
+        return EOFError, gzip.BadGzipFile, zlib.error
+    if path.endswith(".zst"):
+        import zstandard
+
+        return (zstandard.ZstdError,)
+    return ()
+
+
 def read_jsonl(path: str, text_field: str, domain_field: str) -> Iterator[Read]:
     """One record per non-blank line, decoded as strict UTF-8 (a stray byte is reported, not replaced)."""
+    try:
+        yield from _jsonl_records(path, text_field, domain_field)
+    except decompress_errors(path) as exc:
+        raise DataError(f"{path}: truncated or corrupt {Path(path).suffix} file ({exc}); copy or download it "
+                        f"again, or leave it out of corpus.path") from None
+
+
+def _jsonl_records(path: str, text_field: str, domain_field: str) -> Iterator[Read]:
     with open_binary(path) as f:
         for number, line in enumerate(f, 1):
             where = f"{path}:{number}"
@@ -134,19 +156,24 @@ def read_jsonl(path: str, text_field: str, domain_field: str) -> Iterator[Read]:
 
 def read_parquet(path: str, text_field: str, domain_field: str) -> Iterator[Read]:
     """Rows in batches of ``PARQUET_BATCH_ROWS``, reading only the two columns needed."""
+    import pyarrow
     import pyarrow.parquet as pq
 
-    table = pq.ParquetFile(path)
-    columns = list(dict.fromkeys(name.split(".")[0] for name in (text_field, domain_field)))
-    missing = [c for c in columns if c not in table.schema_arrow.names]
-    if missing:
-        raise DataError(f"{path}: no column {missing[0]!r} (its columns: {table.schema_arrow.names}); "
-                        f"set corpus.text_field / corpus.domain_field")
-    row = 0
-    for batch in table.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
-        for record in batch.to_pylist():
-            row += 1
-            yield _checked(record, path, f"{path}: row {row}", text_field, domain_field)
+    try:
+        table = pq.ParquetFile(path)
+        columns = list(dict.fromkeys(name.split(".")[0] for name in (text_field, domain_field)))
+        missing = [c for c in columns if c not in table.schema_arrow.names]
+        if missing:
+            raise DataError(f"{path}: no column {missing[0]!r} (its columns: {table.schema_arrow.names}); "
+                            f"set corpus.text_field / corpus.domain_field")
+        row = 0
+        for batch in table.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
+            for record in batch.to_pylist():
+                row += 1
+                yield _checked(record, path, f"{path}: row {row}", text_field, domain_field)
+    except (pyarrow.ArrowException, OSError) as exc:  # not parquet, truncated, or a corrupt page
+        raise DataError(f"{path}: not a readable parquet file ({' '.join(str(exc).split())}); copy or download "
+                        f"it again, or leave it out of corpus.path") from None
 
 
 def read_local(path: str, text_field: str, domain_field: str) -> Iterator[Read]:

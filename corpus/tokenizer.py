@@ -8,7 +8,8 @@ folder, or a hub name (e.g. ``gpt2``) found in the Hugging Face cache or downloa
 ``kind: tiktoken`` builds GPT-2's tokenizer from a tiktoken ranks file at ``tokenizer.path``
 (e.g. ``r50k_base.tiktoken``; corpus/tiktoken_file.py).
 Every kind gives ``{data_dir}/tokenizer`` loadable with ``AutoTokenizer``, with
-``<|endoftext|>`` as the document separator. ``check_tokenizer_source`` says before any job
+``<|endoftext|>`` as the document separator, and its ``lineage.json`` (the corpus's digest,
+corpus/data_lineage.py). ``check_tokenizer_source`` says before any job
 runs whether the configured source can be had (a hub name without network fails at once,
 saying what to download and where to point the config).
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 from corpus import identity
+from corpus.data_lineage import record_tokenizer_lineage
 from corpus.manifest import verify_splits
 from mixbench import config as cfg
 from mixbench.cli import config_command
@@ -202,6 +204,8 @@ def build(config: dict) -> Path:
         tok = load_pretrained(spec["path"])
     with atomic_dir(out) as tmp:
         tok.save_pretrained(tmp)
+        # Every kind: the workflow builds each tokenizer after (and from) the corpus.
+        record_tokenizer_lineage(tmp, config["data_dir"])
         identity.record(tmp, config, "tokenizer")
     print(f"tokenizer: {len(tok)} tokens -> {out}", file=sys.stderr)
     return out

@@ -4,9 +4,11 @@
 
 Writes ``{data_dir}/tokens/{domain}.{split}.bin`` (uint16 when the vocabulary fits, else
 uint32) and ``{data_dir}/tokens/meta.json`` with dtype, vocabulary size, EOS id and, per
-file, token and document counts and sha256, and the marker of the corpus and tokenizer
+file, token and document counts and sha256, the digests of the corpus and tokenizer they were
+made from (``lineage``, corpus/data_lineage.py), and the marker of the corpus and tokenizer
 settings they were made with (``corpus.identity``). ``TokenStore`` opens them as memory maps and
-refuses files whose size or checksum disagrees with the metadata.
+refuses files whose size or checksum disagrees with the metadata, or whose lineage is not the
+corpus and tokenizer beside them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from corpus import identity
+from corpus.data_lineage import check_tokens_lineage, checked_tokenizer_lineage
 from corpus.spool import SPLITS
 from mixbench import config as cfg
 from corpus.manifest import verify_splits
@@ -161,6 +164,7 @@ def build(config: dict, workers: int = 1) -> dict:
     identity.check(data_dir / "corpus", config, "corpus")
     identity.check(data_dir / "tokenizer", config, "tokenizer")
     verify_splits(data_dir / "corpus", config["corpus"]["domains"], SPLITS)
+    lineage = checked_tokenizer_lineage(data_dir)
     # The files are rewritten in place: what described the old ones goes first, so a build
     # cut short leaves token files that no reader takes for finished ones.
     for stale in (out_dir / "meta.json", *identity.markers(out_dir)):
@@ -178,7 +182,7 @@ def build(config: dict, workers: int = 1) -> dict:
                 files.setdefault(domain, {})[split] = tokenize_split(encoder, sources[domain, split], out, bar)
     finally:
         encoder.close()
-    meta = {"vocab_size": vocab_size, "dtype": dtype.name, "eos_id": eos_id, "domains": files}
+    meta = {"vocab_size": vocab_size, "dtype": dtype.name, "eos_id": eos_id, "domains": files, "lineage": lineage}
     identity.record(out_dir, config, "tokens")  # before meta.json: no finished-looking tokens without it
     write_json(out_dir / "meta.json", meta)
     for domain in files:
@@ -206,7 +210,7 @@ def uncapped_train_tokens(data_dir: str | Path, domains: list[str]) -> np.ndarra
 class TokenStore:
     """Read-only memory maps of one split's token files, checked against meta.json: the size
     always; the sha256 and the largest id when the file's modification time is not the one
-    the build recorded (``verify=False``: never)."""
+    the build recorded (``verify=False``: never); the lineage always."""
 
     def __init__(self, tokens_dir: str | Path, split: str, domains: list[str] | None = None, verify: bool = True):
         tokens_dir = Path(tokens_dir)
@@ -214,6 +218,7 @@ class TokenStore:
         if not meta_path.exists():
             raise DataError(f"no token metadata at {meta_path}; {REBUILD_HINT}")
         self.meta = read_json(meta_path)
+        check_tokens_lineage(tokens_dir, self.meta)
         self.vocab_size = int(self.meta["vocab_size"])
         self.dtype = np.dtype(self.meta["dtype"])
         self.domains = list(domains or self.meta["domains"])

@@ -12,6 +12,7 @@ path (``training.seq_len: ...``); ``config.raise_problems`` turns them into one 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 
 import jsonschema
@@ -110,10 +111,11 @@ def semantic_problems(config: dict, strategy_problems: Callable[[dict], list[str
     """Everything wrong with a schema-valid config with its variants expanded; with
     ``strategy_problems`` (a function of the config, strategies/grid_config.py's), its grid strategies too."""
 
+    problems = folder_problems(config)
     unknown_sizes = [s for s in config["grid"]["sizes"] if s not in SIZES]
     if unknown_sizes:  # every check below reads the size table
-        return [f"grid.sizes: unknown size(s) {unknown_sizes}; known sizes: {sorted(SIZES)}"]
-    problems = list(strategy_problems(config)) if strategy_problems else []
+        return problems + [f"grid.sizes: unknown size(s) {unknown_sizes}; known sizes: {sorted(SIZES)}"]
+    problems += list(strategy_problems(config)) if strategy_problems else []
     problems += fan_out_field_problems(config)
     corpus = config["corpus"]
     if corpus["source"] == "debian":
@@ -132,6 +134,39 @@ def semantic_problems(config: dict, strategy_problems: Callable[[dict], list[str
             if downstream["continuation_chars"] >= SIZES[size].n_positions:
                 problems.append(f"downstream.continuation_chars: {downstream['continuation_chars']} must be below "
                                 f"size {size!r}'s context of {SIZES[size].n_positions} tokens (grid.sizes)")
+    return problems
+
+
+# The folder settings, with their defaults: each names a folder that is written to or read from as a whole.
+FOLDER_FIELDS = {("data_dir",): "data", ("runs_dir",): "runs", ("results_dir",): "results",
+                 ("corpus", "deb_dir"): "data/debs"}
+# The folders whose paths Snakemake's rules are made of: it reads braces in a file pattern as a
+# wildcard, with no escape.
+SNAKEMAKE_FOLDERS = (("data_dir",), ("runs_dir",), ("results_dir",))
+
+
+def folder_problems(config: dict) -> list[str]:
+    """Folder settings that would put the grid's files somewhere other than a folder of their own:
+    empty or blank (a path relative to nothing: outputs at the file system's root), the root
+    itself, or characters a library reads as syntax rather than as part of a name."""
+    problems = []
+    for path, default in FOLDER_FIELDS.items():
+        value = config.get(path[0]) if len(path) == 1 else (config.get(path[0]) or {}).get(path[1])
+        if not isinstance(value, str):
+            continue  # the schema's to report
+        field = fields.where(path)
+        if not value.strip():
+            problems.append(f"{field}: {value!r} names no folder (the grid's files would land at the file "
+                            f"system's root); give a folder, e.g. the default {default!r}")
+        elif os.path.realpath(value) == os.path.realpath(os.sep):
+            problems.append(f"{field}: {value!r} is the file system's root; give a folder of its own")
+        elif path in SNAKEMAKE_FOLDERS and ("{" in value or "}" in value):
+            problems.append(f"{field}: {value!r} holds a brace, which Snakemake reads as a wildcard in a file "
+                            "path; rename the folder without '{' and '}'")
+        elif path == ("data_dir",) and "::" in value:
+            problems.append(f"{field}: {value!r} holds '::', which the Hugging Face datasets library reads as a "
+                            "chain of file systems (the evaluation tasks are read from this folder); use a path "
+                            "without '::'")
     return problems
 
 

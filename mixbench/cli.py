@@ -7,10 +7,13 @@ import functools
 import sys
 
 from mixbench.errors import MixbenchError
+from mixbench.no_room import file_being_written, no_room_errno, no_room_message
 
 
 def main_guard(main):
-    """Run an entry point; print MixbenchError messages without a traceback and exit 2."""
+    """Run an entry point; print MixbenchError messages without a traceback and exit 2. So is a
+    write that found no room outside ``mixbench.io``'s atomic writes (they say it themselves),
+    naming the file from the error or, where it names none, from the writer in its frames."""
 
     @functools.wraps(main)
     def wrapped(argv=None):
@@ -18,6 +21,13 @@ def main_guard(main):
             return main(argv)
         except MixbenchError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        except Exception as exc:
+            number = no_room_errno(exc)
+            if number is None:
+                raise
+            target = getattr(exc, "filename", None) or file_being_written(exc.__traceback__)
+            print(f"error: {no_room_message(number, target)}", file=sys.stderr)
             sys.exit(2)
 
     return wrapped

@@ -1,18 +1,25 @@
 """Atomic, durable writes: a file either holds its complete new content or its old one, never
 half, and once the write returns it survives a crash of the machine (the file and its folder
 are fsynced before and after the rename). A crash mid-write leaves a temporary named
-``.NAME.XXXX.tmp`` beside the target; ``remove_stale_temporaries`` clears them at the next start."""
+``.NAME.HOST-PID.XXXX.tmp`` beside the target, naming its writer; ``remove_stale_temporaries``
+clears those whose writer is gone at the next start."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
+import socket
 import tempfile
+import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+from mixbench.errors import StorageError
+from mixbench.no_room import no_room_errno, no_room_error, no_room_message
 
 TMP_SUFFIX = ".tmp"
 
@@ -39,15 +46,72 @@ _UNSYNCABLE: set = set()
 
 
 def is_temporary(name: str) -> bool:
-    """A name ``atomic_path`` or ``atomic_dir`` gives its temporary: ``.NAME.XXXX.tmp``."""
+    """A name ``atomic_path`` or ``atomic_dir`` gives its temporary: ``.NAME.HOST-PID.XXXX.tmp``,
+    or ``.NAME.XXXX.tmp`` as earlier versions named them."""
     return name.startswith(".") and name.endswith(TMP_SUFFIX) and name.count(".") >= 3
 
 
+# Long enough to tell a cluster's nodes apart, short enough to keep a long NAME within 255 bytes.
+_HOST_CHARS = 40
+_WRITER = re.compile(r"\..+\.(?P<host>[A-Za-z0-9_-]+)-(?P<pid>[0-9]+)\.[A-Za-z0-9_]+" + re.escape(TMP_SUFFIX))
+# An earlier version's temporary records no writer: removed only once untouched this long at the
+# workflow's start (no write of a file or checkpoint pauses an hour), at once by a run folder's lock holder.
+UNRECORDED_WRITER_IDLE_S = 3600.0
+
+
+def host_name() -> str:
+    """This machine's name as a temporary's name records it: letters, digits, _ and - only."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:_HOST_CHARS] or "host"
+
+
+def temporary_prefix(path: Path) -> str:
+    """The start of a temporary's name for ``path``: ``.NAME.HOST-PID.``, its writer recorded."""
+    return f".{path.name}.{host_name()}-{os.getpid()}."
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (another user's counts too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def writer_gone(path: Path, unrecorded_idle_s: float) -> bool:
+    """Whether the temporary ``path`` can no longer be written: its writer, on this machine, has
+    ended. A writer on another machine cannot be asked and is taken to be alive. A temporary that
+    names no writer is gone once nothing touched it for ``unrecorded_idle_s`` seconds."""
+    recorded = _WRITER.fullmatch(path.name)
+    if recorded is not None:
+        return recorded["host"] == host_name() and not pid_alive(int(recorded["pid"]))
+    return time.time() - _last_touched(path) >= unrecorded_idle_s
+
+
+def _last_touched(path: Path) -> float:
+    """The newest modification time of ``path`` and, for a folder, of everything in it."""
+    try:
+        newest = path.lstat().st_mtime
+        if path.is_dir() and not path.is_symlink():
+            for folder, _, files in os.walk(path):
+                for entry in (folder, *(os.path.join(folder, name) for name in files)):
+                    newest = max(newest, os.lstat(entry).st_mtime)
+    except FileNotFoundError:  # renamed into place or removed meanwhile: its writer is at work
+        return time.time()
+    return newest
+
+
 def remove_stale_temporaries(root: str | os.PathLike, recursive: bool = True,
-                             skip: Callable[[Path], bool] | None = None) -> list[Path]:
+                             skip: Callable[[Path], bool] | None = None,
+                             unrecorded_idle_s: float = 0.0) -> list[Path]:
     """Remove what crashed atomic writes left in ``root`` (and below it, unless not ``recursive``;
-    not below a folder for which ``skip`` is true) and return them. Call it only where no other
-    process is writing: a trainer in its own locked run folder, the workflow before its first job."""
+    not below a folder for which ``skip`` is true) and return them: the temporaries whose writer
+    is gone (``writer_gone``), so that another process's write in progress is never cut short.
+    An earlier version's temporary, which names no writer, is removed once untouched for
+    ``unrecorded_idle_s`` seconds: 0 where the caller holds the folder's lock (no one else
+    writes there), ``UNRECORDED_WRITER_IDLE_S`` at the workflow's start."""
     import shutil
 
     root = Path(root)
@@ -57,7 +121,8 @@ def remove_stale_temporaries(root: str | os.PathLike, recursive: bool = True,
         if skip is not None and skip(here):
             dirs[:] = []
             continue
-        stale += [here / name for name in (*files, *dirs) if is_temporary(name)]
+        stale += [here / name for name in (*files, *dirs)
+                  if is_temporary(name) and writer_gone(here / name, unrecorded_idle_s)]
         dirs[:] = [d for d in dirs if not is_temporary(d)] if recursive else []
     for path in stale:
         if path.is_dir() and not path.is_symlink():
@@ -69,10 +134,12 @@ def remove_stale_temporaries(root: str | os.PathLike, recursive: bool = True,
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
+    A write that finds no room (disk, quota, file-size limit) raises ``StorageError`` naming ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    with _no_room_said(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -81,9 +148,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         fsync_dir(path.parent)
         os.replace(tmp, path)
         fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
+        said = no_room_error(exc, path, Path(tmp))  # measured before the temporary goes
         Path(tmp).unlink(missing_ok=True)
+        if said is not None:
+            raise said from exc
         raise
+
+
+@contextmanager
+def _no_room_said(path: Path) -> Iterator[None]:
+    """Creating the temporary of ``path`` found no room (no free block or inode for its entry):
+    one line naming ``path``, not the temporary."""
+    try:
+        yield
+    except OSError as exc:
+        number = no_room_errno(exc)
+        if number is None:
+            raise
+        raise StorageError(no_room_message(number, path, written=0), number, str(path)) from exc
 
 
 def _umask() -> int:
@@ -129,12 +212,14 @@ def _to_builtin(obj: Any) -> Any:
 
 @contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; on success it replaces ``path`` whole."""
+    """Yield a temporary folder beside ``path``; on success it replaces ``path`` whole. A write
+    that finds no room raises ``StorageError`` naming ``path`` (or its file that failed)."""
     import shutil
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent))
+    with _no_room_said(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(path), suffix=TMP_SUFFIX, dir=path.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
@@ -147,6 +232,9 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(path)
         os.replace(tmp, path)
         fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
+        said = no_room_error(exc, path, tmp)  # measured before the temporary goes
         shutil.rmtree(tmp, ignore_errors=True)
+        if said is not None:
+            raise said from exc
         raise

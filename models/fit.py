@@ -8,7 +8,8 @@ held-out loss per domain after its last step (models/upstream.py), and writes
 - ``OUT/weights.json``: ``initial_weights()`` as the weights the next stage trains on;
 - ``OUT/fit.json``: the strategy's ``fit_report()`` (how it chose them);
 - ``OUT/run.json`` last, the marker the workflow waits for: no steps, no parameters, no FLOPs
-  (the fit is a regression on a handful of numbers, not a training run), and provenance.
+  (the fit is a regression on a handful of numbers, not a training run), its inputs (the
+  upstream runs' digests, the data's) and provenance.
 It imports no torch. A fit of the default grid's 7 runs takes about 8 s: start-up, five LightGBM
 fits (one per fold and the final one) and the 100,000 candidates.
 """
@@ -26,6 +27,7 @@ from mixbench.errors import ConfigError
 from mixbench.io import remove_stale_temporaries, write_json
 from mixbench.provenance import provenance
 from mixbench.runlock import RunLock
+from models.run_inputs import chain_fingerprint, run_inputs
 from models.run_record import RunRecord
 from models.upstream import read_upstream, strategy_context
 from strategies import get_strategy_class, grid_config
@@ -48,6 +50,8 @@ def fit(config: dict, size: str, strategy_name: str, seed: int, out: Path, upstr
     cls = get_strategy_class(cfg.strategy_class_name(config, strategy_name))
     context = strategy_context(config, run, 0, upstream, heldout=True)
     strategy = cls(context, **cfg.strategy_hparams(config, strategy_name))
+    # What the final run's run.json records of this one, through its digest (models/run_inputs.py).
+    inputs = run_inputs(config, chain_fingerprint(config, run, chain), upstream)
     weights = validate_weights(strategy.initial_weights(), len(context.domains), strategy_name, 0)
     out.mkdir(parents=True, exist_ok=True)
     report = strategy.fit_report()
@@ -58,7 +62,8 @@ def fit(config: dict, size: str, strategy_name: str, seed: int, out: Path, upstr
     record = RunRecord(
         strategy=run.strategy, stage=str(run.stage), size=run.size, steps=0, parameters=0, tokens=0,
         train_flops=0, token_passes={}, flops=0, train_seconds=0.0, wall_seconds=round(time.time() - start, 2),
-        heldout_seconds=0.0, **provenance(cfg.config_hash(config), seed))
+        heldout_seconds=0.0, inputs=inputs, allow_static=grid_config.static_allowed(config, strategy_name, STAGE),
+        **provenance(cfg.config_hash(config), seed))
     record.write(out / "run.json")
     return record
 

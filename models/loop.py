@@ -37,7 +37,7 @@ from strategies.base import StepStats, Strategy, validate_weights
 
 class TrainingLoop:
     def __init__(self, *, model, strategy: Strategy, sampler: DomainSampler, settings: LoopSettings,
-                 log_path, checkpoint_dir, strategy_name: str, fingerprint: str = "",
+                 log_path, checkpoint_dir, strategy_name: str, fingerprint: str = "", inputs: dict | None = None,
                  sources: SignalSources | None = None, heldout: HeldOutSet | None = None):
         self.model, self.strategy, self.sampler, self.settings = model, strategy, sampler, settings
         self.name = strategy_name
@@ -66,7 +66,8 @@ class TrainingLoop:
         self.step_loss_weights: np.ndarray | None = None  # what the current step's loss was weighted by
         parts = CheckpointParts(model=self.raw_model, optimizer=self.optimizer, scheduler=self.scheduler,
                                 strategy=strategy, providers=self.providers, token_passes=self.passes.token_passes)
-        self.checkpoints = Checkpoints(folder=checkpoint_dir, fingerprint=fingerprint, settings=settings, parts=parts)
+        self.checkpoints = Checkpoints(folder=checkpoint_dir, fingerprint=fingerprint, inputs=inputs,
+                                       settings=settings, parts=parts)
         self.checkpoints.resume(self.state)
         # The held-out loss of the model as the loop trains it (dropout off), every eval_every steps.
         self.forward_model = forward_model

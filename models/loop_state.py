@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from mixbench.lineage import differences
 from models.checkpoint import load_latest, read_checkpoint, remove_checkpoints, save_checkpoint
 from models.optim import LoopSettings
 from strategies.base import Strategy
@@ -60,10 +61,13 @@ def set_rng_state(state: dict, device: torch.device) -> None:
 
 class Checkpoints:
     """A run's checkpoints in ``folder``: a checkpoint of another ``fingerprint`` (configuration)
-    or format is not resumed."""
+    or format, or made from other ``inputs`` (models/run_inputs.py: token files, tokenizer, runs
+    before it), is not resumed. ``inputs`` None: a loop built without a run (tests, benchmarks)."""
 
-    def __init__(self, *, folder: Path, fingerprint: str, settings: LoopSettings, parts: CheckpointParts):
+    def __init__(self, *, folder: Path, fingerprint: str, settings: LoopSettings, parts: CheckpointParts,
+                 inputs: dict | None = None):
         self.folder, self.fingerprint, self.settings, self.parts = Path(folder), fingerprint, settings, parts
+        self.inputs = inputs
 
     def gather(self, state: LoopState) -> dict:
         """The checkpoint of ``state`` and the parts, on every process: each saves its own RNG and
@@ -75,7 +79,7 @@ class Checkpoints:
             samplers = [None] * s.world_size
             dist.all_gather_object(samplers, local)
         return {
-            "format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint,
+            "format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint, "inputs": self.inputs,
             "step": state.step, "tokens_seen": state.tokens_seen, "elapsed": state.elapsed,
             "heldout_seconds": state.heldout_seconds, "token_passes": dict(parts.token_passes),
             "weights": state.weights, "model": parts.model.state_dict(),
@@ -106,6 +110,17 @@ class Checkpoints:
         # The first process has checked its checksums: the others only read it.
         return Path(choice[0]), read_checkpoint(Path(choice[0]), verify=False)
 
+    def _not_this_runs(self, saved: dict) -> str | None:
+        """Why a checkpoint is not this run's to resume, or None when it is."""
+        if saved.get("fingerprint") != self.fingerprint or saved.get("format") != CHECKPOINT_FORMAT:
+            return "was written under a different configuration or by an older version of the loop"
+        if "inputs" not in saved or (saved["inputs"] is None and self.inputs is not None):
+            return "records no inputs (written by an older version): what it was made from cannot be checked"
+        changed = differences(saved["inputs"] or {}, self.inputs or {})
+        if changed:
+            return f"was made from other inputs ({'; '.join(changed)})"
+        return None
+
     def resume(self, state: LoopState) -> bool:
         """Restore the parts and ``state`` from the newest good checkpoint of this configuration;
         False when there is none (the run starts at step 0)."""
@@ -113,13 +128,14 @@ class Checkpoints:
         folder, saved = self._load()
         if saved is None:
             return False
-        if saved.get("fingerprint") != self.fingerprint or saved.get("format") != CHECKPOINT_FORMAT:
+        why = self._not_this_runs(saved)
+        if why:
             if s.world_size > 1:
                 dist.barrier()  # every process has read it before it goes
             if s.rank == 0:
                 remove_checkpoints(self.folder)
-                print(f"warning: {folder} was written under a different configuration or by an older version "
-                      "of the loop; removed this run's checkpoints and starting it from scratch", file=sys.stderr)
+                print(f"warning: {folder} {why}; removed this run's checkpoints and starting it from scratch",
+                      file=sys.stderr)
             return False
         saved_ranks = len(saved["samplers"])
         if saved_ranks != s.world_size:

@@ -32,6 +32,7 @@ from models.heldout import heldout_set
 from models.loop import TrainingLoop
 from models.memory import GIB, HEADROOM, describe, largest_fitting_micro_batch, training_memory
 from models.optim import LoopSettings
+from models.run_inputs import run_fingerprint, run_inputs  # noqa: F401 (run_fingerprint: a pack's import)
 from models.signals import parameter_copies
 from models.signals.base import SignalSources
 from mixbench.model_sizes import SIZES
@@ -85,17 +86,10 @@ class TrainingRun:
     training: dict  # the config's training section with the run's micro-batch
     placement: Placement
     fingerprint: str  # run_fingerprint's: what its checkpoints and run.json record
+    inputs: dict  # run_inputs': the digests of what it is made from, in run.json and its checkpoints
     tokenizer: object  # saved beside the model
     loop: TrainingLoop
     memory_estimate: float  # bytes at the peak (models/memory.py)
-
-
-def run_fingerprint(config: dict, run: cfg.Run) -> str:
-    """What one run's result depends on, as its checkpoints and run.json record it: a checkpoint or
-    a finished run of another fingerprint is not this run's. Not the number of processes (every
-    step's data is the same for any number: corpus/sampler.py), nor a swarm's pack."""
-    chain = strategy_runs.run_chain(config, run.strategy, str(run.stage), run.size)
-    return cfg.fingerprint([strategy_runs.run_fingerprint(config, run.strategy, chain), run.seed, str(run.stage)])
 
 
 def run_training(config: dict, run: cfg.Run, options: RunOptions = RunOptions()) -> dict:
@@ -120,6 +114,7 @@ def build_run(config: dict, run: cfg.Run, *, out: Path, upstream: dict[str, Path
                           f"micro-batches of {training['micro_batch_size']} (size {run.size!r})")
     data_dir, domains = Path(config["data_dir"]), config["corpus"]["domains"]
     store = TokenStore(data_dir / "tokens", "train", domains)
+    inputs = run_inputs(config, fingerprint, upstream)
     strategy = build_strategy(config, run, steps, upstream, vocab_size=options.vocab_size)
     if placement.rank == 0:
         warn_data_budget(strategy, run.strategy, run.label(),
@@ -134,10 +129,11 @@ def build_run(config: dict, run: cfg.Run, *, out: Path, upstream: dict[str, Path
                         sampler=DomainSampler(store, training["seq_len"], run.seed),
                         settings=placement.settings(training, steps), log_path=out / "log.csv",
                         checkpoint_dir=out / CHECKPOINTS, strategy_name=run.strategy, fingerprint=fingerprint,
+                        inputs=inputs,
                         sources=SignalSources(data_dir=data_dir, seed=run.seed, upstream=upstream, run_dir=out),
                         heldout=heldout_set(data_dir, domains, training))
     return TrainingRun(identity=run, steps=steps, training=training, placement=placement, fingerprint=fingerprint,
-                       tokenizer=tokenizer, loop=loop, memory_estimate=memory)
+                       inputs=inputs, tokenizer=tokenizer, loop=loop, memory_estimate=memory)
 
 
 def build_strategy(config: dict, run: cfg.Run, steps: int, upstream: dict[str, Path], *,

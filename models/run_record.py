@@ -3,7 +3,7 @@ waits for. Training (models/train.py) and the fit stage (models/fit.py) write it
 (models/train_pack.py), the next run (models/upstream.py) and the tables (eval/analysis/) read it.
 
 On disk it is one flat JSON object; its keys, in order: the run (``strategy``, ``stage``,
-``size``, ``steps``, ``fingerprint``), its cost (``parameters`` … ``heldout_seconds``), its
+``size``, ``steps``, ``fingerprint``, ``inputs``, ``allow_static``), its cost (``parameters`` … ``heldout_seconds``), its
 speed and memory (``device`` … ``memory_estimate_gib``: a training run's only) and provenance
 (``config_hash``, ``git_commit``, ``seed``, ``versions``). Torch-free: the fit stage and the
 tables import it.
@@ -58,6 +58,13 @@ class RunRecord:
     # What a pack compares to skip a finished run (models/run_factory.py's run_fingerprint); a fit
     # stage, which no pack holds, records none.
     fingerprint: str | None = None
+    # The digests of what the run was made from (mixbench/lineage.py): {"config": fingerprint,
+    # "tokens", "tokenizer", "upstream": {stage: run digest}}; its checkpoints hold the same dict.
+    # None in a run written before runs recorded their inputs: the tables leave such a run out.
+    inputs: dict | None = None
+    # True when the strategy's settings make it static (it never changes the mixture) and the
+    # config allowed that explicitly (``allow_static: true``); None otherwise.
+    allow_static: bool | None = None
     heldout_seconds: float | None = None  # the held-out measurements' own time (val.csv), not in train_seconds
     throughput: Throughput | None = None  # a training run's
 
@@ -71,7 +78,7 @@ class RunRecord:
         optional field that is None is left out."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         throughput = fields.pop("throughput")
-        ordered = [*_RUN, "fingerprint", *_COST, "throughput", *_PROVENANCE]
+        ordered = [*_RUN, "fingerprint", "inputs", "allow_static", *_COST, "throughput", *_PROVENANCE]
         record = {}
         for name in ordered:
             if name == "throughput":
@@ -109,4 +116,4 @@ _RUN = ("strategy", "stage", "size", "steps")
 _COST = ("parameters", "tokens", "train_flops", "token_passes", "flops", "train_seconds", "wall_seconds",
          "heldout_seconds")
 _PROVENANCE = ("config_hash", "git_commit", "seed", "versions")
-_OPTIONAL = frozenset({"fingerprint", "flops", "heldout_seconds"})
+_OPTIONAL = frozenset({"fingerprint", "inputs", "allow_static", "flops", "heldout_seconds"})

@@ -95,6 +95,8 @@ def run_record(run: TrainingRun, config: dict, wall_seconds: float) -> RunRecord
     return RunRecord(
         strategy=run.identity.strategy, stage=str(run.identity.stage), size=run.identity.size, steps=run.steps,
         fingerprint=run.fingerprint, parameters=n_params, tokens=tokens, train_flops=6 * n_params * tokens,
+        inputs=run.inputs,  # the same dict as its checkpoints' (models/run_inputs.py)
+        allow_static=grid_config.static_allowed(config, run.identity.strategy, str(run.identity.stage)),
         token_passes=passes, flops=loop.passes.flops(passes), train_seconds=round(state.elapsed, 2),
         wall_seconds=round(wall_seconds, 2), heldout_seconds=round(state.heldout_seconds, 2),
         throughput=throughput_summary(run), **provenance(cfg.config_hash(config), run.identity.seed))

@@ -12,14 +12,16 @@ models/train.py's ``train`` into its own folder, exactly as a job of its own wou
 holds its folder's lock, seeds torch's generators itself, builds its own sampler, model,
 optimizer and logs, and closes them before the next run, so the outputs are the same bit for bit
 (tests/test_regmix_workflow.py). A run whose run.json records this config's fingerprint of the
-run is finished and is skipped: a pack stopped or killed part-way resumes with its first
+run and the inputs it would read now (models/run_inputs.py: the token files, the tokenizer, the
+runs before it) is finished and is skipped: a pack stopped or killed part-way resumes with its first
 unfinished run (from its newest checkpoint) and never retrains a finished one. A run stopped at
 a checkpoint (SIGTERM, ``--stop-after``) stops the pack, exit status 3, like models/train.py.
 
 The manifest, written last, is the marker the workflow waits for: the runs of the pack, which of
-them this job trained and which it found finished, and the job's seconds. Every run's stderr
-goes to the job's log, each after a header line. run.json's ``peak_memory_gib`` is per run on a
-GPU; on a CPU it is the process's largest RSS so far (the kernel keeps no other).
+them this job trained and which it found finished, and the job's seconds. Every run's output
+goes to its own RUN/train.log (mixbench/training_log.py), the pack's lines to the job's log.
+run.json's ``peak_memory_gib`` is per run on a GPU; on a CPU it is the process's largest RSS so
+far (the kernel keeps no other).
 """
 
 from __future__ import annotations
@@ -36,8 +38,12 @@ from mixbench import config as cfg
 from mixbench.cli import add_run_arguments, main_guard
 from mixbench.errors import ConfigError
 from mixbench.io import write_json
+from mixbench.lineage import TRAINING_LOG
+from mixbench.training_log import redirected, training_log
+from mixbench.lineage import differences
 from strategies import grid_config
 from strategies import runs as strategy_runs
+from models.run_inputs import run_inputs
 from models.run_record import RunRecord
 from models.upstream import read_upstream
 
@@ -60,21 +66,26 @@ def check_pack(config: dict, strategy_name: str, stages: list[str]) -> None:
                           f"{cfg.stage_pack(config, strategy_name, stages[0])}: expected {' '.join(expected)}")
 
 
-def finished(out: Path, fingerprint: str, *, tokens_meta: Path, needs_model: bool) -> bool:
+def finished(out: Path, fingerprint: str, *, inputs: dict, needs_model: bool) -> bool:
     """Whether ``out`` holds this run finished, and why not in the log where it holds one that is
-    not: its run.json must record ``fingerprint`` (an older run.json without one is trained again),
-    be newer than the token files it trained on (a rebuilt corpus retrains it, as the workflow
-    retrains a run of its own job), and, where the stage saves models, have its model folder."""
+    not: its run.json must record ``fingerprint`` and ``inputs`` (an older run.json without them is
+    trained again; one made from other token files, another tokenizer or other runs before it too,
+    whatever the files' modification times), and, where the stage saves models, have its model folder."""
     path = out / "run.json"
     if not path.exists():
         return False
-    recorded = RunRecord.read(path).fingerprint
-    if recorded != fingerprint:
-        why = "records no fingerprint (an older run)" if recorded is None else "records another configuration"
-    elif tokens_meta.exists() and path.stat().st_mtime < tokens_meta.stat().st_mtime:
-        why = f"is older than the token files ({tokens_meta}: rebuilt since)"
+    record = RunRecord.read(path)
+    changed = differences(record.inputs or {}, inputs)
+    if record.fingerprint != fingerprint:
+        why = "records no fingerprint (an older run)" if record.fingerprint is None else "records another configuration"
+    elif record.inputs is None:
+        why = "records no inputs (an older run)"
+    elif changed:
+        why = f"was made from other inputs ({'; '.join(changed)})"
     elif needs_model and not (out / "model").is_dir():
         why = "has no model folder, and the stage's save_model asks for one"
+    elif not training_log(out).is_file():
+        why = f"has no training log ({TRAINING_LOG}): the run is incomplete"
     else:
         return True
     print(f"{path} {why}: trained again", file=sys.stderr, flush=True)
@@ -99,21 +110,21 @@ def train_pack(config: dict, size: str, strategy_name: str, seed: int, stages: l
     None when a run stopped at a checkpoint (the pack stops with it)."""
     check_pack(config, strategy_name, stages)
     trained, skipped, seconds = [], [], {}
-    tokens_meta = Path(config["data_dir"]) / "tokens" / "meta.json"
     first_run_started = None
     for stage in stages:
         out = Path(cfg.run_dir(config, size, strategy_name, seed, stage))
         run = cfg.Run(strategy=strategy_name, stage=stage, size=size, seed=seed)
-        if finished(out, run_fingerprint(config, run), tokens_meta=tokens_meta,
+        fingerprint = run_fingerprint(config, run)
+        if finished(out, fingerprint, inputs=run_inputs(config, fingerprint, upstream),
                     needs_model=cfg.stage_saves_model(config, strategy_name, stage)):
             print(f"=== {stage}: finished in {out}, skipped", file=sys.stderr, flush=True)
             skipped.append(stage)
             continue
-        print(f"=== {stage}: training into {out}", file=sys.stderr, flush=True)
+        print(f"=== {stage}: training into {out} (its log: {training_log(out)})", file=sys.stderr, flush=True)
         started = time.time()
         first_run_started = first_run_started or started
         StopRequested.received = False
-        with own_run_folder(out):
+        with redirected(out), own_run_folder(out):
             done = train(config, size, strategy_name, seed, stage, out, upstream, stop_after)
         between_runs()
         if not done:

@@ -1,9 +1,13 @@
 """What a run knows of the runs before it, and the strategy context built from it. Torch-free:
-the training job (models/train.py) and the fit job (models/fit.py) both start from here."""
+the training job (models/train.py) and the fit job (models/fit.py) both start from here.
+
+A run before it that was trained on other token files or with another tokenizer (a proxy of
+another corpus) is refused: its weights and losses are not this data's (``check_upstream_data``)."""
 
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +16,8 @@ from corpus.tokens import TokenStore, uncapped_train_tokens
 from mixbench.config import Run
 from mixbench.errors import ConfigError, DataError
 from mixbench.io import read_json
+from mixbench.lineage import TRAINING_LOG, differences
+from models.run_inputs import data_inputs
 from models.run_record import RunRecord
 from strategies import StrategyContext
 
@@ -23,8 +29,30 @@ def read_upstream(pairs: list[str]) -> dict[str, Path]:
         stage, _, path = pair.partition("=")
         if not path or not (Path(path) / "run.json").exists():
             raise ConfigError(f"--upstream {pair!r}: expected STAGE=DIR of a finished run (with run.json)")
+        if not (Path(path) / TRAINING_LOG).is_file():  # a run whose training left no record is not accepted
+            raise DataError(f"{Path(path) / TRAINING_LOG} is missing: upstream run {stage!r} kept no training log, "
+                            f"so it is incomplete; train it again (remove {Path(path) / 'run.json'} and run the "
+                            "workflow again)")
         upstream[stage] = Path(path)
     return upstream
+
+
+def check_upstream_data(data_dir: str | Path, upstream: dict[str, Path]) -> None:
+    """Refuse, in one line naming the run and what differs, a run before this one whose run.json
+    records other token files or another tokenizer than ``data_dir``'s; warn, in one line, of one
+    that records no inputs (written before runs recorded them: it cannot be checked)."""
+    current = data_inputs(data_dir)
+    for stage, folder in upstream.items():
+        path = Path(folder) / "run.json"
+        inputs = RunRecord.read(path).inputs
+        if inputs is None:
+            print(f"warning: {path} records no inputs (an older run): whether upstream run {stage!r} was trained on "
+                  f"this data's token files and tokenizer cannot be checked", file=sys.stderr, flush=True)
+            continue
+        changed = differences({name: inputs.get(name) for name in current}, current)
+        if changed:
+            raise DataError(f"upstream run {stage!r} ({folder}) was trained on other data than {data_dir}'s "
+                            f"({'; '.join(changed)}); retrain it: remove {folder} and run the workflow again")
 
 
 def final_heldout_loss(run_dir: Path, domains: list[str]) -> np.ndarray:
@@ -54,6 +82,7 @@ def strategy_context(config: dict, run: Run, total_steps: int, upstream: dict[st
     data_dir = Path(config["data_dir"])
     domains = list(config["corpus"]["domains"])
     store = TokenStore(data_dir / "tokens", "train", domains)
+    check_upstream_data(data_dir, upstream)
     return StrategyContext(
         name=run.strategy, domains=tuple(domains), train_tokens=uncapped_train_tokens(data_dir, domains),
         stage=str(run.stage), total_steps=total_steps, seed=run.seed, vocab_size=store.vocab_size,

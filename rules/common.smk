@@ -90,13 +90,14 @@ onstart:
         if problems:  # the same lines as `python -m models.preflight --config CONFIG_FILE`
             sys.exit(f"mixbench: the preflight found {len(problems)} problem(s); nothing trains until they are "
                      f"fixed:\n" + "\n".join(f"  - {p}" for p in problems))
-    # What writes cut short by a crash left behind (mixbench/io.py), except in run folders a live
-    # trainer holds (one Snakemake killed before this one may have left it running).
-    from mixbench.io import remove_stale_temporaries
+    # What writes cut short by a crash left behind (mixbench/io.py): only temporaries whose writer
+    # is gone, so that another Snakemake's jobs in this folder keep theirs, and none in run folders
+    # a live trainer holds (one Snakemake killed before this one may have left it running).
+    from mixbench.io import UNRECORDED_WRITER_IDLE_S, remove_stale_temporaries
     from mixbench.runlock import held_by_another
 
     for root in (DATA, RUNS, config["results_dir"]):
-        for path in remove_stale_temporaries(root, skip=held_by_another):
+        for path in remove_stale_temporaries(root, skip=held_by_another, unrecorded_idle_s=UNRECORDED_WRITER_IDLE_S):
             print(f"mixbench: removed {path}, left by a write that a crash cut short", file=sys.stderr)
 
 
@@ -109,10 +110,17 @@ GRID = config["grid"]
 # files it was read from: a report run without them names them, mixbench/report_origin.py).
 CONFIG_FILE = f"{RUNS}/configs/{cfg.config_hash(config)}.yaml"
 if not os.path.exists(CONFIG_FILE):
+    from mixbench.errors import MixbenchError
     from mixbench.io import write_text
     from mixbench.report_origin import stored_config_text
 
-    write_text(CONFIG_FILE, stored_config_text(config, CONFIG_FILES))
+    try:
+        write_text(CONFIG_FILE, stored_config_text(config, CONFIG_FILES))
+    except MixbenchError as exc:  # no room there (mixbench/io.py says so)
+        sys.exit(f"mixbench: {exc}")
+    except OSError as exc:  # runs_dir under a file, or a folder this user cannot write
+        sys.exit(f"mixbench: cannot write {CONFIG_FILE}: {exc.strerror} ({exc.filename}); set runs_dir "
+                 f"(now {RUNS!r}) to a folder this user can create and write")
 
 
 def bench(name):

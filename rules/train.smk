@@ -41,7 +41,11 @@ def stage_of(wildcards):
 # runs each read all 512 runs.
 @functools.cache
 def chain_of(strategy, stage, size):
-    return strategy_runs.run_chain(config, strategy, stage, size)
+    try:
+        return strategy_runs.run_chain(config, strategy, stage, size)
+    except ConfigError as exc:  # a target names a run its strategy does not have
+        sys.exit(f"mixbench: no run {RUNS}/{size}/{strategy}/seed*/{stage} in this grid: {exc}; name one of "
+                 f"its runs as the target (snakemake -n --summary lists every file)")
 
 
 @functools.cache
@@ -158,6 +162,10 @@ def job_resource(name):
 TRAIN_RESOURCES = ("nodes", "cpus_per_task", "runtime", "gpus_per_node", "processes_per_node", "gpu", "tasks",
                    "tasks_per_gpu", "mpi", "gres")
 
+# Every attempt's output is appended to the run's own RUN/train.log (mixbench/training_log.py),
+# which outlives a rerun; the job's log (log:, which Snakemake deletes before a rerun) says where it is.
+TRAINING_LOG_TO = "{PY:q} -m mixbench.training_log --run {params.out:q} -- "
+
 # How a run starts, from the job's own resources (not params: they change where a run computes,
 # not what, so they must not trigger reruns): mixbench.gpus gives the job GPUs of its own among
 # the machine's (or its SLURM allocation's), then mixbench.launch starts python, torchrun, or
@@ -190,7 +198,7 @@ rule train:
     log:
         f"{LOGS}/train/{{size}}-{{strategy}}-seed{{seed}}-{{stage}}.log",
     shell:
-        TRAIN_LAUNCH + " -m models.train --config {CONFIG_FILE:q} --size {wildcards.size:q}"
+        TRAINING_LOG_TO + TRAIN_LAUNCH + " -m models.train --config {CONFIG_FILE:q} --size {wildcards.size:q}"
         " --strategy {wildcards.strategy:q} --seed {wildcards.seed:q} --stage {wildcards.stage:q} --out {params.out:q}"
         " {params.upstream:q} > {log:q} 2>&1"
 
@@ -207,8 +215,9 @@ def pack_stages(wildcards):
 
 
 # P runs of a fan-out stage in one job, one after another (models/train_pack.py): the runs'
-# folders are as if each had its own job, and the marker lists them once all are finished. A
-# pack that was stopped resumes with its first unfinished run.
+# folders are as if each had its own job, each with its own RUN/train.log, and the marker lists
+# them once all are finished; the job's log holds the pack's own lines. A pack that was stopped
+# resumes with its first unfinished run.
 rule train_pack:
     input:
         tokens=rules.tokenize_corpus.output,
@@ -282,5 +291,6 @@ rule fit:
     log:
         f"{LOGS}/fit/{{size}}-{{strategy}}-seed{{seed}}.log",
     shell:
-        "{PY:q} -m models.fit --config {CONFIG_FILE:q} --size {wildcards.size:q} --strategy {wildcards.strategy:q}"
-        " --seed {wildcards.seed:q} --out {params.out:q} {params.upstream:q} > {log:q} 2>&1"
+        TRAINING_LOG_TO + "{PY:q} -m models.fit --config {CONFIG_FILE:q} --size {wildcards.size:q}"
+        " --strategy {wildcards.strategy:q} --seed {wildcards.seed:q} --out {params.out:q} {params.upstream:q}"
+        " > {log:q} 2>&1"

@@ -28,7 +28,9 @@ for package in $packages; do
 done
 missing_debs=()
 for deb in $debs; do
-    if ! compgen -G "$deb_dir/${deb}_*.deb" >/dev/null; then missing_debs+=("$deb"); fi
+    # The quoted folder is taken literally (compgen -G would read a * or [ in it as a pattern).
+    found=("$deb_dir/$deb"_*.deb)
+    if [ ! -e "${found[0]}" ]; then missing_debs+=("$deb"); fi
 done
 
 if [ ${#missing_packages[@]} -eq 0 ] && [ ${#missing_debs[@]} -eq 0 ]; then

@@ -12,6 +12,10 @@ How to add a strategy
    keys in the class docstring (the weights need no trace: every run's log.csv holds them).
    A strategy that overrides ``loss_weights`` in only some of its stages overrides
    ``has_loss_weights()`` to say which: those stages log ``loss_weight/<d>`` columns in log.csv.
+   A strategy whose settings can leave its weights unchanged for a whole run (an update interval
+   past the run's end, a step that cannot move them) overrides the classmethod ``static_reason``
+   to say when, and adds ``"allow_static": False`` to ``defaults``: the config check then refuses
+   such a grid before any job unless the entry sets ``allow_static: true`` (docs/strategies.md).
 2. Register it below: ``"<name>": "strategies.<module>:<Class>"``.
 3. Add ``<name>`` to ``grid.strategies`` in the config, and its hyperparameters under
    ``strategies: {<name>: {...}}``. The workflow derives the runs from ``stages``; the

@@ -11,7 +11,11 @@ The training loop (models/train.py) owns the loop. A strategy only
   from ``update(stats)``;
 - may ask for a weighted training objective through ``loss_weights``;
 - hands on ``final_weights`` (what a proxy run passes to the next stage);
-- saves and restores its state for exact resumption.
+- saves and restores its state for exact resumption;
+- if some settings of its hyperparameters would leave the mixture unchanged for a whole run (an
+  update interval past the run's end, smoothing that pins the weights), says so in
+  ``static_reason``: the config check refuses such a grid before any job unless the entry sets
+  ``allow_static: true``.
 
 This module must stay free of torch: Snakemake reads ``stages`` while parsing the workflow.
 """
@@ -32,6 +36,9 @@ from mixbench.errors import ConfigError, TrainingError
 # the strategy, takes ``initial_weights()`` (computed from the runs before it) as the weights it
 # hands on and writes ``fit_report()`` next to them (models/fit.py).
 STAGE_ORDER = STAGE_KINDS  # mixbench/_stages.py: the one list of kinds, which stage names and wildcards are made of
+# The hyperparameter that runs settings a strategy's ``static_reason`` refuses (a run that never
+# changes its mixture); the runs' run.json then records ``allow_static: true``.
+ALLOW_STATIC = "allow_static"
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,12 @@ class Strategy(ABC):
             raise TypeError(f"{cls.__name__}: a `swarm` stage needs fan_out = {{'swarm': <hyperparameter with its "
                             f"number of runs>}}, and only `swarm` fans out; got stages {cls.stages}, fan_out "
                             f"{cls.fan_out}")
+        # A strategy that can be configured never to act says how (``static_reason``) and takes the
+        # hyperparameter that runs such settings anyway; one that always keeps its weights takes neither.
+        says_static = cls.static_reason.__func__ is not Strategy.static_reason.__func__
+        if says_static != (ALLOW_STATIC in cls.defaults) or cls.defaults.get(ALLOW_STATIC, False) is not False:
+            raise TypeError(f"{cls.__name__}: a strategy that overrides static_reason needs "
+                            f"defaults[{ALLOW_STATIC!r}] = False, and only such a strategy takes it")
 
     @classmethod
     def check_hparams(cls, hparams: dict[str, Any], domains: list[str]) -> None:
@@ -122,6 +135,19 @@ class Strategy(ABC):
     def check_training(cls, hparams: dict[str, Any], training: dict[str, Any], domains: list[str]) -> None:
         """Check the ``training`` section against what this strategy needs (e.g. a batch that
         can hold every domain); it runs with the config check, before any job starts."""
+
+    @classmethod
+    def static_reason(cls, hparams: dict[str, Any], *, stage: str, steps: int, warmup_steps: int,
+                      domains: list[str]) -> str | None:
+        """Why a run of ``stage`` (``steps`` optimizer steps, the first ``warmup_steps`` of them warmup;
+        0 steps for a ``fit``) would never change the mixture it starts from with these hyperparameters
+        (defaults filled in), or None. Only for the stage that adapts: a stage that is static by
+        design (a reference, a final run on a proxy's weights) returns None. The reason is one
+        clause with the numbers and the hyperparameter fix, e.g. "smoothing 1 ...; use smoothing < 1".
+        The config check (strategies/grid_config.py) refuses such a grid before any job unless the
+        strategy's entry sets ``allow_static: true``. Override it together with adding
+        ``allow_static: False`` to ``defaults``."""
+        return None
 
     @classmethod
     def stages_for(cls, hparams: dict[str, Any]) -> tuple[str, ...]:

@@ -26,7 +26,9 @@ The gradients never leave the device (models/signals/domain_gradients.py): this 
 only their inner products over ``score_params`` (a regex; all parameters by default, the last
 blocks keep the cost down on large models) and works on that (K+1)×(K+1) matrix. A domain
 absent from a step (impossible with stratified batches) has g_i = 0 there.
-It hands on ᾱ = mean(α_1, …, α_T); the final run trains on ᾱ.
+It hands on ᾱ = mean(α_1, …, α_T); the final run trains on ᾱ. Settings under which α cannot move
+(dw_min = dw_max; one training domain; target ``train`` over two) are refused by the config
+check unless ``allow_static: true``.
 
 The proxy's log.csv holds each step's gradient weights α (``loss_weight/<d>``). Its trace, per
 step: ``alpha``, α after the step's update, and ``scores``, the step's clipped scores s.
@@ -68,7 +70,7 @@ class DoGE(Strategy):
     stages = ("proxy", "final")
     signals = frozenset({"domain_gradients", "target_gradient"})
     defaults = {"target": "mix", "mu": None, "max_grad_norm": None, "dw_min": 0.0, "dw_max": 5.0,
-                "score_params": ".*", "target_batch_fraction": 0.5}
+                "score_params": ".*", "target_batch_fraction": 0.5, "allow_static": False}
 
     @classmethod
     def check_hparams(cls, hparams: dict[str, Any], domains: list[str]) -> None:
@@ -84,6 +86,28 @@ class DoGE(Strategy):
         check_name_pattern("score_params", h["score_params"])
         if not 0 < h["target_batch_fraction"] <= 1:
             raise ConfigError(f"target_batch_fraction must be in (0, 1], got {h['target_batch_fraction']!r}")
+
+    @classmethod
+    def static_reason(cls, hparams: dict[str, Any], *, stage: str, steps: int, warmup_steps: int,
+                      domains: list[str]) -> str | None:
+        """α moves only where the scores differ between domains: not with one training domain, not with
+        target `train` over two (W_1 = W_2 = ⟨g_1, g_2⟩), not with dw_min = dw_max (every score clipped to
+        the same lr · dw): log_softmax cancels a score every domain shares."""
+        if stage != "proxy":
+            return None
+        trained = [d for d in domains if d != hparams["target"]]
+        if len(trained) == 1:
+            return (f"target {hparams['target']!r} leaves one training domain ({trained[0]}), whose weight is 1 "
+                    f"at every step; add domains to corpus.domains, or use target 'mix' or 'train'")
+        if hparams["target"] == "train" and len(trained) == 2:
+            return (f"target 'train' over the two domains {trained[0]} and {trained[1]} gives both the same "
+                    f"alignment ⟨g_1, g_2⟩, hence the same score, which log_softmax cancels, so α stays uniform; "
+                    f"use target 'mix' or add domains to corpus.domains")
+        if hparams["dw_min"] == hparams["dw_max"]:
+            return (f"dw_min = dw_max = {hparams['dw_max']} clips every domain's score to the same lr · "
+                    f"{hparams['dw_max']}, which log_softmax cancels, so α stays uniform; use dw_min < dw_max "
+                    f"(the paper's 0 and 5)")
+        return None
 
     @classmethod
     def check_training(cls, hparams: dict[str, Any], training: dict[str, Any], domains: list[str]) -> None:

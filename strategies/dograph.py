@@ -33,6 +33,8 @@ mixture is updated online, at little cost, by a graph-constrained optimisation. 
 
 ``mode: online`` (default) runs this in the single final run; ``mode: proxy`` runs it on a proxy
 and hands on ᾱ, the mean of the weights over updates with the initial ones included.
+A schedule with no update (no multiple of ``update_every`` after warmup and before the run's last
+step) would train on uniform weights: the config check refuses it unless ``allow_static: true``.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ class DoGraph(Strategy):
     signals = frozenset({"example_gradient_features"})
     defaults = {"mode": "online", "update_every": 50, "probe_per_domain": 8, "target_per_domain": 4,
                 "sketch_dim": 1024, "probe_params": None, "lam": 10.0, "rho": 30.0, "alpha_min_factor": 0.5,
-                "ema": 0.8, "utility": "inner", "z_floor": 0.05, "knn": 3, "community_delta": None}
+                "ema": 0.8, "utility": "inner", "z_floor": 0.05, "knn": 3, "community_delta": None,
+                "allow_static": False}
 
     @classmethod
     def check_hparams(cls, hparams: dict[str, Any], domains: list[str]) -> None:
@@ -62,8 +65,10 @@ class DoGraph(Strategy):
         h = {**cls.defaults, **hparams}
         if h["mode"] not in ("online", "proxy") or h["utility"] not in ("inner", "cosine"):
             raise ConfigError("mode must be 'online' or 'proxy' and utility 'inner' or 'cosine'")
-        if h["update_every"] < 1 or h["probe_per_domain"] < 2 or h["target_per_domain"] < 1 or h["sketch_dim"] < 1:
-            raise ConfigError("need update_every >= 1, probe_per_domain >= 2, target_per_domain >= 1, sketch_dim >= 1")
+        if h["update_every"] < 1 or h["probe_per_domain"] < 2 or h["target_per_domain"] < 1 or h["sketch_dim"] < 1 \
+                or h["knn"] < 1:  # knn 0: every domain its own community, pinned at 1/K by community_delta 0
+            raise ConfigError("need update_every >= 1, probe_per_domain >= 2, target_per_domain >= 1, sketch_dim >= 1, "
+                              "knn >= 1")
         if h["rho"] < 0 or h["lam"] < 0 or not 0 <= h["alpha_min_factor"] < 1 or not 0 <= h["ema"] < 1:
             raise ConfigError("need lam >= 0, rho >= 0, 0 <= alpha_min_factor < 1 and 0 <= ema < 1")
         delta = h["community_delta"]
@@ -73,6 +78,24 @@ class DoGraph(Strategy):
         check_name_pattern("probe_params", h["probe_params"], "the last transformer block")
         if h["lam"] == 0:
             warnings.warn("dograph: lam = 0 has no graph term, so the schedule ends at a vertex of the simplex")
+
+    @classmethod
+    def static_reason(cls, hparams: dict[str, Any], *, stage: str, steps: int, warmup_steps: int,
+                      domains: list[str]) -> str | None:
+        """The run that adapts (the final one online, the proxy in proxy mode) updates at the multiples
+        of update_every in (warmup, steps): with none there it trains on uniform weights throughout."""
+        if stage != ("proxy" if hparams["mode"] == "proxy" else "final"):
+            return None
+        every, first, last = hparams["update_every"], warmup_steps + 1, steps - 1
+        if (warmup_steps // every + 1) * every <= last:  # the first multiple of update_every after warmup
+            return None
+        where = (f"no multiple of update_every {every} falls in steps {first}-{last} (after the "
+                 f"{warmup_steps} warmup steps, before the last step), so it never updates and trains on "
+                 f"uniform weights")
+        if first > last:
+            return f"{where}; no update_every can: lengthen the run or shorten training.warmup_steps"
+        suggestion = max(1, (last - warmup_steps) // 4)  # a few updates in the window
+        return f"{where}; use an update_every with a multiple in {first}-{last}, e.g. {suggestion}"
 
     @classmethod
     def stages_for(cls, hparams: dict[str, Any]) -> tuple[str, ...]:

@@ -15,7 +15,8 @@ as ``reference-r2, proxy-r2, ...`` and round r's reference trains on round r−1
   It hands on ᾱ = mean(α_0, α_1, …, α_T): the initial vector counts, which matters for short runs.
 - final: a static run on the last proxy's ᾱ.
 
-Defaults η = 1, c = 1e−3 are the paper's runs (the released code defaults to c = 1e−4).
+Defaults η = 1, c = 1e−3 are the paper's runs (the released code defaults to c = 1e−4). c = 1 pins
+α_t to u, a proxy that never acts: the config check refuses it unless ``allow_static: true``.
 
 The proxy's log.csv holds each step's loss weights w (``loss_weight/<d>``; its sampling is
 uniform, so the mixture it trains on is α_t). Its trace, per step: ``alpha``, α_t after the
@@ -67,7 +68,7 @@ def exponentiated_gradient_step(alpha: np.ndarray, excess: np.ndarray, step_size
 class DoReMi(Strategy):
     stages = ("reference", "proxy", "final")
     signals = frozenset({"reference_token_loss"})
-    defaults = {"reference_weights": "natural", "step_size": 1.0, "smoothing": 1e-3, "rounds": 1}
+    defaults = {"reference_weights": "natural", "step_size": 1.0, "smoothing": 1e-3, "rounds": 1, "allow_static": False}
 
     @classmethod
     def check_hparams(cls, hparams: dict[str, Any], domains: list[str]) -> None:
@@ -78,6 +79,15 @@ class DoReMi(Strategy):
         if h["step_size"] <= 0 or not 0 <= h["smoothing"] <= 1 or not 1 <= h["rounds"] <= MAX_ROUNDS:
             raise ConfigError(f"need step_size > 0, 0 <= smoothing <= 1 and 1 <= rounds <= {MAX_ROUNDS}, got "
                               f"step_size {h['step_size']}, smoothing {h['smoothing']}, rounds {h['rounds']}")
+
+    @classmethod
+    def static_reason(cls, hparams: dict[str, Any], *, stage: str, steps: int, warmup_steps: int,
+                      domains: list[str]) -> str | None:
+        """Smoothing 1 replaces every update by u (step_size 0, which would too, is refused as invalid)."""
+        if Stage.parse(stage).kind != "proxy" or hparams["smoothing"] < 1:
+            return None
+        return (f"smoothing {hparams['smoothing']} makes every update α_t = (1 − c)·α' + c·u = u, so its weights "
+                f"stay uniform and it hands on uniform weights; use smoothing < 1 (the paper's 1e-3)")
 
     @classmethod
     def stages_for(cls, hparams: dict[str, Any]) -> tuple[str, ...]:

@@ -3,6 +3,8 @@ strategies, which need their classes: each strategy's implementation, hyperparam
 signals, the sizes of its stages, and each of its runs against training (context length, batch
 split, warmup). Only the strategies of the grid (``grid.strategies`` with the variants expanded)
 are checked: an entry the grid does not use is never instantiated, so it may be out of date.
+A strategy whose settings would never change its mixture (``Strategy.static_reason``) is refused
+unless its entry sets ``allow_static: true``.
 
 The workflow (rules/common.smk) and every entry point that trains, plans or reads a grid's runs
 load their configuration with ``load`` here; each problem is one line starting with the field at
@@ -18,6 +20,7 @@ from mixbench import variants
 from mixbench.errors import ConfigError
 from mixbench.model_sizes import SIZES, non_embedding_parameters
 from strategies import runs
+from strategies.base import ALLOW_STATIC
 from strategies.signal_names import SIGNALS
 
 
@@ -47,7 +50,7 @@ def grid_problems(config: dict) -> list[str]:
         said |= {(entry, p.split(": ", 1)[-1]) for p in found}
     for name in sound:
         problems += stage_problems(config, name)
-    return problems + run_problems(config, sound)
+    return problems + run_problems(config, sound) + static_problems(config, sound)
 
 
 def strategy_problems(config: dict, name: str) -> list[str]:
@@ -176,3 +179,53 @@ def batch_split_problems(config: dict, run_users: dict[tuple, str]) -> list[str]
                    f"micro_batch_size at size {size!r} = {nodes} × {processes} × {micro} ({fields})")
             users.setdefault(key, []).append(who)
     return problems + [f"{key}, for {', '.join(dict.fromkeys(who))}" for key, who in users.items()]
+
+
+def static_runs(config: dict, name: str) -> list[tuple[str, int, str]]:
+    """(stage, steps, reason) of each run of a grid strategy that would never change its mixture
+    (``Strategy.static_reason``), at any final size of the grid, whatever ``allow_static`` says. A
+    run no longer than the warmup is left to run_problems."""
+    cls = runs.strategy_class(config, name)
+    hparams = {**cls.defaults, **cfg.strategy_hparams(config, name)}
+    warmup, domains = config["training"]["warmup_steps"], list(config["corpus"]["domains"])
+    found = []
+    for size in config["grid"]["sizes"]:
+        for stage, spec in runs.cell_runs(config, size, name).items():
+            fits = cfg.Stage.parse(stage).kind == "fit"
+            if not fits and spec["steps"] <= warmup:
+                continue
+            reason = cls.static_reason(hparams, stage=stage, steps=spec["steps"], warmup_steps=warmup, domains=domains)
+            if reason:
+                found.append((stage, spec["steps"], reason))
+    return list(dict.fromkeys(found))
+
+
+def static_problems(config: dict, names: list[str]) -> list[str]:
+    """The strategies of ``names`` that would never change their mixture and do not say
+    ``allow_static: true``: one problem per reason, with the runs it concerns and both fixes."""
+    problems, swept = [], variants.variants(config)
+    for name in names:
+        if cfg.strategy_hparams(config, name).get(ALLOW_STATIC):
+            continue
+        entry = swept[name].base if name in swept else name
+        where = cfg.where_strategy(config, name)
+        by_reason: dict[tuple[str, str], list[str]] = {}
+        for stage, steps, reason in static_runs(config, name):
+            length = "" if cfg.Stage.parse(stage).kind == "fit" else \
+                f" ({steps} steps, {stage_field(config, name, stage, 'steps')})"
+            by_reason.setdefault((reason, length), []).append(cfg.Stage.parse(stage).group)
+        for (reason, length), stages in by_reason.items():
+            named = list(dict.fromkeys(stages))  # e.g. DoReMi's rounds: proxy and proxy-r2
+            runs_of = f"{' and '.join(named)} run{'s' if len(named) > 1 else ''} of {name!r}"
+            problems.append(f"{where}: the {runs_of}{length} would never change its mixture: {reason}, "
+                            f"or set `{ALLOW_STATIC}: true` in strategies.{entry} to run it anyway")
+    return problems
+
+
+def static_allowed(config: dict, name: str, stage: str) -> bool | None:
+    """What a run's run.json records as ``allow_static``: True where ``allow_static: true`` let the
+    strategy run settings that never change its mixture and the run depends on that setting (it is
+    in the run's fingerprint: ``Strategy.stage_hparams``); None otherwise."""
+    cls = runs.strategy_class(config, name)
+    hparams = cls.stage_hparams(stage, {**cls.defaults, **cfg.strategy_hparams(config, name)})
+    return True if hparams.get(ALLOW_STATIC) and static_runs(config, name) else None

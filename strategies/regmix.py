@@ -20,6 +20,9 @@ Stages ``swarm → fit → final``:
   run's mixture, target and predictions.
 - final: a static run on the chosen mixture.
 
+With ``top_k`` = ``candidates`` the fit would ignore its regression (the mean of every candidate):
+the config check refuses it unless ``allow_static: true``.
+
 The regression itself is in strategies/regression_mixing.py.
 """
 
@@ -52,7 +55,7 @@ class RegMix(Strategy):
     stages = ("swarm", "fit", "final")
     fan_out = {"swarm": "swarm_runs"}
     defaults = {"swarm_runs": 8, "target": "macro", "regressor": "lightgbm", "candidates": 100_000, "top_k": 100,
-                "folds": 4, "min_concentration": 0.1, "max_concentration": 5.0}
+                "folds": 4, "min_concentration": 0.1, "max_concentration": 5.0, "allow_static": False}
 
     @classmethod
     def check_hparams(cls, hparams: dict[str, Any], domains: list[str]) -> None:
@@ -77,6 +80,17 @@ class RegMix(Strategy):
         if not low <= h["min_concentration"] <= h["max_concentration"] <= high:
             raise ConfigError(f"need {low:g} <= min_concentration <= max_concentration <= {high:g}, got "
                               f"{h['min_concentration']}, {h['max_concentration']}")
+
+    @classmethod
+    def static_reason(cls, hparams: dict[str, Any], *, stage: str, steps: int, warmup_steps: int,
+                      domains: list[str]) -> str | None:
+        """With top_k = candidates the fit's mixture is the mean of every candidate, whatever the
+        regression predicts: about the natural mixture, the swarm's results read for nothing."""
+        if stage != "fit" or hparams["top_k"] < hparams["candidates"]:
+            return None
+        return (f"top_k {hparams['top_k']} = candidates {hparams['candidates']} makes the chosen mixture the mean "
+                f"of every candidate, whatever the regression predicts (about the natural mixture); use "
+                f"top_k < candidates (the paper's 100 of 100,000)")
 
     @classmethod
     def stage_hparams(cls, stage: str, hparams: dict[str, Any]) -> dict[str, Any]:

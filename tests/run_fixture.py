@@ -12,9 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from eval.metrics import HELDOUT_METRICS
-from mixbench.config import Stage, run_dir
+from mixbench.config import Run, Stage, run_dir
+from mixbench.lineage import TRAINING_LOG, run_digest
 from strategies.runs import cell_runs
 from mixbench.io import write_json
+from models.run_inputs import data_inputs, run_fingerprint
 from mixbench.variants import variants
 from models.runlog import HeldOutLog, StepLog
 
@@ -50,8 +52,23 @@ RUN_INFO = {"config_hash": "abc123abc123", "git_commit": "0" * 40,
             "versions": {"python": "3.11", "torch": "2.13.0", "transformers": "5.0", "lm_eval": "0.4.13"}}
 
 
+def fixture_data(data_dir: Path) -> dict[str, str]:
+    """The digests of the token files and the tokenizer each run records (models/run_inputs.py):
+    the data folder's, where a stand-in of each is written when there is none (one that names no
+    domain, so the runs' epochs stay unknown)."""
+    if not (data_dir / "tokens" / "meta.json").exists():
+        write_json(data_dir / "tokens" / "meta.json", {"domains": {}})
+    if not (data_dir / "tokenizer" / "tokenizer.json").exists():
+        write_json(data_dir / "tokenizer" / "tokenizer.json",
+                   {"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "added_tokens": []})
+    return data_inputs(data_dir)
+
+
 def write_grid(config: dict) -> None:
+    """The grid's runs and evaluations, each recording what it was made from as real ones do:
+    a run its fingerprint and inputs and its train.log, an evaluation its run's digest."""
     domains = config["corpus"]["domains"]
+    data = fixture_data(Path(config["data_dir"]))
     k = len(domains)
     rng = np.random.default_rng(0)
     base = {(size, seed, d): 3.0 - 0.3 * (size == "tiny") + rng.normal(0, 0.05)
@@ -61,12 +78,25 @@ def write_grid(config: dict) -> None:
             for seed in config["grid"]["seeds"]:
                 cell = Path(config["runs_dir"]) / size / strategy / f"seed{seed}"
                 weights = rng.dirichlet(np.ones(k)) if strategy != "uniform" else np.full(k, 1 / k)
+                upstream = {}
                 for stage, spec in cell_runs(config, size, strategy).items():  # a shared proxy: written again
-                    write_stage(Path(run_dir(config, spec["size"], strategy, seed, stage)), strategy, stage,
-                                spec["size"], seed, domains, weights, rng, shift(config, strategy))
+                    folder = Path(run_dir(config, spec["size"], strategy, seed, stage))
+                    run = Run(strategy=strategy, stage=stage, size=spec["size"], seed=seed)
+                    fingerprint = run_fingerprint(config, run)
+                    chain = [s for s in cell_runs(config, size, strategy) if s != stage]
+                    before = {s: upstream[s] for s in sorted(chain) if s in upstream and not run.stage.same_fan_out(s)}
+                    inputs = {"config": fingerprint, **data, "upstream": before}
+                    # As models/fit.py records a fit: no steps, its fingerprint in its inputs alone.
+                    trains = run.stage.trains
+                    recorded = {"steps": spec["steps"] if trains else 0,
+                                **({"fingerprint": fingerprint} if trains else {}), "inputs": inputs}
+                    write_stage(folder, strategy, stage, spec["size"], seed, domains, weights, rng,
+                                shift(config, strategy), lineage=recorded)
+                    upstream[stage] = run_digest(folder)
+                lineage = {"run": run_digest(cell / "final"), "tokenizer": data["tokenizer"]}
                 bpb = {d: base[size, seed, d] + shift(config, strategy) for d in domains}
                 write_json(cell / "final" / "eval" / "perplexity.json",
-                           {"tasks": {d: heldout_scores(v) for d, v in bpb.items()}})
+                           {"tasks": {d: heldout_scores(v) for d, v in bpb.items()}, "lineage": lineage})
                 tasks = {}
                 for d in domains:
                     acc = float(rng.uniform(0.2, 0.4))
@@ -75,16 +105,16 @@ def write_grid(config: dict) -> None:
                     tasks[f"mixbench_choice_{d}"] = {"group": "mixbench_choice", "domain": d, "examples": 10,
                                                      "metrics": {"acc": acc, "acc_stderr": 0.1, "acc_norm": acc + 0.01,
                                                                  "acc_norm_stderr": 0.1}}
-                write_json(cell / "final" / "eval" / "downstream.json", {"tasks": tasks})
+                write_json(cell / "final" / "eval" / "downstream.json", {"tasks": tasks, "lineage": lineage})
 
 
-def write_stage(out: Path, strategy, stage, size, seed, domains, weights, rng, strategy_shift) -> None:
+def write_stage(out: Path, strategy, stage, size, seed, domains, weights, rng, strategy_shift, lineage: dict) -> None:
     k, steps, tokens = len(domains), STEPS, STEPS * 8 * 32
     n = PARAMS[size]
     write_json(out / "weights.json", {"domains": domains, "initial_weights": [1 / k] * k,
                                       "final_weights": weights.tolist()})
     write_json(out / "run.json", {
-        "strategy": strategy, "stage": stage, "size": size, "steps": steps, "parameters": n, "tokens": tokens,
+        "strategy": strategy, "stage": stage, "size": size, **lineage, "parameters": n, "tokens": tokens,
         "train_flops": 6 * n * tokens, "token_passes": {"forward": tokens, "backward": tokens, "reference_forward": 0},
         "flops": 6 * n * tokens * (1.5 if stage == "proxy" else 1), "train_seconds": 10.0, "wall_seconds": 12.0,
         "seed": seed, **RUN_INFO})
@@ -111,7 +141,8 @@ def write_stage(out: Path, strategy, stage, size, seed, domains, weights, rng, s
                                 target=rng.normal(size=(2 * k, 64)).astype(np.float32), domain_names=np.array(domains))
         for record in records:  # DoGraph samples with each update's weights from the next step on
             sampling[record["step"]:] = record["alpha"]
-    if Stage.parse(stage).trains:  # a fit trains nothing and, as its job, writes no log
+    (out / TRAINING_LOG).write_text("the job's own log\n")  # every run's job keeps one, a fit's too
+    if Stage.parse(stage).trains:  # a fit trains nothing and, as its job, writes no log.csv
         write_logs(out, domains, sampling, loss_weights, 6 * n * 8 * 32, strategy_shift)
     if records:
         (out / "trace.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))

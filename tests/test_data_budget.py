@@ -10,6 +10,7 @@ import pytest
 from conftest import make_test_config
 from corpus import budget
 from eval.analysis import collect
+from eval.analysis.grid_check import check_grid
 from eval.analysis.tables import compute_table, epochs_table
 from strategies import grid_config
 from mixbench.io import write_json
@@ -46,8 +47,8 @@ def grid(tmp_path_factory):
     root = tmp_path_factory.mktemp("budget")
     config = grid_config.validate(make_test_config(root, grid={"sizes": ["test"], "seeds": [0],
                                                        "strategies": ["uniform", "doremi"]}))
+    write_meta(root / "data", AVAILABLE)  # before the runs, which record its digest
     write_grid(config)
-    write_meta(root / "data", AVAILABLE)
     runs = root / "runs" / "test"
     write_log(runs / "uniform" / "seed0" / "final", [[500] * 6, [500] * 6], torn_row=True)
     write_log(runs / "doremi" / "seed0" / "reference", [[100, 200, 400, 50, 100, 800]])
@@ -82,7 +83,8 @@ def test_epochs_per_domain_are_tokens_trained_over_train_tokens_available(grid):
 
 
 def test_without_token_metadata_epochs_are_unknown_not_an_error(grid, tmp_path):
-    compute = collect.compute({**grid, "data_dir": str(tmp_path)})
+    # The runs checked against their data (eval/analysis/grid_check.py), then read without its metadata.
+    compute = collect.compute({**grid, "data_dir": str(tmp_path)}, check_grid(grid).kept)
     assert compute["max_epochs"].isna().all() and compute["tokens/code"].notna().any()
     assert epochs_table(compute) is None
     assert "max epochs (domain, stage)" not in compute_table(compute, grid["grid"]).columns

@@ -41,16 +41,19 @@ def regmix_grid(tmp_path_factory):
                               downstream={"tasks": []}, training={"dropout": 0.1})
     config_file = write_config(root / "config.yaml", config)
     unpacked_file = write_config(root / "unpacked.yaml", cfg.deep_merge(config, UNPACKED))
-    unpacked_plan = snakemake(root, unpacked_file, "-n", "tables")
     cell = root / "runs" / "test" / "regmix" / "seed0"
+    # The grid and its tables: `tables` alone would only tabulate what is finished (rules/results.smk),
+    # so the final model's evaluation is named beside it.
+    grid = [str(cell / "final" / "eval" / "perplexity.json"), "tables"]
+    unpacked_plan = snakemake(root, unpacked_file, "-n", *grid)
     # Half the swarm, as if the workflow had been stopped: two of the five runs finished, each in
     # a job of its own; the packed workflow then finds them finished in their packs.
     first = snakemake(root, unpacked_file, *(str(cell / f"swarm-{r}" / "run.json") for r in (1, 3)))
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     finished = {r: (cell / f"swarm-{r}" / "model" / "model.safetensors").stat().st_mtime_ns for r in (1, 3)}
-    resumed = snakemake(root, config_file, "tables")
+    resumed = snakemake(root, config_file, *grid)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    unpacked_again = snakemake(root, unpacked_file, "-n", "tables")  # the finished grid, pack 1 again
+    unpacked_again = snakemake(root, unpacked_file, "-n", *grid)  # the finished grid, pack 1 again
     return {"root": root, "cell": cell, "finished": finished, "unpacked_plan": unpacked_plan.stdout + unpacked_plan.stderr,
             "unpacked_again": unpacked_again.stdout + unpacked_again.stderr,
             "resumed": resumed.stdout + resumed.stderr, "config": config}

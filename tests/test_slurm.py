@@ -102,7 +102,9 @@ def test_training_runs_torchrun_inside_the_allocation(slurm_workflow):
     step = next(argv for argv in fake_slurm.recorded(root / "state", "srun") if "train" in argv)
     assert step[1:step.index(PY)] == ["-n1", "--cpu-bind=q", "--cpus-per-task=2", "--gpus=2", "--nodes=1"]
     # ...where the rule's launcher runs torchrun with one process per GPU and leaves the devices to SLURM.
-    log = (root / "runs" / "logs" / "train" / "test-uniform-seed0-final.log").read_text()
+    # The job's log names the run's own training log, which holds what the launcher printed.
+    assert str(root / RUN / "train.log") in (root / "runs" / "logs" / "train" / "test-uniform-seed0-final.log").read_text()
+    log = (root / RUN / "train.log").read_text()
     assert "mixbench.gpus: the job asks for" not in log  # GPU jobs on CPU nodes on purpose: not a word per job
     assert f"mixbench.launch: {PY} -m torch.distributed.run --standalone --nproc_per_node 2 -m models.train" in log
     assert json.loads((root / RUN / "run.json").read_text())["tokens"] == 30 * 12 * 32
@@ -134,7 +136,7 @@ def test_two_nodes_train_one_run_through_srun_and_the_c10d_rendezvous(built_data
     sbatch = fake_slurm.recorded(state, "sbatch")[0]
     assert fake_slurm.option(srun[0], "--cpus-per-task") == fake_slurm.option(sbatch, "--cpus-per-task") == "2"
     # Each node's task joins torchrun's rendezvous on the first node, on a port of the job's own...
-    log = (tmp_path / "runs" / "logs" / "train" / "test-doremi-seed0-reference.log").read_text()
+    log = (tmp_path / reference / "train.log").read_text()
     job_id = str(fake_slurm.FIRST_JOB_ID)  # the only job
     rendezvous = (f"mixbench.launch: {PY} -m torch.distributed.run --nnodes 2 --nproc_per_node 1 --rdzv_backend c10d "
                   f"--rdzv_endpoint localhost:{29500 + int(job_id) % 3000} --rdzv_id {job_id} {' '.join(train)}")

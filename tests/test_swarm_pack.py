@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -66,18 +67,29 @@ def test_pack_and_save_model_are_checked_before_any_job(tmp_path, overrides, mes
         grid_config.validate(make_test_config(tmp_path, grid={"strategies": ["regmix", "doremi"]}, **overrides))
 
 
-def finished_run(out, fingerprint: str | None) -> None:
-    """run.json as a finished run leaves it (models/run_record.py); fingerprint None: a run
-    recorded before runs kept their fingerprint."""
+def finished_run(out, fingerprint: str | None, inputs: dict | None = None) -> None:
+    """run.json as a finished run leaves it (models/run_record.py); fingerprint or inputs None: a
+    run recorded before runs kept them."""
     RunRecord(strategy="regmix", stage=out.name, size="test", steps=6, parameters=0, tokens=0, train_flops=0,
               token_passes={}, train_seconds=0.0, wall_seconds=0.0, config_hash="", git_commit="", seed=0, versions={},
-              fingerprint=fingerprint).write(out / "run.json")
+              fingerprint=fingerprint, inputs=inputs).write(out / "run.json")
+
+
+def stand_in_data(config: dict) -> Path:
+    """The token files' meta.json and the tokenizer a run's inputs name (models/run_inputs.py)."""
+    data_dir = Path(config["data_dir"])
+    (data_dir / "tokens").mkdir(parents=True, exist_ok=True)
+    (data_dir / "tokenizer").mkdir(parents=True, exist_ok=True)
+    (data_dir / "tokenizer" / "tokenizer.json").write_text('{"model": {"type": "BPE", "vocab": {}, "merges": []}}')
+    (data_dir / "tokens" / "meta.json").write_text("{}")
+    return data_dir / "tokens" / "meta.json"
 
 
 def test_a_pack_trains_its_unfinished_runs_in_turn_and_stops_with_a_stopped_run(tmp_path, monkeypatch, capsys):
     import models.train_pack as pack_job
 
     config = regmix_config(tmp_path, pack=3)
+    meta = stand_in_data(config)
     calls = []
 
     def fake_train(config, size, strategy, seed, stage, out, upstream, stop_after):
@@ -88,7 +100,8 @@ def test_a_pack_trains_its_unfinished_runs_in_turn_and_stops_with_a_stopped_run(
         if stage == "swarm-1" and stop_after:
             return False
         run = cfg.Run(strategy=strategy, stage=stage, size=size, seed=seed)
-        finished_run(out, pack_job.run_fingerprint(config, run))
+        fingerprint = pack_job.run_fingerprint(config, run)
+        finished_run(out, fingerprint, pack_job.run_inputs(config, fingerprint, upstream))
         return True
 
     monkeypatch.setattr(pack_job, "train", fake_train)
@@ -100,21 +113,22 @@ def test_a_pack_trains_its_unfinished_runs_in_turn_and_stops_with_a_stopped_run(
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # between runs a signal ends the job at once
     assert record["skipped"] == ["swarm-0"] and record["runs"] == runs
     # A run finished under another configuration of it is trained again, and so is one recorded
-    # before runs kept their fingerprint, one older than the token files, and one without the
-    # model folder that save_model asks for.
+    # before runs kept their fingerprint or their inputs, runs made from other token files, and one
+    # without the model folder that save_model asks for.
     folder = tmp_path / "runs" / "test" / "regmix" / "seed0"
     finished_run(folder / "swarm-1", "0123456789ab")
     finished_run(folder / "swarm-2", None)
     record = pack_job.train_pack(config, "test", "regmix", 0, runs, {})
     assert record["trained"] == ["swarm-1", "swarm-2"] and record["skipped"] == ["swarm-0"]
     assert "swarm-2/run.json records no fingerprint (an older run): trained again" in capsys.readouterr().err
-    meta = tmp_path / "data" / "tokens" / "meta.json"
-    meta.parent.mkdir(parents=True, exist_ok=True)
-    meta.write_text("{}")
-    os.utime(meta, (meta.stat().st_mtime - 100,) * 2)  # before the runs were written, but for swarm-0:
-    os.utime(folder / "swarm-0" / "run.json", (meta.stat().st_mtime - 100,) * 2)
+    finished_run(folder / "swarm-0", pack_job.run_fingerprint(config, cfg.Run(strategy="regmix", stage="swarm-0",
+                                                                                size="test", seed=0)))
     record = pack_job.train_pack(config, "test", "regmix", 0, runs, {})
-    assert record["trained"] == ["swarm-0"] and "older than the token files" in capsys.readouterr().err
+    assert record["trained"] == ["swarm-0"] and "swarm-0/run.json records no inputs" in capsys.readouterr().err
+    meta.write_text('{"rebuilt": true}')  # rebuilt token files, whatever their modification time
+    os.utime(meta, (0, 0))
+    record = pack_job.train_pack(config, "test", "regmix", 0, runs, {})
+    assert record["trained"] == runs and "was made from other inputs (tokens: " in capsys.readouterr().err
     saving = regmix_config(tmp_path, pack=3, save_model=True)
     record = pack_job.train_pack(saving, "test", "regmix", 0, runs, {})
     assert record["trained"] == runs and "has no model folder" in capsys.readouterr().err

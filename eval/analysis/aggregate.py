@@ -5,7 +5,7 @@
 Writes to ``{results_dir}/tables/`` (every ``.md`` also as ``.tex`` and ``.html``):
 
 - ``perplexity.csv`` (long: size, strategy, seed, domain, the held-out metrics of eval/metrics.py:
-  bits per byte, word and byte perplexity; provenance) and ``perplexity.md``: mean ± std over
+  bits per byte, word and byte perplexity; the sha256 of the perplexity.json, ``evaluation``; provenance) and ``perplexity.md``: mean ± std over
   seeds per strategy and domain, with the macro average over domains and the worst domain;
 - ``downstream.csv`` (long: one row per task, subtask, metric and seed) and ``downstream.md``:
   each task's macro average over its subtasks, then the generated tasks per domain;
@@ -25,6 +25,11 @@ Writes to ``{results_dir}/tables/`` (every ``.md`` also as ``.tex`` and ``.html`
 - ``fits.csv``/``.md``: every ``fit`` stage (RegMix): target, regressor, its k-fold Spearman ρ per
   seed and the mixture it chose; ``swarm.csv``: every run it fitted on (eval/analysis/collect_fits.py);
   only in a grid with a fit stage.
+
+Only the cells whose runs and evaluations were made by this config from this data are read
+(eval/analysis/grid_check.py): every run or evaluation left out, or not finished, has one line on
+stderr (the tables job's log), and on an unfinished grid each table names its missing cells (a
+last line in the views, a row per cell in the CSVs: eval/analysis/partial.py).
 
 Which tables a grid has, and how each is written, is eval/analysis/table_registry.py; the
 held-out metrics and how each is shown, eval/metrics.py.

@@ -1,8 +1,11 @@
 """Read finished runs into long pandas tables, one row per measured number.
 
-Every reader walks the grid (sizes × strategies × seeds, in config order) and each strategy's
-stages as its declaration derives them, so a new strategy appears with no change here. Rows carry
-provenance: the config hash and git commit of the run, the seed and package versions.
+Every reader walks the grid's cells (sizes × strategies × seeds, in config order) whose runs and
+evaluations pass the checks of eval/analysis/grid_check.py (``cells``: those of one check, or a
+new check of the grid), and each strategy's stages as its declaration derives them, so a new
+strategy appears with no change here. Rows carry provenance: the config hash and git commit of
+the run, the seed and package versions; a row of an evaluation, that file's sha256
+(``evaluation``).
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ import numpy as np
 import pandas as pd
 
 from corpus import budget
+from eval.analysis.grid_check import Cell, check_grid
 from eval.metrics import HELDOUT_METRICS
 from mixbench.config import Stage, run_dir
 from mixbench.errors import DataError
 from mixbench.io import read_json
+from mixbench.lineage import file_digest
 from models.run_record import RunRecord
 from strategies.runs import cell_runs
 
@@ -26,12 +31,11 @@ PROVENANCE = ("config_hash", "git_commit")
 VERSIONED = ("torch", "transformers", "lm_eval")
 
 
-def grid_cells(config: dict) -> Iterator[tuple[str, str, int, Path]]:
-    """(size, strategy, seed, folder of the cell) for every cell of the grid, in grid order."""
-    for size in config["grid"]["sizes"]:
-        for strategy in config["grid"]["strategies"]:
-            for seed in config["grid"]["seeds"]:
-                yield size, strategy, seed, Path(config["runs_dir"]) / size / strategy / f"seed{seed}"
+def grid_cells(config: dict, cells: list[Cell] | None = None) -> Iterator[tuple[str, str, int, Path]]:
+    """(size, strategy, seed, folder of the cell) for every cell in ``cells``, or where that is None
+    every cell of the grid that passes its checks now (eval/analysis/grid_check.py), in grid order."""
+    for size, strategy, seed in check_grid(config).kept if cells is None else cells:
+        yield size, strategy, seed, Path(config["runs_dir"]) / size / strategy / f"seed{seed}"
 
 
 def cell_stage_runs(config: dict, size: str, strategy: str, seed: int) -> dict[str, tuple[str, Path]]:
@@ -59,11 +63,13 @@ def provenance(run: RunRecord) -> dict:
     return info
 
 
-def perplexity(config: dict) -> pd.DataFrame:
-    """size, strategy, seed, domain, a column per held-out metric (eval/metrics.py), provenance."""
+def perplexity(config: dict, cells: list[Cell] | None = None) -> pd.DataFrame:
+    """size, strategy, seed, domain, a column per held-out metric (eval/metrics.py), evaluation (the
+    sha256 of the perplexity.json), provenance."""
     rows = []
-    for size, strategy, seed, cell in grid_cells(config):
-        run, results = read_run(cell / "final" / "run.json"), _read(cell / "final" / "eval" / "perplexity.json")
+    for size, strategy, seed, cell in grid_cells(config, cells):
+        path = cell / "final" / "eval" / "perplexity.json"
+        run, results, evaluation = read_run(cell / "final" / "run.json"), _read(path), file_digest(path)
         missing = [d for d in config["corpus"]["domains"] if d not in results["tasks"]]
         if missing:
             raise DataError(f"{cell / 'final' / 'eval' / 'perplexity.json'} has no result for domain(s) {missing}; "
@@ -76,17 +82,18 @@ def perplexity(config: dict) -> pd.DataFrame:
                                 f"domain {domain!r}: regenerate the tasks and rerun every evaluation with "
                                 "`snakemake --cores all --forcerun lm_eval_tasks` (and the grid's --configfile)")
             rows.append({"size": size, "strategy": strategy, "seed": seed, "domain": domain,
-                         **{m.column: metrics[m.name] for m in HELDOUT_METRICS}, **provenance(run)})
+                         **{m.column: metrics[m.name] for m in HELDOUT_METRICS}, "evaluation": evaluation,
+                         **provenance(run)})
     return pd.DataFrame(rows)
 
 
 DOWNSTREAM_COLUMNS = ["size", "strategy", "seed", "task", "subtask", "domain", "metric", "value", "stderr", "examples",
-                      "error"]
+                      "error", "evaluation"]
 
 
-def downstream(config: dict) -> pd.DataFrame:
+def downstream(config: dict, cells: list[Cell] | None = None) -> pd.DataFrame:
     """size, strategy, seed, task (as configured), subtask, domain, metric, value, stderr, examples,
-    error, provenance; tasks in config order.
+    error, evaluation (the sha256 of the downstream.json), provenance; tasks in config order.
 
     A task that failed in a run (``failed`` in its downstream.json: it could not load its
     dataset, or failed while scoring) has one row with its ``error`` ("Exception: message")
@@ -94,9 +101,9 @@ def downstream(config: dict) -> pd.DataFrame:
     rows = []
     if not config["downstream"]["tasks"]:
         return pd.DataFrame(columns=DOWNSTREAM_COLUMNS)
-    for size, strategy, seed, cell in grid_cells(config):
+    for size, strategy, seed, cell in grid_cells(config, cells):
         path = cell / "final" / "eval" / "downstream.json"
-        run, results = read_run(cell / "final" / "run.json"), _read(path)
+        run, results, evaluation = read_run(cell / "final" / "run.json"), _read(path), file_digest(path)
         failed = results.get("failed", {})  # absent from files written before tasks could fail alone
         by_task: dict[str, list[dict]] = {}
         for subtask, record in results["tasks"].items():
@@ -107,11 +114,12 @@ def downstream(config: dict) -> pd.DataFrame:
                     "size": size, "strategy": strategy, "seed": seed, "task": record["group"], "subtask": subtask,
                     "domain": record["domain"], "metric": metric, "value": value,
                     "stderr": record["metrics"].get(f"{metric}_stderr"), "examples": record["examples"],
-                    "error": None, **provenance(run)})
+                    "error": None, "evaluation": evaluation, **provenance(run)})
         for task, failure in failed.items():
             by_task[task] = [{"size": size, "strategy": strategy, "seed": seed, "task": task, "subtask": task,
                               "domain": None, "metric": None, "value": float("nan"), "stderr": None, "examples": None,
-                              "error": f"{failure['exception']}: {failure['message']}", **provenance(run)}]
+                              "error": f"{failure['exception']}: {failure['message']}", "evaluation": evaluation,
+                              **provenance(run)}]
         missing = [t for t in config["downstream"]["tasks"] if t not in by_task]
         if missing:
             raise DataError(f"{path} has no result and no failure for task(s) {missing}; rerun its evaluation")
@@ -125,10 +133,10 @@ def downstream(config: dict) -> pd.DataFrame:
     return frame
 
 
-def weights(config: dict) -> pd.DataFrame:
+def weights(config: dict, cells: list[Cell] | None = None) -> pd.DataFrame:
     """The mixture each final model trained on (for a schedule: its mean over steps)."""
     rows = []
-    for size, strategy, seed, cell in grid_cells(config):
+    for size, strategy, seed, cell in grid_cells(config, cells):
         mixture, run = _read(cell / "final" / "weights.json"), read_run(cell / "final" / "run.json")
         rows += [{"size": size, "strategy": strategy, "seed": seed, "domain": d, "weight": w, **provenance(run)}
                  for d, w in zip(mixture["domains"], mixture["final_weights"])]
@@ -171,7 +179,7 @@ def step_mixtures(log: pd.DataFrame, domains: list[str]) -> tuple[str, np.ndarra
     return "loss-weighted", trained / trained.sum(axis=1, keepdims=True)
 
 
-def trajectories(config: dict) -> pd.DataFrame:
+def trajectories(config: dict, cells: list[Cell] | None = None) -> pd.DataFrame:
     """The mixture of every stage whose mixture changes during training, at each logged step
     (``step_mixtures`` of its log.csv; at most about MAX_POINTS steps per run), and where the
     strategy traces it DoReMi's per-domain excess loss (``excess``: the mean over the domain's
@@ -180,7 +188,7 @@ def trajectories(config: dict) -> pd.DataFrame:
     feeds, ``stage_size`` the run's own."""
     rows = []
     domains = config["corpus"]["domains"]
-    for size, strategy, seed, _ in grid_cells(config):
+    for size, strategy, seed, _ in grid_cells(config, cells):
         for stage, (stage_size, folder) in cell_stage_runs(config, size, strategy, seed).items():
             log = training_log(folder, stage)
             if log is None or log.empty:  # a fit, or a run that stopped before its first step
@@ -197,7 +205,7 @@ def trajectories(config: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=TRAJECTORY_COLUMNS)
 
 
-def compute(config: dict) -> pd.DataFrame:
+def compute(config: dict, cells: list[Cell] | None = None) -> pd.DataFrame:
     """One row per stage of every cell: its size, parameters, tokens, FLOPs and wall time, and
     its data budget: tokens trained per domain (``tokens/<domain>``, from the run's log.csv) and
     epochs per domain (``epochs/<domain>``: those tokens / the domain's train tokens in
@@ -213,7 +221,7 @@ def compute(config: dict) -> pd.DataFrame:
     domains = config["corpus"]["domains"]
     available = _available_train_tokens(config)
     trained: dict[Path, np.ndarray | None] = {}  # a shared run's log is read once
-    for size, strategy, seed, _ in grid_cells(config):
+    for size, strategy, seed, _ in grid_cells(config, cells):
         for stage, (_, folder) in cell_stage_runs(config, size, strategy, seed).items():
             run = read_run(folder / "run.json")
             if folder not in trained:

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from eval.analysis.collect import cell_stage_runs, grid_cells, kept_steps, read_run, step_mixtures, training_log
+from eval.analysis.grid_check import Cell
 from mixbench.config import Stage
 
 CURVE_COLUMNS = ["size", "strategy", "seed", "stage", "stage_size", "step", "tokens", "flops", "upstream_flops",
@@ -28,9 +29,10 @@ CURVE_COLUMNS = ["size", "strategy", "seed", "stage", "stage_size", "step", "tok
 ENTROPY_COLUMNS = ["size", "strategy", "seed", "stage", "step", "tokens", "entropy", "mixture"]
 
 
-def _stages(config: dict):
-    """(size, strategy, seed, stage, stage size, folder, FLOPs of the cell's earlier stages)."""
-    for size, strategy, seed, _ in grid_cells(config):
+def _stages(config: dict, cells: list[Cell] | None):
+    """(size, strategy, seed, stage, stage size, folder, FLOPs of the cell's earlier stages) of the
+    ``cells`` (collect.grid_cells)."""
+    for size, strategy, seed, _ in grid_cells(config, cells):
         flops: dict[str, int] = {}  # of the runs before, each run.json read once
         previous: tuple[str, Path] | None = None
         for stage, (stage_size, folder) in cell_stage_runs(config, size, strategy, seed).items():
@@ -43,17 +45,17 @@ def _stages(config: dict):
             previous = (stage, folder)
 
 
-def _with(config: dict, name: str):
+def _with(config: dict, cells: list[Cell] | None, name: str):
     """_stages of the runs that have the file ``name``, with the file's path in front."""
-    for stage in _stages(config):
+    for stage in _stages(config, cells):
         if (stage[5] / name).exists():
             yield stage[5] / name, *stage
 
 
-def curves(config: dict) -> pd.DataFrame:
+def curves(config: dict, cells: list[Cell] | None = None) -> pd.DataFrame:
     domains = config["corpus"]["domains"]
     frames = []
-    for path, size, strategy, seed, stage, stage_size, folder, upstream in _with(config, "val.csv"):
+    for path, size, strategy, seed, stage, stage_size, folder, upstream in _with(config, cells, "val.csv"):
         val = pd.read_csv(path).drop(columns="val_loss")  # the macro average: the figures take it from the domains
         long = val.melt(id_vars=["step", "tokens", "flops"], value_vars=[f"val_loss/{d}" for d in domains],
                         var_name="domain", value_name="val_loss")
@@ -71,10 +73,10 @@ def mixture_entropy(weights: np.ndarray) -> np.ndarray:
     return -terms.sum(axis=1)
 
 
-def entropy(config: dict) -> pd.DataFrame:
+def entropy(config: dict, cells: list[Cell] | None = None) -> pd.DataFrame:
     domains = config["corpus"]["domains"]
     rows = []
-    for size, strategy, seed, stage, _, folder, _ in _stages(config):
+    for size, strategy, seed, stage, _, folder, _ in _stages(config, cells):
         log = training_log(folder, stage)
         if log is None or log.empty:  # a fit, or a run that stopped before its first step
             continue

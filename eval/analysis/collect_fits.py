@@ -17,6 +17,7 @@ from __future__ import annotations
 import pandas as pd
 
 from eval.analysis.collect import _read, cell_stage_runs, grid_cells, provenance, read_run
+from eval.analysis.grid_check import Cell
 from mixbench.errors import DataError
 
 FIT_COLUMNS = ["size", "strategy", "seed", "target", "regressor", "swarm_runs", "folds", "spearman",
@@ -24,9 +25,10 @@ FIT_COLUMNS = ["size", "strategy", "seed", "target", "regressor", "swarm_runs", 
 SWARM_COLUMNS = ["size", "strategy", "seed", "stage", "concentration", "observed", "predicted_out_of_fold", "predicted"]
 
 
-def fitted_cells(config: dict):
-    """(size, strategy, seed, fit.json) of every cell whose strategy has a fit stage."""
-    for size, strategy, seed, _ in grid_cells(config):
+def fitted_cells(config: dict, cells: list[Cell] | None = None):
+    """(size, strategy, seed, fit.json) of every cell of ``cells`` (collect.grid_cells) whose strategy
+    has a fit stage."""
+    for size, strategy, seed, _ in grid_cells(config, cells):
         runs = cell_stage_runs(config, size, strategy, seed)
         if "fit" in runs:
             folder = runs["fit"][1]
@@ -41,10 +43,10 @@ def fitted_cells(config: dict):
             yield size, strategy, seed, report, run
 
 
-def fits(config: dict) -> pd.DataFrame:
+def fits(config: dict, cells: list[Cell] | None = None) -> pd.DataFrame:
     domains = config["corpus"]["domains"]
     rows = []
-    for size, strategy, seed, report, run in fitted_cells(config):
+    for size, strategy, seed, report, run in fitted_cells(config, cells):
         rows.append({"size": size, "strategy": strategy, "seed": seed,
                      **{key: report.get(key) for key in FIT_COLUMNS[3:]},
                      "best_observed": min(r["observed"] for r in report["runs"]),
@@ -53,11 +55,11 @@ def fits(config: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=None if rows else FIT_COLUMNS)
 
 
-def swarm(config: dict) -> pd.DataFrame:
+def swarm(config: dict, cells: list[Cell] | None = None) -> pd.DataFrame:
     domains = config["corpus"]["domains"]
     rows = [{"size": size, "strategy": strategy, "seed": seed, **{key: r.get(key) for key in SWARM_COLUMNS[3:]},
              **{f"weight/{d}": w for d, w in zip(domains, r["weights"])}}
-            for size, strategy, seed, report, _ in fitted_cells(config) for r in report["runs"]]
+            for size, strategy, seed, report, _ in fitted_cells(config, cells) for r in report["runs"]]
     return pd.DataFrame(rows, columns=None if rows else SWARM_COLUMNS)
 
 

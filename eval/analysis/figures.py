@@ -4,7 +4,8 @@
 
 Reads ``{results_dir}/tables/*.csv`` (written by ``python -m eval.analysis.aggregate``) and writes
 each figure of the grid (eval/analysis/figure_registry.py) as PNG and PDF to
-``{results_dir}/figures/``. A figure whose data the runs lack says so on its canvas.
+``{results_dir}/figures/``. A figure whose data the runs lack says so on its canvas; on an
+unfinished grid (tables with missing cells, eval/analysis/partial.py) each figure names them.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def make_figures(config: dict) -> None:
     out = Path(config["results_dir"]) / "figures"
     for name in figure_names(config):
         fig = draw(figures, name)
-        paths = save(fig, out, name)
+        paths = save(fig, out, name, footer=figures.missing_line())
         figures.plt.close(fig)
         print(f"wrote {', '.join(str(p) for p in paths)}", flush=True)
 

@@ -21,9 +21,10 @@ def evenly_spaced(items: list, k: int = MAX_PANELS) -> list:
     return [items[i] for i in np.linspace(0, len(items) - 1, k).round().astype(int)]
 
 
-def first_probed_run(config: dict, wanted) -> tuple[str, str, int, Path] | None:
-    for size, strategy, seed, _ in grid_cells(config):
-        for stage_size, folder in cell_stage_runs(config, size, strategy, seed).values():
+def first_probed_run(figs, wanted) -> tuple[str, str, int, Path] | None:
+    """The first run of the cells the tables hold (not a missing cell's) whose folder is ``wanted``."""
+    for size, strategy, seed, _ in grid_cells(figs.config, figs.kept_cells()):
+        for stage_size, folder in cell_stage_runs(figs.config, size, strategy, seed).values():
             if wanted(folder):
                 return stage_size, strategy, seed, folder  # the run's own size (a shared proxy's)
     return None
@@ -40,7 +41,7 @@ def principal_components(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def gradient_pca(figs):
-    found = first_probed_run(figs.config, lambda d: any((d / "probes").glob("step*.npz")))
+    found = first_probed_run(figs, lambda d: any((d / "probes").glob("step*.npz")))
     if found is None:
         fig, ax = figs.plt.subplots(figsize=(6, 3))
         note(ax, "No gradient snapshots (probes/) in these runs.")
@@ -69,7 +70,7 @@ def gradient_pca(figs):
 def graph_snapshots(figs):
     import networkx as nx
 
-    found = first_probed_run(figs.config, lambda d: any("affinity" in r for r in trace(d)))
+    found = first_probed_run(figs, lambda d: any("affinity" in r for r in trace(d)))
     if found is None:
         fig, ax = figs.plt.subplots(figsize=(6, 3))
         note(ax, "No traced domain graphs in these runs.")

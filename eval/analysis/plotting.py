@@ -3,7 +3,8 @@ the small drawing helpers the figure modules share (eval/analysis/figure_registr
 figures).
 
 Every strategy keeps one colour in every figure (its position in ``grid.strategies``), every
-domain another palette's colour. A figure whose data the runs lack says so on its canvas."""
+domain another palette's colour. A figure whose data the runs lack says so on its canvas; on an
+unfinished grid every figure names the cells its tables lack (``missing_line``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from eval.analysis.figure_registry import FORMATS
+from eval.analysis.partial import read_table
 from eval.analysis.tables import per_seed
 from eval.metrics import PRIMARY
 from mixbench.io import atomic_path
@@ -45,11 +47,29 @@ class FigureData:
         self.colour = strategy_colours(self.strategies)
         self.domain_colour = domain_colours(self.domains)
         self._read: dict[str, pd.DataFrame] = {}
+        # {"size/strategy/seedN": why} of the cells the tables lack: perplexity.csv, which every grid
+        # has, names them (eval/analysis/partial.py).
+        names = self.tables / "perplexity.csv"
+        self.missing = read_table(names)[1] if names.exists() else {}
 
     def read(self, table: str) -> pd.DataFrame:
+        """A result table without the rows that mark missing cells."""
         if table not in self._read:
-            self._read[table] = pd.read_csv(self.tables / f"{table}.csv")
+            self._read[table], missing = read_table(self.tables / f"{table}.csv")
+            self.missing = {**self.missing, **missing}
         return self._read[table]
+
+    def kept_cells(self) -> list[tuple[str, str, int]]:
+        """The grid's cells the tables hold (every cell but the missing ones), in grid order."""
+        return [(size, strategy, seed) for size in self.sizes for strategy in self.strategies
+                for seed in self.grid["seeds"] if f"{size}/{strategy}/seed{seed}" not in self.missing]
+
+    def missing_line(self) -> str | None:
+        """The line each figure of an unfinished grid carries: the cells it lacks and why."""
+        if not self.missing:
+            return None
+        return (f"Missing cells ({len(self.missing)}, see the tables): "
+                + "; ".join(f"{cell} ({why})" for cell, why in self.missing.items()))
 
     ppl = property(lambda self: self.read("perplexity"))
     weights = property(lambda self: self.read("weights"))
@@ -122,13 +142,17 @@ def primary_label(prefix: str = "") -> str:
     return f"{prefix}{PRIMARY.label} ({'higher' if PRIMARY.higher_is_better else 'lower'} is better)"
 
 
-def save(fig, out_dir: Path, name: str) -> list[Path]:
-    """The figure as ``{name}.png`` and ``{name}.pdf`` in ``out_dir``, each written atomically."""
+def save(fig, out_dir: Path, name: str, footer: str | None = None) -> list[Path]:
+    """The figure as ``{name}.png`` and ``{name}.pdf`` in ``out_dir``, each written atomically;
+    ``footer`` (an unfinished grid's missing cells) as a line of text below the axes."""
     paths = []
     fig.tight_layout()
+    if footer:
+        fig.text(0.01, 0.0, footer, ha="left", va="top", fontsize=7, color="darkred", wrap=True)
     for fmt in FORMATS:
         path = out_dir / f"{name}.{fmt}"
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=150)
+            # Only with a footer: the box grows to hold it, where every other figure keeps its size.
+            fig.savefig(tmp, format=fmt, dpi=150, **({"bbox_inches": "tight"} if footer else {}))
         paths.append(path)
     return paths

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from eval.analysis.partial import read_table
 from eval.analysis.stats import ALPHA, smallest_p
 from eval.analysis.tables import baseline_of, compute_table, mean_std_cells, per_seed
 from eval.metrics import PRIMARY
@@ -41,9 +42,10 @@ def results_block(config: dict) -> str:
     grid, base = config["grid"], baseline_of(config["grid"])
     size = grid["sizes"][0]
     try:
-        perplexity = pd.read_csv(tables / "perplexity.csv")
-        comparison = pd.read_csv(tables / "comparison.csv")
-        compute = pd.read_csv(tables / "compute.csv")
+        # Without an unfinished grid's rows of missing cells (eval/analysis/partial.py).
+        perplexity = read_table(tables / "perplexity.csv")[0]
+        comparison = read_table(tables / "comparison.csv")[0]
+        compute = read_table(tables / "compute.csv")[0]
     except FileNotFoundError as exc:
         raise DataError(f"{exc.filename} is missing: build the tables first (snakemake --cores 1 tables)") from None
     wide = per_seed(perplexity[perplexity["size"] == size], PRIMARY.column, "domain", summaries=True)
@@ -80,7 +82,7 @@ def mixture_sentence(path: Path, size: str) -> list[str]:
     and is left out), from the mixtures the final models trained on."""
     if not path.exists():
         return []
-    weights = pd.read_csv(path)
+    weights = read_table(path)[0]
     by_cell = weights[weights["size"] == size].groupby(["strategy", "domain"], sort=False)["weight"]
     means, spread = by_cell.mean(), by_cell.std(ddof=0).groupby(level="strategy", sort=False).max()
     parts = []

@@ -4,6 +4,7 @@ machine-readable form)."""
 
 from __future__ import annotations
 
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -40,14 +41,17 @@ def per_seed(long: pd.DataFrame, value: str, column: str, summaries: bool, highe
 
 
 def mean_std_cells(wide: pd.DataFrame, grid: dict, fmt: str) -> pd.DataFrame:
-    """'mean ± std' over seeds per (size, strategy), rows in grid order."""
+    """'mean ± std' over seeds per (size, strategy), rows in grid order; over fewer seeds than the
+    grid's (an unfinished grid) the cell says over how many, and without any it is '—'."""
     grouped = wide.groupby(level=KEYS, sort=False)
-    mean, std = grouped.mean(), grouped.std(ddof=1)
+    mean, std, count = grouped.mean(), grouped.std(ddof=1), grouped.count()
     cells = mean.map(lambda m: format(m, fmt))
-    if len(grid["seeds"]) > 1:
-        cells = cells + " ± " + std.map(lambda s: format(s, fmt))
+    seeds = len(grid["seeds"])
+    if seeds > 1:
+        cells = (cells + " ± " + std.map(lambda s: format(s, fmt))).where(count > 1, cells)
+        cells = cells.where(count >= seeds, cells + count.map(lambda k: f" ({k} of {seeds} seeds)"))
     order = pd.MultiIndex.from_product([grid["sizes"], grid["strategies"]], names=KEYS)
-    return cells.reindex(order).reset_index()
+    return cells.reindex(order).fillna(MISSING).reset_index()  # — : no seed of the cell is finished
 
 
 def comparison_rows(wide: pd.DataFrame, grid: dict, label: str, items: list[str], higher_is_better: bool,
@@ -231,7 +235,9 @@ def compute_table(compute: pd.DataFrame, grid: dict) -> pd.DataFrame:
         out[f"{stage} FLOPs"] = mean[stage].map(lambda v: "" if np.isnan(v) else f"{v:.3g}")
     out["total FLOPs"] = mean["total"].map(lambda v: f"{v:.3g}")
     if base is not None:
-        out["× baseline"] = [f"{t / base[size]:.2f}" for (size, _), t in mean["total"].items()]
+        # "" where the size has no finished baseline cell (an unfinished grid).
+        out["× baseline"] = [f"{t / base[size]:.2f}" if size in base.index else ""
+                             for (size, _), t in mean["total"].items()]
     out["tokens"] = mean["tokens"].map(lambda v: f"{v:.3g}")
     hours = totals["hours"].groupby(level=KEYS, sort=False)
     # Jobs' time added up: runs that ran side by side (a swarm's) count fully each.
@@ -267,12 +273,16 @@ def to_latex(frame: pd.DataFrame, caption: str) -> str:
     return f"% {caption}\n{body}"
 
 
-def write_sections(out_dir: Path, name: str, sections: list[tuple[str, pd.DataFrame]]) -> None:
-    """``name.md`` with a heading per section and ``name.tex`` with a tabular per section."""
+def write_sections(out_dir: Path, name: str, sections: list[tuple[str, pd.DataFrame]],
+                   footer: str | None = None) -> None:
+    """``name.md`` with a heading per section and ``name.tex`` with a tabular per section, and
+    ``name.html``; ``footer`` (an unfinished grid's missing cells) ends each."""
     md = [f"## {title}\n\n" + frame.to_markdown(index=False, disable_numparse=True) for title, frame in sections]
-    write_text(out_dir / f"{name}.md", "\n\n".join(md) + "\n")
-    write_text(out_dir / f"{name}.tex", "\n".join(to_latex(frame, title) for title, frame in sections))
+    write_text(out_dir / f"{name}.md", "\n\n".join(md + ([f"**{footer}**"] if footer else [])) + "\n")
+    tex = "\n".join(to_latex(frame, title) for title, frame in sections)
+    write_text(out_dir / f"{name}.tex", tex + (f"\n% {footer}\n" if footer else ""))
     # For the Snakemake report, which shows HTML but not Markdown.
     html = [f"<h3>{title}</h3>\n" + frame.to_html(index=False, border=0) for title, frame in sections]
-    write_text(out_dir / f"{name}.html", "\n".join(html) + "\n")
+    footer_html = [f"<p><strong>{escape(footer)}</strong></p>"] if footer else []
+    write_text(out_dir / f"{name}.html", "\n".join(html + footer_html) + "\n")
 

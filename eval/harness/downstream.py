@@ -27,6 +27,7 @@ from typing import Any, Sequence
 from eval.harness.lm import (KEPT_KEYS, kept_output, lm_eval_version, log, make_lm,  # first: sets the offline flags
                              model_parser, run_tasks, set_threads, task_manager)
 from eval.harness.downstream_tasks import SUBDIR
+from eval.harness.model_folder import model_lineage
 from eval.harness.run import load_manifest
 from eval.harness.task_index import GENERATED
 from mixbench.cli import main_guard
@@ -119,6 +120,7 @@ def score_downstream(model_dir: str | Path, lm, settings: dict, plan: dict, limi
     """The downstream record of an already loaded model (``make_lm``): each task runs on its own,
     and one that fails is recorded under ``failed`` instead of ending the job."""
     tasks, include_path, domain_of = plan["tasks"], plan["include_path"], plan["domain_of"]
+    lineage = model_lineage(model_dir)  # the run and tokenizer the record comes from, read before scoring
     if built is None:
         built = build_downstream(plan)
     failed = dict(built["failed"])
@@ -149,6 +151,7 @@ def score_downstream(model_dir: str | Path, lm, settings: dict, plan: dict, limi
             "results are kept, and the failures are listed under 'failed' in the result")
     return {
         "model": str(model_dir),
+        "lineage": lineage,
         "lm_eval_version": lm_eval_version(),
         "settings": {**settings, "limit": limit, "num_fewshot": num_fewshot, "tasks_dir": include_path},
         "tasks": records,

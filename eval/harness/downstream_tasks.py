@@ -48,8 +48,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from eval.harness.tasks import (MANIFEST, check_domains, dump_yaml, generator_parser, pieces, remove_stale, truncate,
-                        write_if_changed)
+from eval.harness.tasks import (MANIFEST, check_domains, dump_yaml, generator_parser, literal_data_files, pieces,
+                                remove_stale, truncate, write_if_changed)
 from mixbench.cli import main_guard
 from mixbench.errors import ConfigError, DataError
 
@@ -135,7 +135,7 @@ def task_config(family: str, domain: str, data_file: Path) -> dict[str, Any]:
         "task": task_name(family, domain),
         "task_alias": domain,
         "dataset_path": "json",
-        "dataset_kwargs": {"data_files": {"test": str(data_file)}},  # absolute: lm-eval resolves against the CWD
+        "dataset_kwargs": {"data_files": literal_data_files(data_file)},
         "test_split": "test",
         "doc_to_text": "context",  # bare feature names: the value verbatim, no Jinja
         "metadata": {"version": TASK_VERSION, "domain": domain},

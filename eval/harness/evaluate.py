@@ -13,6 +13,12 @@ Each downstream task is built and run on its own: one that fails (e.g. its datas
 loading script, or is not in the offline cache) is logged as a warning and recorded under
 ``failed`` in the downstream file, and the job still succeeds. It fails only when every
 downstream task failed, and then before the model loads if none could even be built.
+
+Before anything is scored the model folder is checked (eval/harness/model_folder.py): its weights
+must be safetensors (a pickle is never loaded), its tokenizer must fit the model's embedding and be
+the one its run trained with (``RUN/run.json``'s ``inputs.tokenizer``; a run that recorded none
+gets a warning). Both result files record ``lineage``: ``{"run": sha256 of RUN/run.json,
+"tokenizer": tokenizer digest of the model folder}`` (mixbench/lineage.py).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Sequence
 
 from eval.harness.lm import log, make_lm, model_parser, set_threads  # first: sets the offline flags
 from eval.harness.downstream import build_downstream, downstream_plan, score_downstream
+from eval.harness.model_folder import check_model_files
 from eval.harness.run import load_manifest, score_perplexity
 from mixbench.cli import main_guard
 from mixbench.io import write_json
@@ -42,7 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bool(a.downstream) != bool(a.downstream_out):
         p.error("--downstream and --downstream-out go together")
     set_threads(a.threads)
-    # Every task is found before the model loads: a missing one fails in a second, not after scoring.
+    # The model folder's files and every task are found before anything loads: a missing or unsafe
+    # one fails in a second, not after scoring.
+    check_model_files(a.model)
     manifest = load_manifest(a.tasks_dir)
     plan = downstream_plan(a.downstream, a.tasks_dir) if a.downstream else None
     # Each downstream task is built (its dataset read) on its own; one that cannot be is recorded

@@ -18,6 +18,8 @@ from typing import Any, Sequence
 for _flag in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ[_flag] = "1"
 
+from eval.harness.model_folder import (check_model_files, check_tokenizer_lineage,  # noqa: E402
+                                      check_vocabulary)
 from mixbench.errors import ConfigError, DataError  # noqa: E402
 
 # Parts of lm-eval's output that describe the evaluation; the rest (timings, environment,
@@ -45,17 +47,24 @@ def resolve_device(device: str) -> str:
 
 
 def load_model(model_dir: str | Path, device: str):
-    """Load model and tokenizer saved with ``save_pretrained``; give the tokenizer a pad token."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Load model and tokenizer saved with ``save_pretrained``; give the tokenizer a pad token.
+
+    The folder is checked first (eval/harness/model_folder.py): safetensors weights only, a
+    tokenizer that fits the embedding and is the one its run trained with. Nothing it loads may
+    execute code: no pickle, no code shipped with the model."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise DataError(f"model directory {model_dir} does not exist or has no config.json; "
-                        "train the model first (it must be written with save_pretrained)")
+    check_model_files(model_dir)
     try:
-        tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError) as e:
         raise DataError(f"cannot load the tokenizer saved in {model_dir}: {e}") from e
+    config = AutoConfig.from_pretrained(model_dir, local_files_only=True, trust_remote_code=False)
+    check_vocabulary(model_dir, len(tok), config.get_text_config().vocab_size)
+    warning = check_tokenizer_lineage(model_dir)
+    if warning:
+        log(f"WARNING: {warning}")
     if tok.eos_token_id is None and tok.bos_token_id is None:
         # lm-eval predicts a document's first token from BOS, or EOS when there is no BOS.
         raise DataError(f"the tokenizer in {model_dir} has neither an eos nor a bos token")
@@ -63,7 +72,8 @@ def load_model(model_dir: str | Path, device: str):
         # Padding only fills batches (masked out of the score); EOS is the usual GPT-2 choice.
         tok.pad_token = tok.eos_token or tok.bos_token
     # float32 everywhere: reduced precision would shift the scores between devices.
-    model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype="float32")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, config=config, local_files_only=True, dtype="float32",
+                                                 use_safetensors=True, trust_remote_code=False)
     return model.to(device).eval(), tok
 
 

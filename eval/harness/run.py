@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from eval.harness.lm import (kept_output, lm_eval_version, log, make_lm, model_parser,  # first: sets the offline flags
                              run_tasks, set_threads)
+from eval.harness.model_folder import model_lineage
 from eval.harness.tasks import MANIFEST, SUBDIR
 from eval.metrics import HELDOUT_METRICS
 from mixbench.cli import main_guard
@@ -75,7 +76,9 @@ def evaluate(
 
 
 def score_perplexity(model_dir: str | Path, lm, settings: dict, manifest: dict, limit: int | None) -> dict[str, Any]:
-    """The perplexity record of an already loaded model (``make_lm``) on a task manifest."""
+    """The perplexity record of an already loaded model (``make_lm``) on a task manifest; its
+    ``lineage`` names the run and tokenizer it came from (eval/harness/model_folder.py)."""
+    lineage = model_lineage(model_dir)  # before scoring: what was checked is what is recorded
     tasks = manifest["tasks"]
     log(f"tasks from {manifest['tasks_dir']}: " + ", ".join(
         f"{d} ({manifest['domains'][d]['documents']} docs)" for d in tasks))
@@ -86,6 +89,7 @@ def score_perplexity(model_dir: str | Path, lm, settings: dict, manifest: dict, 
             + f" ({m['documents']} docs)")
     return {
         "model": str(model_dir),
+        "lineage": lineage,
         "lm_eval_version": lm_eval_version(),
         "settings": {**settings, "limit": limit, "tasks_dir": manifest["tasks_dir"]},
         "tasks": per_domain,

@@ -12,6 +12,7 @@ change are left untouched, so Snakemake sees no new mtimes and reruns nothing.
 from __future__ import annotations
 
 import argparse
+import glob
 import hashlib
 import json
 import re
@@ -101,13 +102,23 @@ def read_test_documents(path: Path, max_documents: int, max_chars: int) -> list[
     return docs[:max_documents]
 
 
+def literal_data_files(data_file: Path) -> dict[str, str]:
+    """``data_files`` naming exactly ``data_file``, an absolute path (lm-eval resolves relative
+    ones against the CWD, not the YAML). ``datasets`` reads every data file as a glob pattern, so
+    the path's ``*``, ``?`` and ``[`` are escaped: a folder named ``d*`` or ``d[ab]`` must not
+    read ``da/``'s documents too, or instead. ``::`` chains file systems there, and no escape exists."""
+    if "::" in str(data_file):
+        raise DataError(f"{data_file}: the Hugging Face datasets library reads '::' in a path as a chain of file "
+                        "systems; move the data folder (data_dir) to a path without '::'")
+    return {"test": glob.escape(str(data_file))}
+
+
 def task_config(domain: str, data_file: Path) -> dict[str, Any]:
     return {
         "task": task_name(domain),
         "task_alias": domain,
         "dataset_path": "json",
-        # Absolute: lm-eval resolves relative data_files against the CWD, not this YAML.
-        "dataset_kwargs": {"data_files": {"test": str(data_file)}},
+        "dataset_kwargs": {"data_files": literal_data_files(data_file)},
         "test_split": "test",
         "output_type": "loglikelihood_rolling",
         "doc_to_text": "",
