@@ -102,11 +102,45 @@ def open_binary(path: str) -> BinaryIO:
     if path.endswith(".gz"):
         return gzip.open(path, "rb")
     if path.endswith(".zst"):
+        return io.BufferedReader(_ZstdFrames(path))
+    return open(path, "rb")
+
+
+class _ZstdFrames(io.RawIOBase):
+    """A .zst file's frames, decompressed in turn. zstandard's stream reader ends quietly where a
+    cut file ends; this one raises ZstdError when the file ends inside a frame."""
+
+    def __init__(self, path: str, chunk: int = 1 << 20):
         import zstandard
 
-        raw = open(path, "rb")
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
-    return open(path, "rb")
+        self._zstd, self._file, self._chunk = zstandard, open(path, "rb"), chunk
+        self._frame, self._pending, self._started = None, b"", False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending:
+            compressed = self._file.read(self._chunk)
+            if not compressed:
+                if self._frame is not None and not self._frame.eof and self._started:
+                    raise self._zstd.ZstdError("the file ends inside a frame (truncated)")
+                return 0
+            self._feed(compressed)
+        size = min(len(buffer), len(self._pending))
+        buffer[:size], self._pending = self._pending[:size], self._pending[size:]
+        return size
+
+    def _feed(self, compressed: bytes) -> None:
+        while compressed:
+            if self._frame is None or self._frame.eof:
+                self._frame, self._started = self._zstd.ZstdDecompressor().decompressobj(), True
+            self._pending += self._frame.decompress(compressed)
+            compressed = self._frame.unused_data if self._frame.eof else b""
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
 
 
 def is_parquet(path: str) -> bool:

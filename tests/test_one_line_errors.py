@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -157,6 +158,23 @@ def test_a_truncated_gz_source_is_named(tmp_path):
     source.write_bytes(gzip.compress(FIXTURE_CORPUS.read_bytes())[:3000])
     line = error_line(run_module("corpus.build", "--config", corpus_source(tmp_path, source)))
     assert line.startswith(f"error: {source}: truncated or corrupt .gz file (Compressed file ended")
+
+
+def test_a_truncated_zst_source_is_named_and_a_whole_one_of_several_frames_is_read(tmp_path):
+    import zstandard
+
+    from corpus.records import read_jsonl
+    from mixbench.errors import DataError
+
+    lines = FIXTURE_CORPUS.read_bytes().splitlines(keepends=True)[:60]
+    frames = [zstandard.ZstdCompressor().compress(b"".join(lines[i:i + 20])) for i in range(0, 60, 20)]
+    whole, cut = tmp_path / "whole.jsonl.zst", tmp_path / "cut.jsonl.zst"
+    whole.write_bytes(b"".join(frames))
+    cut.write_bytes(b"".join(frames)[:-10])  # the last frame loses its end
+    assert sum(1 for _ in read_jsonl(str(whole), "text", "domain")) == 60
+    with pytest.raises(DataError, match=rf"^{re.escape(str(cut))}: truncated or corrupt \.zst file \(the file ends "
+                                        r"inside a frame"):
+        list(read_jsonl(str(cut), "text", "domain"))
 
 
 def test_a_target_naming_a_stage_its_strategy_lacks_is_one_line(tmp_path):
