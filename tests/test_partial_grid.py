@@ -109,6 +109,16 @@ def test_an_evaluation_of_another_run_or_of_no_recorded_run_is_left_out(tmp_path
     assert check_grid(config).kept == [("test", "uniform", 1)]
 
 
+def test_an_evaluation_scored_with_another_tokenizer_is_left_out(tmp_path):
+    config, _ = written_grid(tmp_path)
+    evaluation = final(tmp_path, seed=1) / "eval" / "perplexity.json"
+    edit_json(evaluation, lambda scores: scores["lineage"].update(tokenizer="f" * 64))
+    line = line_of(check_grid(config), evaluation)
+    assert line.startswith(f"left out {evaluation}: scored with another tokenizer (ffffffffffff.. there, the run "
+                           "trained with ")
+    assert check_grid(config).kept == [("test", "uniform", 0)]
+
+
 def test_every_row_records_the_evaluation_it_came_from(tmp_path):
     config, _ = written_grid(tmp_path, downstream={"tasks": ["mixbench_cloze"]})
     for table, name in ((collect.perplexity, "perplexity.json"), (collect.downstream, "downstream.json")):

@@ -6,7 +6,7 @@ its run.json records the current config's fingerprint of the run (``fingerprint`
 ``inputs.config``), the current token files and tokenizer (``inputs.tokens``/``tokenizer``) and
 the run.json digests of the runs before it as they are now (``inputs.upstream``), its steps are
 the config's, and its own ``train.log`` is there (a run without it did not finish). An evaluation is read only where it records the digest of its final run's run.json
-as it is now (``lineage.run``). Anything else is a run of another grid, of other data, or one
+as it is now (``lineage.run``) and the tokenizer the run trained with (``lineage.tokenizer``). Anything else is a run of another grid, of other data, or one
 made before runs recorded their inputs, whatever Snakemake knows of it.
 
 A cell (size, strategy, seed) is in the tables only when every run it needs and its
@@ -212,6 +212,10 @@ class _Checker:
         if lineage["run"] != now:
             return self.say(path, f"scored another run ({_short(lineage['run'])} there, run.json {_short(now)} "
                                   f"here); {rerun}")
+        trained_with = (RunRecord.read(final / RUN_FILE).inputs or {}).get("tokenizer")
+        if lineage.get("tokenizer") != trained_with:  # the evaluation job refuses this; a copied file may not
+            return self.say(path, f"scored with another tokenizer ({_short(lineage.get('tokenizer'))} there, the run "
+                                  f"trained with {_short(trained_with)}); {rerun}")
         return None
 
 
