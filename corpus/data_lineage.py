@@ -31,12 +31,13 @@ def corpus_digest(data_dir: str | Path) -> str:
     return file_digest(Path(data_dir) / "corpus" / CORPUS_FILE)
 
 
-def record_tokenizer_lineage(folder: str | Path, data_dir: str | Path) -> None:
-    """Write ``folder/lineage.json`` (the tokenizer being built, inside its atomic write). A
-    tokenizer loaded or converted where no corpus is built yet (``kind: pretrained`` or
-    ``tiktoken``, which read none) records ``"corpus": null``: made from no corpus, it suits any."""
-    manifest = Path(data_dir) / "corpus" / CORPUS_FILE
-    write_json(Path(folder) / TOKENIZER_LINEAGE, {"corpus": file_digest(manifest) if manifest.is_file() else None})
+def record_tokenizer_lineage(folder: str | Path, data_dir: str | Path | None) -> None:
+    """Write ``folder/lineage.json`` (the tokenizer being built, inside its atomic write): the
+    digest of the corpus in ``data_dir`` it was trained on, or, with ``data_dir`` None (``kind:
+    pretrained`` or ``tiktoken``, which read no corpus), ``"corpus": null``: made from no corpus, it
+    suits any."""
+    corpus = None if data_dir is None else file_digest(Path(data_dir) / "corpus" / CORPUS_FILE)
+    write_json(Path(folder) / TOKENIZER_LINEAGE, {"corpus": corpus})
 
 
 def checked_tokenizer_lineage(data_dir: str | Path) -> dict[str, str]:

@@ -204,8 +204,8 @@ def build(config: dict) -> Path:
         tok = load_pretrained(spec["path"])
     with atomic_dir(out) as tmp:
         tok.save_pretrained(tmp)
-        # Every kind: the workflow builds each tokenizer after (and from) the corpus.
-        record_tokenizer_lineage(tmp, config["data_dir"])
+        # Only a trained BPE is made from the corpus; a pretrained or tiktoken one suits any corpus.
+        record_tokenizer_lineage(tmp, config["data_dir"] if spec["kind"] == "bpe" else None)
         identity.record(tmp, config, "tokenizer")
     print(f"tokenizer: {len(tok)} tokens -> {out}", file=sys.stderr)
     return out

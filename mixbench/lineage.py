@@ -81,12 +81,21 @@ def _tokenizer_essence_digest(path: Path) -> str:
     try:
         tokenizer = read_json(path)
         model = tokenizer["model"]
-        essence = {"model": {key: model.get(key) for key in ("type", "vocab", "merges")},
+        essence = {"model": {"type": model.get("type"), "vocab": model.get("vocab"),
+                             "merges": _merge_pairs(model.get("merges"))},
                    "added_tokens": sorted((token["id"], token["content"]) for token in tokenizer.get("added_tokens") or [])}
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path} is not a tokenizer.json ({exc.__class__.__name__}: {exc}); rebuild it with: "
                         f"snakemake --cores 1 --forcerun train_tokenizer") from None
     return canonical_digest(essence)
+
+
+def _merge_pairs(merges):
+    """BPE merges as pairs: tokenizers before 0.20 saved a merge as one string "a b", later ones as
+    ["a", "b"]; the same merges must give the same digest whichever release saved them."""
+    if not isinstance(merges, list):
+        return merges  # not a BPE: no merges
+    return [merge.split(" ", 1) if isinstance(merge, str) else merge for merge in merges]
 
 
 def data_digests(data_dir: str | Path) -> dict[str, str]:

@@ -43,10 +43,11 @@ def test_the_tokenizer_and_the_token_files_record_what_they_were_made_from(built
         "corpus": corpus, "tokenizer": tokenizer_digest(data_dir / "tokenizer")}
 
 
-def test_a_tokenizer_loaded_where_no_corpus_is_built_records_none(built_data, tmp_path):
+def test_a_tokenizer_made_from_no_corpus_records_none_even_beside_a_corpus(built_data, tmp_path):
     from test_tokenizer_sources import config_with
 
     config = config_with(tmp_path, {"kind": "pretrained", "path": str(Path(built_data["data_dir"]) / "tokenizer")})
+    write_json(Path(config["data_dir"]) / "corpus" / "manifest.json", {"domains": {}})  # rebuilt later: no matter
     folder = tokenizer.build(config)
     assert read_json(folder / "lineage.json") == {"corpus": None}
     # A model folder's save_pretrained copy of a tokenizer has the data folder's digest.
@@ -182,3 +183,18 @@ def test_a_checkpoint_without_inputs_or_with_others_is_not_this_runs(tmp_path):
     assert checkpoints._not_this_runs({**saved, "inputs": moved}) == (
         f"was made from other inputs (upstream.proxy: {'d' * 12} -> {'c' * 12})")
     assert differences(moved, inputs) == [f"upstream.proxy: {'d' * 12} -> {'c' * 12}"]
+
+
+def test_the_tokenizer_digest_is_the_same_whichever_tokenizers_release_saved_the_merges(tmp_path):
+    from mixbench.lineage import tokenizer_digest
+
+    def saved(folder, merges, vocab=None):
+        folder.mkdir()
+        model = {"type": "BPE", "vocab": vocab or {"a": 0, "b": 1, "ab": 2}, "merges": merges}
+        (folder / "tokenizer.json").write_text(json.dumps({"model": model, "added_tokens": [], "version": "1.0"}))
+        return folder
+
+    pairs = tokenizer_digest(saved(tmp_path / "pairs", [["a", "b"]]))
+    assert tokenizer_digest(saved(tmp_path / "strings", ["a b"])) == pairs
+    assert tokenizer_digest(saved(tmp_path / "other", [["b", "a"]])) != pairs
+    assert tokenizer_digest(saved(tmp_path / "vocab", [["a", "b"]], {"a": 0, "b": 1, "ba": 2})) != pairs
