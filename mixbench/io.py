@@ -105,13 +105,14 @@ def _last_touched(path: Path) -> float:
 
 def remove_stale_temporaries(root: str | os.PathLike, recursive: bool = True,
                              skip: Callable[[Path], bool] | None = None,
-                             unrecorded_idle_s: float = 0.0) -> list[Path]:
+                             unrecorded_idle_s: float = 0.0, locked: bool = False) -> list[Path]:
     """Remove what crashed atomic writes left in ``root`` (and below it, unless not ``recursive``;
     not below a folder for which ``skip`` is true) and return them: the temporaries whose writer
     is gone (``writer_gone``), so that another process's write in progress is never cut short.
     An earlier version's temporary, which names no writer, is removed once untouched for
-    ``unrecorded_idle_s`` seconds: 0 where the caller holds the folder's lock (no one else
-    writes there), ``UNRECORDED_WRITER_IDLE_S`` at the workflow's start."""
+    ``unrecorded_idle_s`` seconds (``UNRECORDED_WRITER_IDLE_S`` at the workflow's start).
+    ``locked``: the caller holds the folder's run lock, so no one else writes there and every
+    temporary is stale, another machine's too (a run resumed on another node of a cluster)."""
     import shutil
 
     root = Path(root)
@@ -122,7 +123,7 @@ def remove_stale_temporaries(root: str | os.PathLike, recursive: bool = True,
             dirs[:] = []
             continue
         stale += [here / name for name in (*files, *dirs)
-                  if is_temporary(name) and writer_gone(here / name, unrecorded_idle_s)]
+                  if is_temporary(name) and (locked or writer_gone(here / name, unrecorded_idle_s))]
         dirs[:] = [d for d in dirs if not is_temporary(d)] if recursive else []
     for path in stale:
         if path.is_dir() and not path.is_symlink():

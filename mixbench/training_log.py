@@ -29,6 +29,10 @@ from mixbench.cli import main_guard
 from mixbench.errors import ConfigError
 from mixbench.lineage import TRAINING_LOG
 
+# Set to the training log's absolute path where this process's output already goes there (the
+# wrapper's exec, ``redirected``): ``kept`` then adds nothing.
+LOGGED_TO = "MIXBENCH_TRAINING_LOG"
+
 
 def training_log(run_dir: str | os.PathLike) -> Path:
     return Path(run_dir) / TRAINING_LOG
@@ -56,11 +60,13 @@ def redirected(run_dir: str | os.PathLike) -> Iterator[Path]:
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
+    previous = os.environ.get(LOGGED_TO)
     fd = open_for_attempt(run_dir)
     try:
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
+        os.environ[LOGGED_TO] = os.path.abspath(training_log(run_dir))
         yield training_log(run_dir)
     finally:
         sys.stdout.flush()
@@ -68,6 +74,48 @@ def redirected(run_dir: str | os.PathLike) -> Iterator[Path]:
         for target, original in zip((1, 2), saved):
             os.dup2(original, target)
             os.close(original)
+        if previous is None:
+            os.environ.pop(LOGGED_TO, None)
+        else:
+            os.environ[LOGGED_TO] = previous
+
+
+@contextmanager
+def kept(run_dir: str | os.PathLike) -> Iterator[Path]:
+    """A trainer's own log for a run trained by hand (``python -m models.train``, not through the
+    workflow's wrapper): inside the block, what Python prints still reaches the terminal and is
+    appended to the run's training log too, after an attempt header, so that the finished run is
+    complete. Output already going to the log (``LOGGED_TO``) is left as it is."""
+    path = training_log(run_dir)
+    if os.environ.get(LOGGED_TO) == os.path.abspath(path):
+        yield path
+        return
+    log = os.fdopen(open_for_attempt(run_dir), "w", encoding="utf-8", errors="replace", buffering=1)
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = (_Both(stream, log) for stream in streams)
+    try:
+        yield path
+    finally:
+        sys.stdout, sys.stderr = streams
+        log.close()
+
+
+class _Both:
+    """A text stream that writes to ``first`` (the terminal, whose other attributes it has) and to ``second``."""
+
+    def __init__(self, first, second):
+        self._first, self._second = first, second
+
+    def write(self, text: str) -> int:
+        self._second.write(text)
+        return self._first.write(text)
+
+    def flush(self) -> None:
+        self._second.flush()
+        self._first.flush()
+
+    def __getattr__(self, name):
+        return getattr(self._first, name)
 
 
 @main_guard
@@ -82,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if shutil.which(command[0]) is None:  # said here, in the job's log, not in the run's
         raise ConfigError(f"{command[0]}: no such program; the training log {training_log(args.run)} is unchanged")
     print(f"training log (every attempt's output, appended): {os.path.abspath(training_log(args.run))}", flush=True)
+    os.environ[LOGGED_TO] = os.path.abspath(training_log(args.run))
     fd = open_for_attempt(args.run)
     sys.stderr.flush()
     os.dup2(fd, 1)

@@ -26,6 +26,7 @@ from mixbench.cli import add_run_arguments, main_guard
 from mixbench.errors import ConfigError
 from mixbench.io import remove_stale_temporaries, write_json
 from mixbench.provenance import provenance
+from mixbench import training_log
 from mixbench.runlock import RunLock
 from models.run_inputs import chain_fingerprint, run_inputs
 from models.run_record import RunRecord
@@ -77,8 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = grid_config.load(*args.config)
     args.out.mkdir(parents=True, exist_ok=True)
-    with RunLock(args.out):
-        for path in remove_stale_temporaries(args.out, recursive=False):
+    with training_log.kept(args.out), RunLock(args.out):
+        for path in remove_stale_temporaries(args.out, recursive=False, locked=True):
             print(f"removed {path}, left by a write that a crash cut short", file=sys.stderr)
         record = fit(config, args.size, args.strategy, args.seed, args.out, read_upstream(args.upstream))
     print(f"{args.strategy} seed {args.seed}: fit written to {args.out} in {record.wall_seconds} s", file=sys.stderr)

@@ -32,6 +32,7 @@ from mixbench import config as cfg
 from mixbench.cli import add_run_arguments, main_guard
 from mixbench.io import atomic_dir, remove_stale_temporaries, write_json
 from mixbench.provenance import provenance
+from mixbench import training_log
 from mixbench.runlock import RunLock
 from strategies import grid_config
 from models.checkpoint import CHECKPOINTS, remove_checkpoints
@@ -124,7 +125,7 @@ def own_run_folder(out: Path):
     with RunLock(out):
         # The folders the trainer writes (not eval/: the evaluation job owns it).
         for folder in (out, out / CHECKPOINTS, out / "probes"):
-            for path in remove_stale_temporaries(folder, recursive=False):
+            for path in remove_stale_temporaries(folder, recursive=False, locked=True):
                 print(f"removed {path}, left by a write that a crash cut short", file=sys.stderr)
         yield
 
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="checkpoint and stop after this many steps (resume by running again)")
     args = parser.parse_args(argv)
     config = grid_config.load(*args.config)
-    with own_run_folder(args.out):
+    with training_log.kept(args.out), own_run_folder(args.out):
         finished = train(config, args.size, args.strategy, args.seed, args.stage, args.out,
                          read_upstream(args.upstream), args.stop_after)
         close_distributed()

@@ -176,6 +176,24 @@ def test_redirected_sends_the_process_output_to_the_run_log_and_back(tmp_path):
     assert (tmp_path / "run" / TRAINING_LOG).read_text().splitlines()[1:] == ["inside", "from a library"]
 
 
+def test_a_run_trained_by_hand_keeps_its_log_and_shows_it_on_the_terminal(tmp_path):
+    # `python -m models.train` without the workflow's wrapper: the output is also appended to the
+    # run's log (a finished run without it is incomplete); under the wrapper nothing is added twice.
+    script = ("import sys; from mixbench.training_log import kept\n"
+              "with kept(sys.argv[1]):\n    print('step 1'); print('a warning', file=sys.stderr)\n"
+              "print('after')")
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-c", script, str(run)], capture_output=True, text=True, cwd=REPO,
+                          timeout=60, env={**os.environ, "MIXBENCH_TRAINING_LOG": ""})
+    assert done.returncode == 0 and done.stdout == "step 1\nafter\n" and done.stderr == "a warning\n"
+    lines = (run / TRAINING_LOG).read_text().splitlines()
+    assert lines[0].startswith("=== attempt ") and lines[1:] == ["step 1", "a warning"]
+    wrapped = {**os.environ, "MIXBENCH_TRAINING_LOG": str((run / TRAINING_LOG).resolve())}
+    done = subprocess.run([sys.executable, "-c", script, str(run)], capture_output=True, text=True, cwd=REPO,
+                          timeout=60, env=wrapped)
+    assert done.returncode == 0 and (run / TRAINING_LOG).read_text().splitlines() == lines
+
+
 def test_an_upstream_run_without_its_training_log_is_refused(tmp_path):
     from models.upstream import read_upstream
 
@@ -242,10 +260,12 @@ def test_writer_policy_for_other_hosts_and_unrecorded_writers(tmp_path):
         os.utime(tmp_path / names["old_idle"], (hours_ago, hours_ago))
         removed = io.remove_stale_temporaries(tmp_path, unrecorded_idle_s=io.UNRECORDED_WRITER_IDLE_S)
         assert sorted(p.name for p in removed) == sorted([names["dead"], names["old_idle"]])
-        # A lock holder (no other writer in its folder) removes the unrecorded ones at once.
-        removed = io.remove_stale_temporaries(tmp_path)
+        removed = io.remove_stale_temporaries(tmp_path)  # unrecorded ones at once, recorded live ones kept
         assert [p.name for p in removed] == [names["old_fresh"]]
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted([names["live"], names["other_host"]])
+        # A run's lock holder (no other writer in its folder) removes every one, another machine's too.
+        removed = io.remove_stale_temporaries(tmp_path, locked=True)
+        assert sorted(p.name for p in removed) == sorted([names["live"], names["other_host"]])
     finally:
         sleeper.kill()
         sleeper.wait()
