@@ -85,6 +85,8 @@ PROSE_MODULES = {
     "eval.analysis.readme_results": ("tests/test_figures.py", "readme_results(["),
     "mixbench.gpus": ("tests/test_gpus.py", '"-m", "mixbench.gpus"'),
     "models.preflight": ("tests/test_preflight.py", "preflight.main("),
+    # The fit rule's entry point: the RegMix workflow runs one fit job.
+    "models.fit": ("tests/test_regmix_workflow.py", 'jobs["fit"] == 1'),
 }
 
 def shell_blocks(text: str) -> list[tuple[str, str]]:
