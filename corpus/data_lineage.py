@@ -36,7 +36,7 @@ def record_tokenizer_lineage(folder: str | Path, data_dir: str | Path | None) ->
     digest of the corpus in ``data_dir`` it was trained on, or, with ``data_dir`` None (``kind:
     pretrained`` or ``tiktoken``, which read no corpus), ``"corpus": null``: made from no corpus, it
     suits any."""
-    corpus = None if data_dir is None else file_digest(Path(data_dir) / "corpus" / CORPUS_FILE)
+    corpus = None if data_dir is None else corpus_digest(data_dir)
     write_json(Path(folder) / TOKENIZER_LINEAGE, {"corpus": corpus})
 
 

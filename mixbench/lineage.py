@@ -98,14 +98,6 @@ def _merge_pairs(merges):
     return [merge.split(" ", 1) if isinstance(merge, str) else merge for merge in merges]
 
 
-def data_digests(data_dir: str | Path) -> dict[str, str]:
-    """{"corpus", "tokenizer", "tokens"}: the digests of the data folder's built products."""
-    data_dir = Path(data_dir)
-    return {"corpus": file_digest(data_dir / "corpus" / CORPUS_FILE),
-            "tokenizer": tokenizer_digest(data_dir / "tokenizer"),
-            "tokens": file_digest(data_dir / "tokens" / TOKENS_FILE)}
-
-
 def run_digest(run_dir: str | Path) -> str:
     """A finished run's digest: its run.json's, which records its inputs."""
     return file_digest(Path(run_dir) / RUN_FILE)
