@@ -14,6 +14,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/eval.smk"
+include: "rules/landscape.smk"
 include: "rules/results.smk"
 
 

@@ -153,4 +153,5 @@ wildcard_constraints:
     stage=cfg.STAGE_PATTERN,
     seed=r"\d+",
     size="|".join(map(re.escape, SIZES)),
-    strategy="|".join(map(re.escape, GRID["strategies"])),
+    # The grid's strategies, and the landscape study's lattice (rules/landscape.smk) where it has one.
+    strategy="|".join(map(re.escape, dict.fromkeys([*GRID["strategies"], *([config["landscape"]["lattice"]] if config.get("landscape") else [])]))),

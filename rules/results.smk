@@ -61,6 +61,7 @@ rule tables:
     input:
         evals=lambda wildcards: [] if asks_for_results_only() else GRID_EVALS,
         runs=lambda wildcards: [] if asks_for_results_only() else GRID_RUNS,
+        landscape=lambda wildcards: [] if asks_for_results_only() else LANDSCAPE_SCORES,
         code=code(table_registry.REGISTRY, TABLE_NAMES, "eval.analysis.aggregate"),
     params:
         finished=finished_state,

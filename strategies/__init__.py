@@ -36,6 +36,7 @@ REGISTRY: dict[str, str] = {
     "doge": "strategies.doge:DoGE",
     "dograph": "strategies.dograph:DoGraph",
     "regmix": "strategies.regmix:RegMix",
+    "lattice": "strategies.lattice:Lattice",
 }
 
 

@@ -50,7 +50,41 @@ def grid_problems(config: dict) -> list[str]:
         said |= {(entry, p.split(": ", 1)[-1]) for p in found}
     for name in sound:
         problems += stage_problems(config, name)
-    return problems + run_problems(config, sound) + static_problems(config, sound)
+    return (problems + run_problems(config, sound) + static_problems(config, sound)
+            + landscape_problems(config, checked=config["grid"]["strategies"]))
+
+
+def landscape_problems(config: dict, checked: list[str]) -> list[str]:
+    """The landscape study's lattice entry (docs/landscape.md): a ``lattice`` strategy whose runs
+    train at the grid's final size and steps, so that its mixtures compare with the final models."""
+    if config.get("landscape") is None:
+        return []
+    from strategies.lattice import Lattice
+
+    name = config["landscape"]["lattice"]
+    if name not in checked:
+        found = strategy_problems(config, name)
+        if found:
+            return found
+        found = stage_problems(config, name) + run_problems(config, [name])
+        if found:
+            return found
+    if not issubclass(runs.strategy_class(config, name), Lattice):
+        return [f"landscape.lattice: {name!r} is strategy {runs.strategy_class(config, name).__name__}, not a lattice "
+                f"(strategies/lattice.py)"]
+    problems = []
+    if not cfg.stage_saves_model(config, name, "swarm-0"):
+        problems.append(f"strategies.{name}.stages.swarm: the study scores every lattice run's model on the test split: "
+                        f"set save_model: true")
+    for size in config["grid"]["sizes"]:
+        final = runs.cell_runs(config, size, name)["final"]
+        for stage, spec in runs.cell_runs(config, size, name).items():
+            if cfg.Stage.parse(stage).replica == 0 and spec != final:
+                problems.append(f"strategies.{name}.stages.swarm: the lattice's runs train at size {spec['size']!r} "
+                                f"for {spec['steps']} steps; the study compares them with final models of size "
+                                f"{size!r} trained for {final['steps']} steps: leave the swarm stage's size and steps "
+                                f"unset")
+    return problems
 
 
 def strategy_problems(config: dict, name: str) -> list[str]:

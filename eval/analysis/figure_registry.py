@@ -107,6 +107,14 @@ REGISTRY: dict[str, Figure] = {
         with the Spearman rank correlation per seed. Right: the mixtures the swarm trained on (grey), the
         natural distribution they are drawn around, and the mixture the fit chose for each seed (the
         mean of the top-k of the sampled candidates)."""),
+    "landscape": Figure("eval.analysis.landscape_figures:landscape", tables=("lattice", "weights", "trajectories",
+                                                                         "perplexity"), needs="landscape", caption="""
+        The landscape study's lattice: for three domains, the simplex coloured by the lattice mixtures' mean
+        test macro bits per byte (interpolated between the lattice points, drawn white), the mixtures chosen
+        on the validation split (stars, larger where more seeds chose them), each strategy's final mixture
+        (mean over seeds) and, for a strategy whose final mixture changes while it trains, its path. For
+        any other number of domains: the lattice's mixtures sorted by test loss, each strategy a line at
+        its own, labelled with its nearest lattice mixture."""),
 }
 
 

@@ -27,6 +27,7 @@ CONDITIONS: dict[str, Callable[[dict], bool]] = {
     "downstream": lambda config: bool(config["downstream"]["tasks"]),  # downstream.tasks configured
     "several sizes": lambda config: len(config["grid"]["sizes"]) > 1,
     "variants": lambda config: bool(config["grid"]["variants"]),  # grid.variants: hyperparameter sweeps
+    "landscape": lambda config: config.get("landscape") is not None,  # the landscape study (docs/landscape.md)
     # a strategy of the grid has a ``fit`` stage (RegMix's regression on its swarm)
     "fit stage": lambda config: any(Stage.parse(stage).kind == "fit" for name in config["grid"]["strategies"]
                                     for stage in strategy_stages(config, name)),

@@ -1,13 +1,15 @@
 """The README's result tables and the sentences about them, written from the result tables.
 
     python -m eval.analysis.readme_results --config config/config.yaml [--readme README.md] [--check]
+    python -m eval.analysis.readme_results --config config/landscape.yaml --readme docs/landscape.md
 
 Replaces what lies between ``<!-- results:begin -->`` and ``<!-- results:end -->`` in the README
 with the bits per byte of every strategy, its comparison with the baseline, and sentences worded
 from the Holm-adjusted p-values and t-intervals of ``comparison.csv`` (eval/analysis/stats.py): a
 difference is called better or worse only where its adjusted p is below 0.05, and otherwise the
 text says what the seeds could and could not show. ``--check`` changes nothing and exits 1 if the
-README says something else than the tables.
+README says something else than the tables. With the landscape study's config the block is its
+regret table and what it supports (eval/analysis/landscape.py), written into docs/landscape.md.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from eval.analysis.landscape import landscape_block
 from eval.analysis.partial import read_table
 from eval.analysis.stats import ALPHA, smallest_p
 from eval.analysis.tables import baseline_of, compute_table, mean_std_cells, per_seed
@@ -39,6 +42,8 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 def results_block(config: dict) -> str:
     tables = Path(config["results_dir"]) / "tables"
+    if config.get("landscape") is not None:  # the landscape study's block, for docs/landscape.md
+        return landscape_block(tables)
     grid, base = config["grid"], baseline_of(config["grid"])
     size = grid["sizes"][0]
     try:

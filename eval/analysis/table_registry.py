@@ -80,6 +80,14 @@ REGISTRY: dict[str, Table] = {
     "swarm": Table("eval.analysis.result_tables:swarm", views=False, needs="fit stage", caption="""
         Every run a fit stage fitted on: its mixture, concentration, observed target and its
         out-of-fold and in-sample predictions."""),
+    "landscape": Table("eval.analysis.landscape:landscape", needs="landscape", caption="""
+        The landscape study: each strategy's regret, its final model's test macro bits per byte minus that
+        of the lattice mixture chosen on the validation split, on the same seeds (mean, paired t 95%
+        interval, exact sign-flip p, Holm-adjusted across the strategies, the smallest regret the seeds
+        detect with 80% power), and its mean rank among the lattice's mixtures on the test split."""),
+    "lattice": Table("eval.analysis.landscape:lattice", views=False, needs="landscape", caption="""
+        Every lattice run of the landscape study: its mixture, mean held-out loss on the validation split,
+        test bits per byte per domain and their macro average, and whether it is its seed's chosen mixture."""),
 }
 
 

@@ -145,10 +145,11 @@ def lm_eval_version() -> str:
     return lm_eval.__version__
 
 
-def model_parser(module: str, doc: str, tasks_help: str) -> argparse.ArgumentParser:
-    """The arguments every evaluation command takes."""
+def model_parser(module: str, doc: str, tasks_help: str, *, one_model: bool = True) -> argparse.ArgumentParser:
+    """The arguments every evaluation command takes (``--model`` where it scores ``one_model``)."""
     p = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n")[0])
-    p.add_argument("--model", required=True, help="folder written by save_pretrained (model + tokenizer)")
+    if one_model:
+        p.add_argument("--model", required=True, help="folder written by save_pretrained (model + tokenizer)")
     p.add_argument("--tasks-dir", help=tasks_help)
     p.add_argument("--out", required=True, help="result JSON file")
     p.add_argument("--batch-size", type=int, default=16)
