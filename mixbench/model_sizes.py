@@ -20,7 +20,7 @@ class ModelSize:
 
 SIZES: dict[str, ModelSize] = {
     "test": ModelSize(n_layer=1, n_head=2, n_embd=32, n_positions=64),  # ~30k with a 512 vocab: pytest only
-    "tiny": ModelSize(n_layer=2, n_head=4, n_embd=128, n_positions=128),  # 1.46M with 8k vocab: CPU grid
+    "tiny": ModelSize(n_layer=2, n_head=4, n_embd=128, n_positions=128),  # 0.68M with the CPU grid's 2k vocab (1.46M with 8k)
     "micro": ModelSize(n_layer=2, n_head=2, n_embd=64, n_positions=128),  # 0.63M with 8k vocab: CPU grid's RegMix swarm
     "mini": ModelSize(n_layer=4, n_head=4, n_embd=256, n_positions=256),  # 5.3M with 8k vocab: CPU proxy
     "proxy-82m": ModelSize(n_layer=6, n_head=12, n_embd=768, n_positions=1024),  # 81.9M with 50k vocab: DoGE's proxy

@@ -39,7 +39,8 @@ RUN_HERE = {
 # Entry points the workflow's rules run: a hand-run `python -m MODULE ...` is the command of a rule,
 # which every workflow test runs on the test configuration.
 RULE_MODULES = ("corpus.build", "corpus.tokenizer", "corpus.tokens", "models.train", "eval.harness.tasks",
-                "eval.harness.evaluate", "eval.analysis.aggregate", "eval.analysis.figures", "eval.analysis.jobs")
+                "eval.harness.evaluate", "eval.harness.score_runs", "eval.analysis.aggregate", "eval.analysis.figures",
+                "eval.analysis.jobs")
 
 # Commands too costly to run here: pattern (a full match on the command's words) -> the file
 # that runs the same command (on the test configuration, with stand-ins, or on a fresh clone), and
@@ -54,6 +55,9 @@ COVERED = {
     r"snakemake --report \S+": ("tests/test_workflow.py", '"--report"'),
     # The two-minute grid: the README's "Add a strategy" runs a config whose base it is.
     r"snakemake --cores all --configfile config/try\.yaml": ("tests/test_add_strategy.py", "config/try.yaml"),
+    # The landscape study: the shipped config under the test configuration (a 3-point lattice).
+    r"snakemake --cores all --configfile config/landscape\.yaml": ("tests/test_landscape_workflow.py",
+                                                                    "snakemake(root, [LANDSCAPE, overlay]"),
     r"pytest tests/test_temperature\.py": ("tests/test_add_strategy.py", 'run_commands(blocks["run"]'),
     r"snakemake --cores all --configfile temperature\.yaml": ("tests/test_add_strategy.py", 'run_commands(blocks["run"]'),
     # GPUs: the profile's dry run with a pool of stand-in GPUs, and the device slots on fake GPUs.

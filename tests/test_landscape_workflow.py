@@ -1,6 +1,7 @@
 """The landscape study through the real Snakemake workflow on the fixture corpus (docs/landscape.md):
-a 3-point lattice (each domain alone) over three domains and two seeds, uniform's regret against
-it, checked against a hand computation from the runs' own files, and the ternary figure."""
+the shipped config/landscape.yaml under the test configuration, with a 3-point lattice (each
+domain alone) over three domains and two seeds, uniform's regret against it checked against a
+hand computation from the runs' own files, the ternary figure, and the docs' result block."""
 
 from __future__ import annotations
 
@@ -13,34 +14,37 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import job_counts, make_test_config, snakemake, write_config
-from strategies import grid_config
+from conftest import REPO, job_counts, make_test_config, snakemake, write_config
 
 matplotlib.use("Agg")
 
-DOMAINS = ["code", "books", "encyclopedic"]
+LANDSCAPE = REPO / "config" / "landscape.yaml"
+DOMAINS = ["code", "books", "encyclopedic"]  # the study's three domains, in the fixture corpus too
+# Over config/landscape.yaml: the test configuration (fixture corpus, `test` size, 30 steps) with
+# uniform alone, two seeds and the corners of the triangle as the lattice.
 STUDY = {
-    "corpus": {"domains": DOMAINS},
     "grid": {"strategies": ["uniform"], "seeds": [0, 1]},
-    "downstream": {"tasks": []},
-    "landscape": {"lattice": "lattice"},
-    "strategies": {"lattice": {"divisions": 1, "points": 3, "stages": {"swarm": {"pack": 3, "save_model": True}}}},
+    "strategies": {"lattice": {"divisions": 1, "points": 3, "stages": {"swarm": {"pack": 3}}}},
 }
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("landscape")
-    config = make_test_config(root, **STUDY)
-    config_file = write_config(root / "config.yaml", config)
+    overlay = write_config(root / "overlay.yaml", make_test_config(root, **STUDY, corpus={"domains": DOMAINS}))
     # The evaluations, the lattice's scores and the tables (`tables` alone would only tabulate what
     # is finished: rules/results.smk); the figure is drawn in-process below, not by the figures job.
     runs = root / "runs" / "test"
     targets = [*(str(runs / "uniform" / f"seed{s}" / "final" / "eval" / "perplexity.json") for s in (0, 1)),
                *(str(runs / "lattice" / f"seed{s}" / "packs" / "swarm-scores.json") for s in (0, 1)), "tables"]
-    done = snakemake(root, config_file, *targets)
+    done = snakemake(root, [LANDSCAPE, overlay], *targets)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return {"root": root, "config": grid_config.validate(config), "output": done.stdout + done.stderr}
+    from strategies import grid_config
+
+    config = grid_config.load(LANDSCAPE, overlay)
+    assert config["landscape"] == {"lattice": "lattice"} and config["corpus"]["domains"] == DOMAINS
+    assert config["strategies"]["lattice"]["stages"]["swarm"]["save_model"] is True  # from the shipped study
+    return {"root": root, "config": config, "files": [LANDSCAPE, overlay], "output": done.stdout + done.stderr}
 
 
 def macro_bpb(path) -> float:
@@ -120,3 +124,18 @@ def test_a_scored_run_is_skipped_until_its_run_json_changes(study, tmp_path):
     record = json.loads((copy / "run.json").read_text())
     (copy / "run.json").write_text(json.dumps({**record, "steps": record["steps"] + 1}))  # a retrained run
     assert not already_scored(copy)
+
+
+def test_the_docs_result_block_is_written_from_the_tables(study, tmp_path):
+    from eval.analysis.readme_results import BEGIN, END
+    from eval.analysis.readme_results import main as readme_results
+
+    doc = tmp_path / "landscape.md"
+    doc.write_text(f"before\n{BEGIN}\n{END}\n")
+    files = [str(f) for f in study["files"]]  # the study's config files, merged in order
+    assert readme_results(["--config", *files, "--readme", str(doc)]) == 0
+    text = doc.read_text()
+    regret = pd.read_csv(study["root"] / "results" / "tables" / "landscape.csv").set_index("strategy")
+    assert f"| uniform | {regret.at['uniform', 'strategy_mean']:.4f} | {regret.at['uniform', 'regret']:+.4f} [" in text
+    assert "No regret is significant after Holm, and with 2 seeds none could be." in text
+    assert readme_results(["--config", *files, "--readme", str(doc), "--check"]) == 0

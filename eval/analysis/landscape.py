@@ -70,18 +70,20 @@ def lattice_runs(config: dict, seeds: list[int] | None = None) -> pd.DataFrame:
         return pd.DataFrame(columns=LATTICE_COLUMNS)
     frame["chosen"] = False
     for _, group in frame.groupby(["size", "seed"], sort=False):
-        frame.loc[group["val_macro_loss"].idxmin(), "chosen"] = True  # idxmin: the first on a tie
+        if len(group) == len(stages):  # a seed's choice only once its whole lattice is scored
+            frame.loc[group["val_macro_loss"].idxmin(), "chosen"] = True  # idxmin: the first on a tie
     return frame
 
 
 def regret_rows(lattice: pd.DataFrame, macro: pd.DataFrame, strategies: list[str]) -> list[dict]:
     """Per size and strategy, the paired regret over the seeds where both the strategy and a
     complete lattice exist. ``macro``: index (size, strategy, seed), column ``macro avg`` (test
-    bits per byte); ``lattice``: ``lattice_runs``' rows (only complete seeds are used)."""
+    bits per byte); ``lattice``: ``lattice_runs``' rows (a seed counts once it has a chosen
+    mixture, which ``lattice_runs`` marks only on a complete lattice)."""
     rows, macro = [], macro.sort_index()
     for size, runs in lattice.groupby("size", sort=False):
-        complete = runs.groupby("seed")["point"].count()
-        seeds_done = complete.index[complete == runs["point"].nunique()]
+        seeds_done = sorted(set(runs.loc[runs["chosen"], "seed"]))  # lattice_runs chooses on complete seeds only
+        runs = runs[runs["seed"].isin(seeds_done)]
         chosen = runs[runs["chosen"]].set_index("seed")["test_macro"]
         spread = runs.groupby("point")["test_macro"].mean()
         rivals = [s for s in strategies if (size, s) in macro.index.droplevel("seed")]
