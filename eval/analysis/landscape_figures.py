@@ -65,6 +65,8 @@ def ternary(ax, figures, lattice: pd.DataFrame, size: str) -> None:
     for (cx_, cy_), domain, align in zip([(0, 0), (1, 0), (0.5, np.sqrt(3) / 2)], domains,
                                          [("right", "top"), ("left", "top"), ("center", "bottom")]):
         ax.text(cx_, cy_, f" {domain} ", ha=align[0], va=align[1], fontsize=9)
+    ax.set_xlim(-0.15, 1.15)  # room for the corners' labels
+    ax.set_ylim(-0.08, np.sqrt(3) / 2 + 0.08)
     ax.set_aspect("equal")
     ax.set_axis_off()
     ax.legend(loc="upper left", fontsize=7, frameon=False, bbox_to_anchor=(-0.05, 1.0))
@@ -102,5 +104,6 @@ def landscape(figures):
             ternary(ax, figures, rows, size)
         else:
             sorted_profile(ax, figures, rows, size)
-        ax.set_title(f"{size}: the lattice's mean test {PRIMARY.label} and each strategy's final mixture", fontsize=9)
+        ax.set_title(f"{size}: the lattice's mean test {PRIMARY.label} and each strategy's final mixture", fontsize=9,
+                     pad=14)
     return fig
