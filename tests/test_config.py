@@ -271,7 +271,7 @@ def test_a_base_file_is_layered_under_the_file_that_names_it(tmp_path):
     child = write_yaml(tmp_path / "child.yaml", {"base": "config/config.yaml", "training": {"steps": 77},
                                                   "grid": {"strategies": ["uniform"]}})
     config = grid_config.load(child)
-    assert config["training"]["steps"] == 77 and config["training"]["warmup_steps"] == 30  # the rest: config.yaml's
+    assert config["training"]["steps"] == 77 and config["training"]["warmup_steps"] == 20  # the rest: config.yaml's
     assert config["grid"] == {**grid_config.load(REPO / "config" / "config.yaml")["grid"], "strategies": ["uniform"]}
     grandchild = write_yaml(tmp_path / "grandchild.yaml", {"base": child, "training": {"lr": 1e-3}})
     config = grid_config.load(grandchild)
@@ -320,9 +320,10 @@ def test_without_a_config_file_the_workflow_runs_the_default_grid_with_config_on
                             timeout=600)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-3000:]
-    # 6 strategies × 3 seeds of tiny; per seed DoReMi's reference and proxy, DoGE's proxy and
-    # RegMix's 7 swarm runs (and its fit).
-    assert re.search(r"^train\s+48$", out, flags=re.M), out[-2000:]
+    # 6 strategies × 3 seeds of tiny; per seed DoReMi's reference and proxy, DoGE's proxy (27
+    # training jobs), and RegMix's 7 swarm runs in one pack (and its fit).
+    assert re.search(r"^train\s+27$", out, flags=re.M), out[-2000:]
+    assert re.search(r"^train_pack\s+3$", out, flags=re.M), out[-2000:]
     assert re.search(r"^fit\s+3$", out, flags=re.M), out[-2000:]
     assert (tmp_path / "elsewhere" / "configs").is_dir() and not (tmp_path / "runs").exists()
 
