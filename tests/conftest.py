@@ -68,15 +68,3 @@ def built_data(tmp_path_factory) -> dict:
     tokens.build(config)
     return config
 
-
-# The end-to-end workflow modules take minutes each, the rest seconds. pytest-xdist hands out
-# whole files in collection order (`--dist loadfile`, pytest.ini): collected first, the long ones
-# start at once and the short ones fill the other workers around them, instead of one long module
-# starting last and running alone at the end.
-LONG_MODULES = ("test_paper_grid.py", "test_workflow.py", "test_regmix_workflow.py", "test_add_strategy.py",
-                "test_landscape_workflow.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: position for position, name in enumerate(LONG_MODULES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order
