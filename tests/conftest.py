@@ -67,4 +67,3 @@ def built_data(tmp_path_factory) -> dict:
     tokenizer.build(config)
     tokens.build(config)
     return config
-
