@@ -28,6 +28,7 @@ import pandas as pd
 from eval.analysis.stats import holm, paired_test, smallest_p
 from eval.analysis.tables import verdict
 from eval.metrics import PRIMARY
+from mixbench import config as cfg
 from mixbench.errors import DataError
 from mixbench.io import read_json
 from models.upstream import final_heldout_loss
@@ -41,7 +42,7 @@ def lattice_entry(config: dict) -> str:
     return config["landscape"]["lattice"]
 
 
-def lattice_runs(config: dict, seeds: list[int] | None = None) -> pd.DataFrame:
+def lattice_runs(config: dict) -> pd.DataFrame:
     """One row per finished and scored lattice run: size, seed, stage, point (its index), its
     weights (``weight/<domain>``), val macro loss (nats per token), test bits per byte per domain
     (``test/<domain>``) and their macro average, and whether it is its seed's chosen mixture."""
@@ -49,9 +50,9 @@ def lattice_runs(config: dict, seeds: list[int] | None = None) -> pd.DataFrame:
     stages = [s for s in strategy_stages(config, name) if s != "final"]
     rows = []
     for size in config["grid"]["sizes"]:
-        for seed in seeds if seeds is not None else config["grid"]["seeds"]:
+        for seed in config["grid"]["seeds"]:
             for point, stage in enumerate(stages):
-                run = Path(config["runs_dir"]) / size / name / f"seed{seed}" / stage
+                run = Path(cfg.run_dir(config, size, name, seed, stage))
                 scored = run / "eval" / "perplexity.json"
                 if not scored.is_file():
                     continue
@@ -161,38 +162,3 @@ def landscape(results) -> None:
                  "strategy's final model among the lattice's mixtures on the test split. " + regret_note(frame, lattice))
     results.write_sections("landscape", [(title, shown)])
 
-
-def landscape_block(tables: Path) -> str:
-    """The landscape study's result block for docs/landscape.md (``python -m
-    eval.analysis.readme_results --config config/landscape.yaml --readme docs/landscape.md``): the
-    regret table and what it supports, worded from landscape.csv and lattice.csv alone."""
-    from eval.analysis.partial import read_table
-    from eval.analysis.stats import ALPHA
-
-    try:
-        frame, lattice_frame = (read_table(tables / f"{name}.csv")[0] for name in ("landscape", "lattice"))
-    except FileNotFoundError as exc:
-        raise DataError(f"{exc.filename} is missing: build the tables first (snakemake --cores 1 tables)") from None
-    if frame.empty:
-        raise DataError(f"{tables / 'landscape.csv'} holds no regret yet: finish the study first")
-    shown = regret_markdown(frame).drop(columns="size")
-    lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
-    lines += ["| " + " | ".join(map(str, row)) + " |" for row in shown.itertuples(index=False)]
-    significant = frame[frame["p_holm"] < ALPHA]
-    if significant.empty:
-        verdict_text = "No regret is significant after Holm"
-        if smallest_p(int(frame["pairs"].min())) * int(frame["comparisons"].max()) >= ALPHA:
-            verdict_text += f", and with {int(frame['pairs'].min())} seeds none could be"
-        verdict_text += "."
-    else:
-        verdict_text = "Significant after Holm: " + ", ".join(
-            f"{s} (regret {r:+.3f}, adjusted p {p:.3g})"
-            for s, r, p in zip(significant["strategy"], significant["regret"], significant["p_holm"])) + "."
-    away = frame[frame["ci_low"] > 0]
-    interval_text = (" The t-intervals of " + ", ".join(away["strategy"]) + " lie above zero (regret on every "
-                     "reading that assumes normal per-seed differences)." if len(away) else
-                     " Every t-interval includes zero.")
-    best = frame.loc[frame["regret"].idxmin()]
-    ranked = (f" Lowest mean regret: {best['strategy']} ({best['regret']:+.3f}, mean rank {best['mean_rank']:.1f} "
-              f"of {int(best['points'])} lattice mixtures).")
-    return "\n\n".join([regret_note(frame, lattice_frame), "\n".join(lines), verdict_text + interval_text + ranked])

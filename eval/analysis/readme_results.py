@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from eval.analysis.landscape import landscape_block
+from eval.analysis.landscape import regret_markdown, regret_note
 from eval.analysis.partial import read_table
 from eval.analysis.stats import ALPHA, smallest_p
 from eval.analysis.tables import baseline_of, compute_table, mean_std_cells, per_seed
@@ -80,6 +80,37 @@ def results_block(config: dict) -> str:
         verdict_sentences(macro, base, n, m) + downstream_sentence(rows, base),
         *mixture_sentence(tables / "weights.csv", size),
     ])
+
+
+def landscape_block(tables: Path) -> str:
+    """The landscape study's result block for docs/landscape.md (``--config config/landscape.yaml
+    --readme docs/landscape.md``): the regret table and what it supports, worded from
+    landscape.csv and lattice.csv alone (eval/analysis/landscape.py writes them)."""
+    try:
+        frame, lattice_frame = (read_table(tables / f"{name}.csv")[0] for name in ("landscape", "lattice"))
+    except FileNotFoundError as exc:
+        raise DataError(f"{exc.filename} is missing: build the tables first (snakemake --cores 1 tables)") from None
+    if frame.empty:
+        raise DataError(f"{tables / 'landscape.csv'} holds no regret yet: finish the study first")
+    table = markdown_table(regret_markdown(frame).drop(columns="size"))
+    significant = frame[frame["p_holm"] < ALPHA]
+    if significant.empty:
+        verdict_text = "No regret is significant after Holm"
+        if smallest_p(int(frame["pairs"].min())) * int(frame["comparisons"].max()) >= ALPHA:
+            verdict_text += f", and with {int(frame['pairs'].min())} seeds none could be"
+        verdict_text += "."
+    else:
+        verdict_text = "Significant after Holm: " + ", ".join(
+            f"{s} (regret {r:+.3f}, adjusted p {p:.3g})"
+            for s, r, p in zip(significant["strategy"], significant["regret"], significant["p_holm"])) + "."
+    away = frame[frame["ci_low"] > 0]
+    interval_text = (" The t-intervals of " + ", ".join(away["strategy"]) + " lie above zero (regret on every "
+                     "reading that assumes normal per-seed differences)." if len(away) else
+                     " Every t-interval includes zero.")
+    best = frame.loc[frame["regret"].idxmin()]
+    ranked = (f" Lowest mean regret: {best['strategy']} ({best['regret']:+.3f}, mean rank {best['mean_rank']:.1f} "
+              f"of {int(best['points'])} lattice mixtures).")
+    return "\n\n".join([regret_note(frame, lattice_frame), table, verdict_text + interval_text + ranked])
 
 
 def mixture_sentence(path: Path, size: str) -> list[str]:
