@@ -192,6 +192,10 @@ class Subject:
     def one_of_each_group(self) -> dict[frozenset, float]:
         return {due: self.timed_at(members[0]) for due, members in self.groups.items()}
 
+    def close(self) -> None:
+        for log in self.loop.logs.open():
+            log.close()
+
     def timed_heldout(self) -> float | None:
         """One held-out measurement (models/heldout.py), as the loop makes it."""
         return timed(self.loop.measure_heldout, self.device) if self.loop.heldout else None
@@ -232,6 +236,8 @@ def measure(config: dict, names: list[str], size: str, rounds: int, vocab_size: 
         for r in range(rounds):  # each round starts one later: no one always follows a probe step
             for name, step in turns[r % len(turns):] + turns[: r % len(turns)]:
                 samples[name].append(step())
+        for subject in subjects.values():  # their writers (TensorBoard's flushes from a thread) stop before
+            subject.close()                # the scratch folder is removed under them
 
     raw = unwrap(reference)
     parameters = count_parameters(raw)
