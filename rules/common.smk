@@ -52,10 +52,12 @@ onstart:
     from mixbench.gpu_checks import EXPECT_GPU
     from models.preflight import expected_gpu_level, preflight
 
+    # Only where a job will read them: the published-swarm track (rules/published_swarm.smk) reads none.
+    to_run = {job.rule.name for job in workflow.dag.needrun_jobs()}
     try:
-        if not identity.built(f"{DATA}/corpus", config, "corpus"):
+        if "build_corpus" in to_run and not identity.built(f"{DATA}/corpus", config, "corpus"):
             check_source(config["corpus"])
-        if not identity.built(f"{DATA}/tokenizer", config, "tokenizer"):
+        if "train_tokenizer" in to_run and not identity.built(f"{DATA}/tokenizer", config, "tokenizer"):
             check_tokenizer_source(config["tokenizer"])
     except MixbenchError as exc:
         sys.exit(f"mixbench: {exc}")
@@ -77,7 +79,7 @@ onstart:
     os.environ[EXPECT_GPU] = expect_gpu
     # Before anything trains or evaluates: the evaluation datasets are cached, a GPU run gets its
     # GPUs, the disk holds the grid (models/preflight.py), each failure said at once with its fix.
-    if {job.rule.name for job in workflow.dag.needrun_jobs()} & {"train", "train_pack", "evaluate"}:
+    if to_run & {"train", "train_pack", "evaluate"}:
         # Runs training at once, each holding checkpoints: at most one per GPU, job slot or core.
         gpus = resources.resources.get("gpu")
         parallel = getattr(gpus, "value", gpus) if expect_gpu == "machine" else (
@@ -135,6 +137,12 @@ def fingerprint(*sections):
 
 def stages_of(strategy):
     return strategy_runs.strategy_stages(config, strategy)
+
+
+def strategy_input_files(strategy):
+    """Files the strategy's fit reads besides runs (Strategy.input_files)."""
+    cls = strategy_runs.strategy_class(config, strategy)
+    return cls.input_files({**cls.defaults, **cfg.strategy_hparams(config, strategy)})
 
 
 def run_dir(size, strategy, seed, stage):

@@ -162,6 +162,12 @@ class Strategy(ABC):
         return hparams
 
     @classmethod
+    def input_files(cls, hparams: dict[str, Any]) -> list[str]:
+        """Files a configured instance's ``fit`` stage reads besides runs (RegMix's ``swarm_files``):
+        the workflow reruns the fit when one changes."""
+        return []
+
+    @classmethod
     def replicas_for(cls, hparams: dict[str, Any]) -> dict[str, int]:
         """{fan-out stage: number of its runs} of a configured instance (its ``check_hparams``
         makes sure each count is a positive integer)."""

@@ -92,7 +92,7 @@ def test_a_swarm_whose_targets_are_all_equal_is_an_error_not_a_mixture():
     ({"swarm_runs": 4}, r"swarm_runs must be in \[5, 4096\], got 4"),
     ({"swarm_runs": 6, "folds": 2}, "folds must be >= 2 and leave >= 4 runs .* got folds 2 with swarm_runs 6"),
     ({"target": "latex"}, "target must be 'macro' .* got 'latex'"),
-    ({"regressor": "xgboost"}, "regressor must be one of lightgbm, linear, got 'xgboost'"),
+    ({"regressor": "xgboost"}, "regressor must be one of lightgbm, linear, mixing_law, log_linear, bimix, got 'xgboost'"),
     ({"top_k": 200, "candidates": 100}, "need 1 <= top_k <= candidates <= 10,000,000, got top_k 200, candidates 100"),
     ({"candidates": 10**9}, "candidates <= 10,000,000, got top_k 100, candidates 1000000000"),
     ({"min_concentration": 0.0}, "need 0.001 <= min_concentration <= max_concentration <= 1000, got 0.0, 5.0"),
