@@ -1,6 +1,7 @@
 # mixbench: compare data-mixing strategies for GPT-2 pre-training.
 #   snakemake --cores all                                  default CPU grid
 #   snakemake --cores all --configfile config/paper.yaml   GPT-2 small/medium/large grid (GPUs)
+#   snakemake --cores all --configfile config/published_swarm.yaml   regressors on RegMix's released swarm (no training)
 #   snakemake --cores 1 figures                           tables and figures from finished runs (never trains or evaluates)
 #   snakemake --report results/report.html --configfile F  HTML report of config F's grid (default grid without it)
 # Every step is also runnable by hand as `python -m <package>.<module>` (see each rule's shell).
@@ -16,6 +17,7 @@ include: "rules/train.smk"
 include: "rules/eval.smk"
 include: "rules/landscape.smk"
 include: "rules/results.smk"
+include: "rules/published_swarm.smk"
 
 
 # `snakemake --report` shows this config's tables and figures: where they are missing (another
@@ -30,9 +32,8 @@ if (REPORT := requested_report(sys.argv)) is not None:
         sys.exit(f"mixbench: {problem}")
 
 
+# A config with a `published_swarm` section is that track alone (rules/published_swarm.smk).
 rule all:
     input:
-        TABLES,
-        FIGURE_FILES,
-        JOBS_TABLES,
+        PUBLISHED_SWARM_OUTPUTS if PUBLISHED_SWARM else [TABLES, FIGURE_FILES, JOBS_TABLES],
     default_target: True

@@ -58,6 +58,9 @@ COVERED = {
     # The landscape study: the shipped config under the test configuration (a 3-point lattice).
     r"snakemake --cores all --configfile config/landscape\.yaml": ("tests/test_landscape_workflow.py",
                                                                     "snakemake(root, [LANDSCAPE, overlay]"),
+    # The published-swarm track: the shipped config, two regressors (tests/test_published_swarm.py).
+    r"snakemake --cores all --configfile config/published_swarm\.yaml": ("tests/test_published_swarm.py",
+                                                                          "snakemake(REPO, [CONFIG, overlay])"),
     r"pytest tests/test_temperature\.py": ("tests/test_add_strategy.py", 'run_commands(blocks["run"]'),
     r"snakemake --cores all --configfile temperature\.yaml": ("tests/test_add_strategy.py", 'run_commands(blocks["run"]'),
     # GPUs: the profile's dry run with a pool of stand-in GPUs, and the device slots on fake GPUs.
