@@ -1,6 +1,8 @@
 """RegMix as a strategy (strategies/regmix.py): each swarm run's mixture, the fit on the swarm's
 recorded weights and held-out losses, the final stage, and the checks before any job."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -69,6 +71,23 @@ def test_a_named_target_domain_is_fitted_alone():
     fit = regmix("fit", upstream=upstream, heldout=heldout, regressor="linear", target="books")
     assert fit.initial_weights()[1] > 0.9
     assert fit.fit_report()["runs"][3]["observed"] == pytest.approx(heldout["swarm-3"][1])
+
+
+@pytest.mark.parametrize("regressor", ["mixing_law", "log_linear", "bimix"])
+def test_every_law_fits_a_mixbench_swarm_and_finds_the_domain_it_should(regressor):
+    # books' loss falls as a power of its own weight (BiMix's law, which the exponential laws
+    # approximate): every regressor chooses mostly books for the books target.
+    upstream = swarm_of(swarm_draws="released")  # released draws: sparse mixtures, some without books
+    heldout = {name: np.array([5.0, 3.0 * max(w[1], 1e-3) ** -0.1, 5.0, 5.0]) for name, w in upstream.items()}
+    fit = regmix("fit", upstream=upstream, heldout=heldout, regressor=regressor, target="books",
+                 swarm_draws="released", candidate_draws="released", top_k=20)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        chosen = fit.initial_weights()
+    # Bimix's law has no value without books: it says how many runs it left out.
+    assert any("give domain 1 no weight" in str(w.message) for w in caught) == (regressor == "bimix")
+    assert chosen.argmax() == 1 and np.isclose(chosen.sum(), 1.0)
+    assert fit.fit_report()["regressor"] == regressor and fit.fit_report()["spearman"] > 0.5
 
 
 def test_a_swarm_run_trained_on_another_draw_or_missing_stops_the_fit():
