@@ -69,6 +69,9 @@ class DoGraph(Strategy):
                 or h["knn"] < 1:  # knn 0: every domain its own community, pinned at 1/K by community_delta 0
             raise ConfigError("need update_every >= 1, probe_per_domain >= 2, target_per_domain >= 1, sketch_dim >= 1, "
                               "knn >= 1")
+        if h["knn"] > len(domains) - 1:  # a domain has K - 1 others to be a neighbour of
+            raise ConfigError(f"knn {h['knn']} asks for {h['knn']} neighbours of each domain, but {len(domains)} domains "
+                              f"give each at most {len(domains) - 1}: set knn <= {len(domains) - 1}")
         if h["rho"] < 0 or h["lam"] < 0 or not 0 <= h["alpha_min_factor"] < 1 or not 0 <= h["ema"] < 1:
             raise ConfigError("need lam >= 0, rho >= 0, 0 <= alpha_min_factor < 1 and 0 <= ema < 1")
         delta = h["community_delta"]

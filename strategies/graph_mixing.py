@@ -86,10 +86,12 @@ def knn_communities(mmd2: np.ndarray, k: int, seed: int) -> list[list[int]]:
     import networkx as nx
 
     n = len(mmd2)
+    if not 1 <= k <= n - 1:
+        raise ValueError(f"knn {k}: each of {n} domains has 1 to {n - 1} neighbours to keep")
     graph = nx.Graph()
     graph.add_nodes_from(range(n))
     for i in range(n):
-        order = [j for j in np.argsort(mmd2[i], kind="stable") if j != i][: min(k, n - 1)]
+        order = [j for j in np.argsort(mmd2[i], kind="stable") if j != i][:k]
         graph.add_edges_from((i, int(j)) for j in order)  # i→j or j→i: an undirected edge
     found = nx.community.louvain_communities(graph, seed=seed)
     return sorted(sorted(c) for c in found)

@@ -150,8 +150,9 @@ def test_proxy_mode_hands_on_the_average_including_the_initial_weights(built_dat
     ({"community_delta": -0.5}, "community_delta must be null"),
     ({"probe_params": "transformer.h.(0"}, r"probe_params must be a regular expression .* or null .* got 'transformer.h.\(0' \(missing \)"),
     ({"probe_params": 3}, "probe_params must be a regular expression"),
+    ({"knn": 4}, "knn 4 asks for 4 neighbours of each domain, but 4 domains give each at most 3: set knn <= 3"),
 ])
 def test_hyperparameters_the_solver_and_the_probe_take_are_checked_before_any_job(hparams, message):
     with pytest.raises(ConfigError, match=message):
-        DoGraph.check_hparams(hparams, ["a", "b", "c"])
-    DoGraph.check_hparams({"community_delta": 0.5, "probe_params": r"transformer\.h\.0\..*"}, ["a", "b", "c"])
+        DoGraph.check_hparams(hparams, ["a", "b", "c", "d"])
+    DoGraph.check_hparams({"community_delta": 0.5, "probe_params": r"transformer\.h\.0\..*"}, ["a", "b", "c", "d"])

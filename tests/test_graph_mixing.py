@@ -51,6 +51,8 @@ def test_affinity_laplacian_and_communities_on_two_clear_clusters():
 
     assert np.allclose(graph_laplacian(as_graph(affinity, list("abcdef"))), laplacian)  # the networkx graph agrees
     assert knn_communities(mmd2, k=2, seed=0) == [[0, 1, 2], [3, 4, 5]]
+    with pytest.raises(ValueError, match="knn 6: each of 6 domains has 1 to 5 neighbours"):
+        knn_communities(mmd2, k=6, seed=0)  # never clamped to what there is
 
 
 def test_utilities_inner_and_cosine():
@@ -99,7 +101,7 @@ def test_a_failing_solver_keeps_the_previous_weights_with_a_warning(monkeypatch)
 
     context = StrategyContext(name="dograph", domains=("a", "b", "c"), train_tokens=np.ones(3), stage="final",
                               total_steps=100, seed=0, vocab_size=8)
-    strategy = get_strategy_class("dograph")(context)
+    strategy = get_strategy_class("dograph")(context, knn=2)  # at most K - 1 neighbours
     previous = strategy.alpha.copy()
 
     def broken(*args, **kwargs):
@@ -117,4 +119,4 @@ def test_lambda_zero_is_warned_about():
     from strategies import get_strategy_class
 
     with pytest.warns(UserWarning, match="vertex"):
-        get_strategy_class("dograph").check_hparams({"lam": 0.0}, ["a", "b"])
+        get_strategy_class("dograph").check_hparams({"lam": 0.0, "knn": 1}, ["a", "b"])
