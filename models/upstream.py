@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from corpus.budget import planned_tokens
 from corpus.tokens import TokenStore, uncapped_train_tokens
 from mixbench.config import Run
 from mixbench.errors import ConfigError, DataError
@@ -87,6 +88,8 @@ def strategy_context(config: dict, run: Run, total_steps: int, upstream: dict[st
         name=run.strategy, domains=tuple(domains), train_tokens=uncapped_train_tokens(data_dir, domains),
         stage=str(run.stage), total_steps=total_steps, seed=run.seed, vocab_size=store.vocab_size,
         warmup_steps=config["training"]["warmup_steps"], replica=run.stage.replica,
+        available_tokens=store.token_counts().astype(np.float64),
+        planned_tokens=planned_tokens(total_steps, config["training"]["batch_size"], config["training"]["seq_len"]),
         upstream_weights={s: np.asarray(read_json(d / "weights.json")["final_weights"]) for s, d in upstream.items()},
         upstream_heldout={s: final_heldout_loss(d, domains) for s, d in upstream.items()} if heldout else {},
     )

@@ -37,6 +37,7 @@ REGISTRY: dict[str, str] = {
     "dograph": "strategies.dograph:DoGraph",
     "regmix": "strategies.regmix:RegMix",
     "lattice": "strategies.lattice:Lattice",
+    "unimax": "strategies.unimax:UniMax",
 }
 
 

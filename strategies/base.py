@@ -60,6 +60,10 @@ class StrategyContext:
     upstream_heldout: dict[str, np.ndarray] = field(default_factory=dict)
     warmup_steps: int = 0
     replica: int | None = None  # which run of a fan-out stage this is (swarm-3: 3); None elsewhere
+    # The train split's tokens per domain as tokenized (after the cap): what a run's epochs are
+    # counted against (corpus/budget.py); and the tokens the run trains on, steps × batch × seq_len.
+    available_tokens: np.ndarray | None = None
+    planned_tokens: int = 0
 
 
 @dataclass
