@@ -9,10 +9,6 @@ LANDSCAPE = config.get("landscape")
 LATTICE = LANDSCAPE["lattice"] if LANDSCAPE else None
 
 
-def lattice_stages():
-    return [s for s in strategy_runs.strategy_stages(config, LATTICE) if cfg.Stage.parse(s).replica is not None]
-
-
 def lattice_scores(size, seed):
     return f"{RUNS}/{size}/{LATTICE}/seed{seed}/packs/swarm-scores.json"
 
@@ -30,7 +26,8 @@ if LANDSCAPE:
         output:
             lattice_scores("{size}", "{seed}"),
         params:
-            runs=lambda w: [run_dir(w.size, LATTICE, w.seed, stage) for stage in lattice_stages()],
+            runs=lambda w: [folder for size, seed, *_, folder in strategy_runs.landscape_runs(config)
+                            if size == w.size and str(seed) == w.seed],
             fingerprint=fingerprint("evaluation"),
             tasks=f"{DATA}/lm_eval_tasks",
         threads: config["training"]["threads"]

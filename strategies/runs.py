@@ -72,6 +72,23 @@ def grid_runs(config: dict) -> dict[tuple[str, str, str], dict]:
     return runs
 
 
+def lattice_stages(config: dict, name: str) -> list[str]:
+    """The runs of entry ``name``'s swarm, swarm-0 … swarm-{P-1}: one per lattice point, in order."""
+    return [stage for stage in strategy_stages(config, name) if cfg.Stage.parse(stage).replica is not None]
+
+
+def landscape_runs(config: dict) -> list[tuple[str, int, int, str, str]]:
+    """(size, seed, point, stage, folder) of every run of the landscape study's lattice (the
+    swarm of the ``landscape.lattice`` entry, at each final size and seed), in that order; [] in a
+    grid without the study. What the scoring rule, the finished-file check and the tables read."""
+    if config.get("landscape") is None:
+        return []
+    name = config["landscape"]["lattice"]
+    return [(size, seed, point, stage, cfg.run_dir(config, size, name, seed, stage))
+            for size in config["grid"]["sizes"] for seed in config["grid"]["seeds"]
+            for point, stage in enumerate(lattice_stages(config, name))]
+
+
 def grid_run_resources(config: dict) -> dict[tuple[str, str, str], cfg.RunResources]:
     """{(strategy, stage, size): resources} of every run the grid trains, a fan-out stage's runs as
     their first (they share their resources)."""

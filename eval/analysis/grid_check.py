@@ -29,7 +29,7 @@ from mixbench.io import read_json
 from mixbench.lineage import RUN_FILE, TRAINING_LOG, run_digest
 from models.run_inputs import chain_fingerprint, data_inputs
 from models.run_record import RunRecord
-from strategies.runs import cell_runs, run_chain
+from strategies.runs import cell_runs, landscape_runs, run_chain
 
 Cell = tuple[str, str, int]  # (final size, strategy, seed)
 
@@ -87,14 +87,9 @@ def finished_files(config: dict) -> list[Path]:
             runs[Path(cfg.run_dir(config, spec["size"], strategy, seed, stage))] = None
         final = Path(cfg.run_dir(config, size, strategy, seed, "final"))
         files += [final / "eval" / name for name in evaluation_files(config)]
-    if config.get("landscape") is not None:  # the lattice's runs and their scores (rules/landscape.smk)
-        name = config["landscape"]["lattice"]
-        for size in config["grid"]["sizes"]:
-            for seed in config["grid"]["seeds"]:
-                for stage in cell_runs(config, size, name):
-                    folder = Path(cfg.run_dir(config, size, name, seed, stage))
-                    runs[folder] = None
-                    files.append(folder / "eval" / "perplexity.json")
+    for *_, folder in landscape_runs(config):  # the lattice's runs and their scores (rules/landscape.smk)
+        runs[Path(folder)] = None
+        files.append(Path(folder) / "eval" / "perplexity.json")
     files = [path for folder in runs for path in (folder / RUN_FILE, folder / TRAINING_LOG)] + files
     return [path for path in files if path.is_file()]
 

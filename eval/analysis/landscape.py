@@ -28,11 +28,10 @@ import pandas as pd
 from eval.analysis.stats import holm, paired_test, smallest_p
 from eval.analysis.tables import verdict
 from eval.metrics import PRIMARY
-from mixbench import config as cfg
 from mixbench.errors import DataError
 from mixbench.io import read_json
 from models.upstream import final_heldout_loss
-from strategies.runs import strategy_stages
+from strategies.runs import landscape_runs, lattice_stages
 
 LATTICE_COLUMNS = ["size", "seed", "stage", "point", "val_macro_loss", "test_macro", "chosen"]
 
@@ -46,26 +45,24 @@ def lattice_runs(config: dict) -> pd.DataFrame:
     """One row per finished and scored lattice run: size, seed, stage, point (its index), its
     weights (``weight/<domain>``), val macro loss (nats per token), test bits per byte per domain
     (``test/<domain>``) and their macro average, and whether it is its seed's chosen mixture."""
-    name, domains = lattice_entry(config), config["corpus"]["domains"]
-    stages = [s for s in strategy_stages(config, name) if s != "final"]
+    domains = config["corpus"]["domains"]
+    stages = lattice_stages(config, lattice_entry(config))
     rows = []
-    for size in config["grid"]["sizes"]:
-        for seed in config["grid"]["seeds"]:
-            for point, stage in enumerate(stages):
-                run = Path(cfg.run_dir(config, size, name, seed, stage))
-                scored = run / "eval" / "perplexity.json"
-                if not scored.is_file():
-                    continue
-                tasks = read_json(scored)["tasks"]
-                missing = [d for d in domains if d not in tasks]
-                if missing:
-                    raise DataError(f"{scored} has no result for domain(s) {missing}; rescore it (delete the file)")
-                test = [tasks[d][PRIMARY.name] for d in domains]
-                mixture = read_json(run / "weights.json")["final_weights"]
-                rows.append({"size": size, "seed": seed, "stage": stage, "point": point,
-                             **{f"weight/{d}": w for d, w in zip(domains, mixture)},
-                             "val_macro_loss": float(np.mean(final_heldout_loss(run, domains))),
-                             **{f"test/{d}": v for d, v in zip(domains, test)}, "test_macro": float(np.mean(test))})
+    for size, seed, point, stage, folder in landscape_runs(config):
+        run = Path(folder)
+        scored = run / "eval" / "perplexity.json"
+        if not scored.is_file():
+            continue
+        tasks = read_json(scored)["tasks"]
+        missing = [d for d in domains if d not in tasks]
+        if missing:
+            raise DataError(f"{scored} has no result for domain(s) {missing}; rescore it (delete the file)")
+        test = [tasks[d][PRIMARY.name] for d in domains]
+        mixture = read_json(run / "weights.json")["final_weights"]
+        rows.append({"size": size, "seed": seed, "stage": stage, "point": point,
+                     **{f"weight/{d}": w for d, w in zip(domains, mixture)},
+                     "val_macro_loss": float(np.mean(final_heldout_loss(run, domains))),
+                     **{f"test/{d}": v for d, v in zip(domains, test)}, "test_macro": float(np.mean(test))})
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=LATTICE_COLUMNS)
