@@ -38,6 +38,7 @@ REGISTRY: dict[str, str] = {
     "regmix": "strategies.regmix:RegMix",
     "lattice": "strategies.lattice:Lattice",
     "unimax": "strategies.unimax:UniMax",
+    "odm": "strategies.odm:ODM",
 }
 
 

@@ -21,6 +21,7 @@ CASES = {  # strategy: (stage, stop after this step)
     "doremi": ("proxy", 5),
     "doge": ("proxy", 5),
     "dograph": ("final", 15),  # between its updates at steps 10 and 20: the solver restarts in between
+    "odm": ("final", 13),  # updating every step after its 5 warmup steps: its bandit's state resumes
 }
 
 
@@ -33,7 +34,8 @@ def resume_config(built_data):
         stages={"reference": {"steps": 6}, "proxy": {"steps": 10}},
         strategies={"static": {"weights": {d: (i + 1) / 21 for i, d in enumerate(domains)}},
                     "dograph": {"update_every": 10, "probe_per_domain": 4, "target_per_domain": 2,
-                                "sketch_dim": 128}}))
+                                "sketch_dim": 128},
+                    "odm": {"warmup_steps": 5}}))
 
 
 @pytest.fixture(scope="module")
