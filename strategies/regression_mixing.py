@@ -97,14 +97,13 @@ def check_natural(natural: np.ndarray, min_concentration: float, max_concentrati
 
 
 def dirichlet_mixtures(natural: np.ndarray, count: int, *, seed: int | np.random.SeedSequence,
-                       min_concentration: float = 0.1, max_concentration: float = 5.0,
-                       draws: str = "continuous") -> tuple[np.ndarray, np.ndarray]:
+                       min_concentration: float = 0.1, max_concentration: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
     """``count`` mixtures (count, K) and the concentration each was drawn with (count,), from one
     stream: a sample of candidates, whose size is fixed."""
     natural = check_natural(natural, min_concentration, max_concentration)
     rng = np.random.default_rng(seed)
-    draws = [dirichlet_draw(natural, rng, min_concentration=min_concentration, max_concentration=max_concentration,
-                            draws=draws) for _ in range(count)]
+    draws = [dirichlet_draw(natural, rng, min_concentration=min_concentration, max_concentration=max_concentration)
+             for _ in range(count)]
     if not draws:
         return np.empty((0, len(natural))), np.empty(0)
     return np.stack([w for w, _ in draws]), np.array([c for _, c in draws])

@@ -101,21 +101,18 @@ class MixtureRegressor:
     def _fit_lightgbm(self, mixtures, losses, held_out) -> None:
         import lightgbm
 
+        early = {}
         if self.settings == "released":
             # The notebook's metrics (l1 and l2): early stopping stops when either stops improving.
-            self.model = lightgbm.LGBMRegressor(n_estimators=1000, learning_rate=0.01, random_state=self.seed,
-                                                metric=["l1", "l2"], deterministic=True, force_row_wise=True,
-                                                n_jobs=1, verbose=-1)
-            if held_out is None:
-                self.model.fit(mixtures, losses)
-            else:  # the notebook stops on the held-out runs' l2 after 3 rounds without a gain
-                self.model.fit(mixtures, losses, eval_X=(held_out[0],), eval_y=(held_out[1],), eval_metric="l2",
-                               callbacks=[lightgbm.early_stopping(stopping_rounds=3, verbose=False)])
-            return
-        self.model = lightgbm.LGBMRegressor(
-            n_estimators=1000, learning_rate=0.01, min_child_samples=max(2, len(losses) // 16), min_data_in_bin=1,
-            num_leaves=31, random_state=self.seed, deterministic=True, force_row_wise=True, n_jobs=1, verbose=-1)
-        self.model.fit(mixtures, losses)
+            own = {"metric": ["l1", "l2"]}
+            if held_out is not None:  # the notebook stops on the held-out runs' l2 after 3 rounds without a gain
+                early = {"eval_X": (held_out[0],), "eval_y": (held_out[1],), "eval_metric": "l2",
+                         "callbacks": [lightgbm.early_stopping(stopping_rounds=3, verbose=False)]}
+        else:
+            own = {"min_child_samples": max(2, len(losses) // 16), "min_data_in_bin": 1, "num_leaves": 31}
+        self.model = lightgbm.LGBMRegressor(n_estimators=1000, learning_rate=0.01, random_state=self.seed,
+                                            deterministic=True, force_row_wise=True, n_jobs=1, verbose=-1, **own)
+        self.model.fit(mixtures, losses, **early)
 
     def _fit_linear(self, mixtures, losses, held_out) -> None:
         self.model, *_ = np.linalg.lstsq(np.column_stack([mixtures, np.ones(len(mixtures))]), losses, rcond=None)

@@ -54,8 +54,10 @@ def ranks(values: np.ndarray) -> np.ndarray:
 
 
 def spearman(predicted: np.ndarray, observed: np.ndarray) -> float:
-    """Pearson correlation of the ranks (ties averaged): defined for infinite predictions too."""
-    return float(np.corrcoef(ranks(predicted), ranks(observed))[0, 1])
+    """scipy's Spearman ρ (ranks with ties averaged, so +inf predictions rank last together)."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(predicted, observed).statistic)
 
 
 def ranking_accuracy(predicted: np.ndarray, observed: np.ndarray) -> float:
