@@ -72,7 +72,8 @@ from models.run_inputs import data_inputs
 from models.run_record import RunRecord
 from models.step import model_token_loss, to_device
 from models.throughput import mfu, model_flops_per_token
-from strategies import get_strategy_class, grid_config
+from strategies import grid_config
+from strategies import runs as strategy_runs
 
 
 def minimal_step(model, optimizer, micro_batches: list[torch.Tensor], vocab_size: int, bf16: bool,
@@ -166,8 +167,8 @@ class Subject:
 
     def __init__(self, config: dict, strategy_name: str, size: str, setup: Setup, scratch: Path,
                  stage: str | None = None):
-        cls = get_strategy_class(cfg.strategy_class_name(config, strategy_name))
-        stages = cls.stages_for({**cls.defaults, **cfg.strategy_hparams(config, strategy_name)})
+        stages = strategy_runs.strategy_class(config, strategy_name).stages_for(
+            strategy_runs.configured_hparams(config, strategy_name))
         # Where a strategy computes its signals, unless ``stage`` names another (a swarm run: swarm-0).
         self.stage = stage or ("proxy" if "proxy" in stages else "final")
         scratch = scratch / strategy_name

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer
 
-from corpus.budget import planned_tokens, repetition_warning
+from corpus.budget import repetition_warning
 from corpus.sampler import DomainSampler
 from corpus.tokens import TokenStore
 from mixbench import config as cfg
@@ -117,8 +117,9 @@ def build_run(config: dict, run: cfg.Run, *, out: Path, upstream: dict[str, Path
     inputs = run_inputs(config, fingerprint, upstream)
     strategy = build_strategy(config, run, steps, upstream, vocab_size=options.vocab_size)
     if placement.rank == 0:
-        warn_data_budget(strategy, run.strategy, run.label(),
-                         planned_tokens(steps, training["batch_size"], training["seq_len"]), store.token_counts())
+        # The budget and the counts the strategy was given (models/upstream.py: strategy_context).
+        warn_data_budget(strategy, run.strategy, run.label(), strategy.context.planned_tokens,
+                         strategy.context.available_tokens)
     tokenizer = AutoTokenizer.from_pretrained(data_dir / "tokenizer")
     torch.manual_seed(run.seed)  # same initial model for every strategy at a given seed
     model = new_model(run.size, options.vocab_size or store.vocab_size, training, placement.device,

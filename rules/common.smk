@@ -139,12 +139,6 @@ def stages_of(strategy):
     return strategy_runs.strategy_stages(config, strategy)
 
 
-def strategy_input_files(strategy):
-    """Files the strategy's fit reads besides runs (Strategy.input_files)."""
-    cls = strategy_runs.strategy_class(config, strategy)
-    return cls.input_files({**cls.defaults, **cfg.strategy_hparams(config, strategy)})
-
-
 def run_dir(size, strategy, seed, stage):
     """A run's folder; ``size`` is the run's own size (a shared proxy's, not its final's)."""
     return cfg.run_dir(config, size, strategy, seed, stage)

@@ -279,7 +279,7 @@ rule fit:
     input:
         tokens=rules.tokenize_corpus.output,
         upstream=upstream_runs,
-        files=lambda wildcards: strategy_input_files(wildcards.strategy),  # a swarm read from files
+        files=lambda wildcards: strategy_runs.strategy_input_files(config, wildcards.strategy),  # a swarm read from files
     output:
         f"{RUNS}/{{size}}/{{strategy}}/seed{{seed}}/fit/run.json",
     params:

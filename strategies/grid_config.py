@@ -220,7 +220,7 @@ def static_runs(config: dict, name: str) -> list[tuple[str, int, str]]:
     (``Strategy.static_reason``), at any final size of the grid, whatever ``allow_static`` says. A
     run no longer than the warmup is left to run_problems."""
     cls = runs.strategy_class(config, name)
-    hparams = {**cls.defaults, **cfg.strategy_hparams(config, name)}
+    hparams = runs.configured_hparams(config, name)
     warmup, domains = config["training"]["warmup_steps"], list(config["corpus"]["domains"])
     found = []
     for size in config["grid"]["sizes"]:
@@ -261,5 +261,5 @@ def static_allowed(config: dict, name: str, stage: str) -> bool | None:
     strategy run settings that never change its mixture and the run depends on that setting (it is
     in the run's fingerprint: ``Strategy.stage_hparams``); None otherwise."""
     cls = runs.strategy_class(config, name)
-    hparams = cls.stage_hparams(stage, {**cls.defaults, **cfg.strategy_hparams(config, name)})
+    hparams = cls.stage_hparams(stage, runs.configured_hparams(config, name))
     return True if hparams.get(ALLOW_STATIC) and static_runs(config, name) else None

@@ -19,11 +19,21 @@ def strategy_class(config: dict, name: str) -> type[Strategy]:
     return get_strategy_class(cfg.strategy_class_name(config, name))
 
 
+def configured_hparams(config: dict, name: str) -> dict:
+    """A grid strategy's hyperparameters, its class's defaults filled in."""
+    return {**strategy_class(config, name).defaults, **cfg.strategy_hparams(config, name)}
+
+
+def strategy_input_files(config: dict, name: str) -> list[str]:
+    """Files the strategy's fit reads besides runs (``Strategy.input_files``: RegMix's swarm_files)."""
+    return strategy_class(config, name).input_files(configured_hparams(config, name))
+
+
 def strategy_stages(config: dict, name: str) -> tuple[str, ...]:
     """The runs a configured strategy makes per seed, in order, from its class's declaration
     (torch-free): its stages, each fan-out stage as its N runs ``swarm-0 … swarm-{N-1}``."""
     cls = strategy_class(config, name)
-    hparams = {**cls.defaults, **cfg.strategy_hparams(config, name)}
+    hparams = configured_hparams(config, name)
     replicas = cls.replicas_for(hparams)
     return tuple(str(replace(cfg.Stage.parse(stage), replica=index)) if stage in replicas else stage
                  for stage in cls.stages_for(hparams) for index in range(replicas.get(stage, 1)))
@@ -108,6 +118,6 @@ def run_fingerprint(config: dict, strategy: str, chain: dict[str, dict]) -> str:
     # The hyperparameters with their defaults: writing a default out changes no run.
     cls = strategy_class(config, strategy)
     *_, (stage, own) = chain.items()
-    hparams = cls.stage_hparams(stage, {**cls.defaults, **cfg.strategy_hparams(config, strategy)})
+    hparams = cls.stage_hparams(stage, configured_hparams(config, strategy))
     entry = {"strategy": cls.__name__, **hparams}
     return cfg.fingerprint([corpus, tokenizer, {**training, "steps": own["steps"]}, chain, entry])
