@@ -143,8 +143,12 @@ def predicted_best(regressor: MixtureRegressor, natural: np.ndarray, *, candidat
         raise ValueError(f"need 1 <= top_k <= candidates, got top_k={top_k}, candidates={candidates}")
     pool = candidate_mixtures(natural, candidates, seed=seed, draws=draws, min_concentration=min_concentration,
                               max_concentration=max_concentration)
-    best = np.argsort(regressor.predict(pool), kind="stable")[:top_k]
-    return pool[best].mean(axis=0)
+    return mean_of_best(pool, regressor.predict(pool), top_k)
+
+
+def mean_of_best(pool: np.ndarray, predicted: np.ndarray, top_k: int) -> np.ndarray:
+    """The mean of the ``top_k`` mixtures of ``pool`` with the lowest predicted loss (the first on a tie)."""
+    return pool[np.argsort(predicted, kind="stable")[:top_k]].mean(axis=0)
 
 
 def kfold_rank_correlation(mixtures: np.ndarray, losses: np.ndarray, *, kind: str, folds: int,

@@ -39,7 +39,7 @@ from mixbench.io import write_text
 from mixbench.cli import add_config_argument, main_guard
 from mixbench.errors import ConfigError
 from strategies import grid_config
-from strategies.regression_mixing import candidate_mixtures
+from strategies.regression_mixing import candidate_mixtures, mean_of_best
 from strategies.regressors import MixtureRegressor
 from strategies.swarm_files import SwarmRuns, read_swarm
 
@@ -94,7 +94,7 @@ class Track:
     def target(self, runs: SwarmRuns, target: str) -> np.ndarray:
         return runs.losses.mean(axis=1) if target == MACRO else runs.loss_of(target)
 
-    def regressors(self, kind: str, target: str) -> list[tuple[MixtureRegressor, np.ndarray]]:
+    def regressors(self, kind: str, target: str) -> list[MixtureRegressor]:
         """The fitted regressor(s) whose mean prediction is the target's; bimix's macro is one per domain."""
         per_domain = kind == "bimix" and target == MACRO
         fitted = []
@@ -116,7 +116,7 @@ class Track:
         observed = self.target(self.heldout, target)
         predicted = self.predict(fitted, self.heldout.mixtures)
         pool_loss = self.predict(fitted, self.pool)
-        chosen = self.pool[np.argsort(pool_loss, kind="stable")[: self.settings["top_k"]]].mean(axis=0)
+        chosen = mean_of_best(self.pool, pool_loss, self.settings["top_k"])
         best = int(np.argmin(observed))
         return {"regressor": kind, "target": target, "spearman": spearman(predicted, observed),
                 "ranking_accuracy": ranking_accuracy(predicted, observed),
