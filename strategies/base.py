@@ -258,6 +258,12 @@ class Strategy(ABC):
         self._weight_steps = int(state["weight_steps"])
 
 
+def first_update_after(warmup_steps: int, every: int) -> int:
+    """The first multiple of ``every`` after ``warmup_steps``: where a strategy that updates every
+    ``every`` steps once its warmup is over first updates."""
+    return (warmup_steps // every + 1) * every
+
+
 def validate_weights(weights: Any, num_domains: int, strategy: str, step: int, atol: float = 1e-6,
                      what: str = "weights", on_simplex: bool = True) -> np.ndarray:
     """Check a weight vector is finite, non-negative, of length K and (``on_simplex``) sums to 1.

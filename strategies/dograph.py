@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from mixbench.errors import ConfigError
-from strategies.base import Strategy, check_name_pattern
+from strategies.base import Strategy, check_name_pattern, first_update_after
 from strategies.graph_mixing import (MixtureQP, as_graph, gaussian_affinity, graph_laplacian, knn_communities,
                                      mmd2_matrix, standardise, utilities)
 
@@ -90,7 +90,7 @@ class DoGraph(Strategy):
         if stage != ("proxy" if hparams["mode"] == "proxy" else "final"):
             return None
         every, first, last = hparams["update_every"], warmup_steps + 1, steps - 1
-        if (warmup_steps // every + 1) * every <= last:  # the first multiple of update_every after warmup
+        if first_update_after(warmup_steps, every) <= last:
             return None
         where = (f"no multiple of update_every {every} falls in steps {first}-{last} (after the "
                  f"{warmup_steps} warmup steps, before the last step), so it never updates and trains on "

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from mixbench.errors import ConfigError
-from strategies.base import StepStats, Strategy
+from strategies.base import StepStats, Strategy, first_update_after
 
 
 def exp3_mixture(cumulative: np.ndarray, previous_epsilon: float, epsilon: float) -> np.ndarray:
@@ -72,8 +72,7 @@ class ODM(Strategy):
                       domains: list[str]) -> str | None:
         """ODM updates after each multiple of update_every past its own warmup, before the last step."""
         every, warmup = hparams["update_every"], hparams["warmup_steps"]
-        first = (warmup // every + 1) * every
-        if first <= steps - 1:
+        if first_update_after(warmup, every) <= steps - 1:
             return None
         return (f"no multiple of update_every {every} falls after its warmup_steps {warmup} and before the last "
                 f"step {steps}, so it never updates; lower warmup_steps or update_every")
