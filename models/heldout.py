@@ -74,12 +74,13 @@ class HeldOutEvaluator:
     """Measures a model on a HeldOutSet; under DDP each rank takes every world_size-th row."""
 
     def __init__(self, heldout: HeldOutSet, *, passes: StepPasses, micro_batch_size: int, rank: int,
-                 world_size: int):
+                 world_size: int, kind: str | None = None):
         self.num_domains = len(heldout.domains)
         mine = np.arange(len(heldout.tokens)) % world_size == rank
         self.tokens = to_device(heldout.tokens[mine], passes.device)
         self.domain_ids = torch.as_tensor(heldout.domain_ids[mine], device=passes.device)
         self.passes, self.micro, self.world_size = passes, micro_batch_size, world_size
+        self.kind = kind  # the pass kind its forwards count as; None: a measurement, not counted
 
     @torch.no_grad()
     def domain_loss(self, model) -> np.ndarray:
@@ -88,7 +89,7 @@ class HeldOutEvaluator:
         model.eval()  # dropout off: the measurement draws no random numbers
         sums = torch.zeros(2, self.num_domains, dtype=torch.float64, device=self.passes.device)
         for start in range(0, len(self.tokens), self.micro):
-            loss = self.passes.token_loss(model, self.tokens[start:start + self.micro], kind=None)
+            loss = self.passes.token_loss(model, self.tokens[start:start + self.micro], kind=self.kind)
             ids = self.domain_ids[start:start + self.micro]
             sums[0].index_add_(0, ids, loss.sum(dim=1).double())
             sums[1].index_add_(0, ids, torch.full_like(ids, loss.shape[1], dtype=torch.float64))

@@ -142,7 +142,7 @@ def build_strategy(config: dict, run: cfg.Run, steps: int, upstream: dict[str, P
     """The run's strategy, with the weights of the runs before it; ``vocab_size`` the models' own
     where it is not the token files' (a benchmark's larger vocabulary)."""
     cls = get_strategy_class(cfg.strategy_class_name(config, run.strategy))
-    context = strategy_context(config, run, steps, upstream)
+    context = strategy_context(config, run, steps, upstream, heldout=cls.reads_upstream_heldout)
     if vocab_size is not None:
         context = dataclasses.replace(context, vocab_size=vocab_size)
     return cls(context, **cfg.strategy_hparams(config, run.strategy))

@@ -88,8 +88,12 @@ class Strategy(ABC):
     defaults: ClassVar[dict[str, Any]] = {}
     # Stages that run several times side by side, each with the hyperparameter that says how
     # many times: {"swarm": "swarm_runs"} makes runs swarm-0 … swarm-{N-1}, which read none of
-    # each other; every later stage reads all of them.
-    fan_out: ClassVar[dict[str, str]] = {}
+    # each other; every later stage reads all of them. None instead of a hyperparameter: the count
+    # follows from the domains, and the class overrides ``replicas_for`` (Skill-It: one run per domain).
+    fan_out: ClassVar[dict[str, str | None]] = {}
+    # True: a training run's context holds the upstream runs' final held-out losses
+    # (``StrategyContext.upstream_heldout``), as a ``fit`` stage's always does.
+    reads_upstream_heldout: ClassVar[bool] = False
 
     def __init__(self, context: StrategyContext, **hparams: Any):
         self.context = context
@@ -105,10 +109,13 @@ class Strategy(ABC):
         # The workflow names the runs of a fan-out stage swarm-0 … swarm-{N-1}: `swarm` and only
         # `swarm` fans out (mixbench/_stages.py's FAN_OUT_KINDS).
         fans_out = set(FAN_OUT_KINDS) & set(cls.stages)
-        if set(cls.fan_out) != fans_out or not set(cls.fan_out.values()) <= set(cls.defaults):
+        counted_by_domains = None in cls.fan_out.values()
+        overrides_replicas = cls.replicas_for.__func__ is not Strategy.replicas_for.__func__
+        if (set(cls.fan_out) != fans_out or not set(cls.fan_out.values()) - {None} <= set(cls.defaults)
+                or counted_by_domains != overrides_replicas):
             raise TypeError(f"{cls.__name__}: a `swarm` stage needs fan_out = {{'swarm': <hyperparameter with its "
-                            f"number of runs>}}, and only `swarm` fans out; got stages {cls.stages}, fan_out "
-                            f"{cls.fan_out}")
+                            f"number of runs>}} (or None, with replicas_for overridden), and only `swarm` fans "
+                            f"out; got stages {cls.stages}, fan_out {cls.fan_out}")
         # A strategy that can be configured never to act says how (``static_reason``) and takes the
         # hyperparameter that runs such settings anyway; one that always keeps its weights takes neither.
         says_static = cls.static_reason.__func__ is not Strategy.static_reason.__func__
@@ -172,9 +179,10 @@ class Strategy(ABC):
         return []
 
     @classmethod
-    def replicas_for(cls, hparams: dict[str, Any]) -> dict[str, int]:
+    def replicas_for(cls, hparams: dict[str, Any], domains: list[str]) -> dict[str, int]:
         """{fan-out stage: number of its runs} of a configured instance (its ``check_hparams``
-        makes sure each count is a positive integer)."""
+        makes sure each count is a positive integer). A class whose ``fan_out`` names no
+        hyperparameter (None) overrides this with the count its domains give."""
         return {stage: int(hparams[key]) for stage, key in cls.fan_out.items()}
 
     # -- the interface the loop calls -------------------------------------------------------

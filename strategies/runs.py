@@ -34,7 +34,7 @@ def strategy_stages(config: dict, name: str) -> tuple[str, ...]:
     (torch-free): its stages, each fan-out stage as its N runs ``swarm-0 … swarm-{N-1}``."""
     cls = strategy_class(config, name)
     hparams = configured_hparams(config, name)
-    replicas = cls.replicas_for(hparams)
+    replicas = cls.replicas_for(hparams, list(config["corpus"]["domains"]))
     return tuple(str(replace(cfg.Stage.parse(stage), replica=index)) if stage in replicas else stage
                  for stage in cls.stages_for(hparams) for index in range(replicas.get(stage, 1)))
 

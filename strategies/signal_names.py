@@ -9,4 +9,8 @@ SIGNALS: dict[str, str] = {
     "target_gradient": "the gradient of a held-out target batch, kept on the device (DoGE)",
     "domain_gradients": "one gradient per domain; the strategy gets their inner products (DoGE)",
     "example_gradient_features": "sketched per-example gradients of probe batches (DoGraph)",
+    "heldout_loss": "each domain's mean token loss on fixed val windows, float64 (K,), of the parameters before "
+                    "the step's update (Aioli, Skill-It)",
+    "domain_embeddings": "each domain's mean final hidden state on fixed windows, float64 (K, d_model), of the "
+                         "parameters before the step's update (Chameleon)",
 }

@@ -176,6 +176,14 @@ def test_a_fan_out_is_declared_on_the_swarm_stage_alone():
     with pytest.raises(TypeError, match="only `swarm` fans out"):
         type("ProxyFanOut", (Strategy,), {"stages": ("proxy", "final"), "fan_out": {"proxy": "runs"},
                                           "defaults": {"runs": 3}, "initial_weights": lambda self: None})
+    # A count that follows from the domains (None) goes with an override of replicas_for, and only then.
+    with pytest.raises(TypeError, match="replicas_for overridden"):
+        type("CountedByDomains", (Strategy,), {"stages": ("swarm", "final"), "fan_out": {"swarm": None},
+                                               "initial_weights": lambda self: None})
+    one_per_domain = type("OnePerDomain", (Strategy,), {
+        "stages": ("swarm", "final"), "fan_out": {"swarm": None}, "initial_weights": lambda self: None,
+        "replicas_for": classmethod(lambda cls, hparams, domains: {"swarm": len(domains)})})
+    assert one_per_domain.replicas_for({}, ["a", "b", "c"]) == {"swarm": 3}
 
 
 def test_the_fit_reads_a_run_s_loss_after_its_last_step_or_says_what_is_wrong(tmp_path):

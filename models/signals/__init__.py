@@ -37,6 +37,10 @@ REGISTRY: dict[str, str] = {
     "domain_gradients": "models.signals.domain_gradients:DomainGradients",
     # sketched per-example gradients of probe batches (DoGraph)
     "example_gradient_features": "models.signals.probe:ExampleGradientFeatures",
+    # each domain's loss on fixed val windows, counted as extra forwards (Aioli, Skill-It)
+    "heldout_loss": "models.signals.heldout_loss:HeldOutLoss",
+    # each domain's mean last hidden state on fixed windows (Chameleon)
+    "domain_embeddings": "models.signals.embeddings:DomainEmbeddings",
 }
 
 if set(REGISTRY) != set(SIGNALS):  # a declared signal nothing computes, or a provider no strategy can name
