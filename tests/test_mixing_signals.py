@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import strategies
+from eval.analysis.plan_costs import planned_passes
 from mixbench.io import read_json
 from models.train import train
 from strategies import grid_config
@@ -72,6 +73,8 @@ def test_heldout_loss_is_the_curve_of_the_previous_step_and_embeddings_are_the_l
     training = asking_config["training"]
     trained = training["steps"] * training["batch_size"] * training["seq_len"]
     assert info["token_passes"]["forward"] == trained + 2 * len(domains) * 3 * training["seq_len"]
+    # The cost plan counts the same passes before anything runs.
+    assert planned_passes(asking_config, "asks", "final", "test") == info["token_passes"]
 
 
 def test_embeddings_are_token_means_of_the_final_layer_norms_output(built_data):

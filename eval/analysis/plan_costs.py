@@ -27,6 +27,7 @@ from strategies import runs as strategy_runs
 
 FORWARD, BACKWARD = 2, 4  # FLOPs per parameter and token (Kaplan et al. 2020)
 PROBE_PER_DOMAIN, PROBE_TARGET_PER_DOMAIN = 8, 4  # models/signals/probe.py's defaults
+HELDOUT_WINDOWS = 8  # models/signals/heldout_loss.py's default, which embeddings.py shares
 
 # (up to this many parameters, optimistic MFU, conservative MFU); the last row has no limit.
 # regmix-1m (14.7M, 94.5 MFLOP per token): 7-10% is 0.73-1.05M tokens/s on one H100, around
@@ -139,6 +140,8 @@ def planned_passes(config: dict, strategy: str, stage: str, size: str) -> dict[s
                                                      + option.get("target_per_domain", PROBE_TARGET_PER_DOMAIN))
             passes["forward"] += count * probed
             passes["backward"] += count * probed
+        elif name in ("heldout_loss", "domain_embeddings"):  # forwards only, over fixed windows of each domain
+            passes["forward"] += count * len(instance.context.domains) * option.get("windows", HELDOUT_WINDOWS)
         else:
             raise ConfigError(f"the plan knows no pass count of signal {name!r} ({strategy}:{stage}): give its "
                               f"FLOP ratio with --ratio {strategy}:{cfg.Stage.parse(stage).group}=X")
