@@ -258,6 +258,8 @@ class TrainingLoop:
         self.bar = tqdm(total=self.settings.steps, initial=self.state.step, desc=self.name, unit="step",
                         disable=self.settings.rank != 0 or not sys.stderr.isatty())
         self.report_every = max(1, self.settings.steps // 20)
+        if self.heldout is not None and self.state.step == 0 and self.strategy.heldout_before_training():
+            self.measure_heldout()  # where the run starts: a later stage reads it (a resumed run has it)
         batch = self._batch() if self.state.step < self.settings.steps else None
         interrupted = False
         while self.state.step < self.settings.steps and not interrupted:

@@ -56,9 +56,8 @@ def check_upstream_data(data_dir: str | Path, upstream: dict[str, Path]) -> None
                             f"({'; '.join(changed)}); retrain it: remove {folder} and run the workflow again")
 
 
-def final_heldout_loss(run_dir: Path, domains: list[str]) -> np.ndarray:
-    """The held-out loss per domain after a run's last step: the last row of its val.csv, which
-    the loop always measures after the last step (models/heldout.py)."""
+def heldout_rows(run_dir: Path) -> list[dict]:
+    """The rows of a run's val.csv (at least one)."""
     path = run_dir / "val.csv"
     if not path.exists():
         raise DataError(f"{path} is missing: the run measured no held-out loss (training.heldout_windows: 0?)")
@@ -66,14 +65,36 @@ def final_heldout_loss(run_dir: Path, domains: list[str]) -> np.ndarray:
         rows = list(csv.DictReader(handle))
     if not rows:
         raise DataError(f"{path} has no measurement")
-    steps = RunRecord.read(run_dir / "run.json").steps
-    last = rows[-1]
-    if int(last["step"]) != steps:
-        raise DataError(f"{path}: the last measurement is at step {last['step']}, not the run's last step {steps}")
-    missing = [d for d in domains if f"val_loss/{d}" not in last]
+    return rows
+
+
+def heldout_row_loss(row: dict, domains: list[str], path: Path) -> np.ndarray:
+    missing = [d for d in domains if f"val_loss/{d}" not in row]
     if missing:
         raise DataError(f"{path} has no held-out loss for {missing}")
-    return np.array([float(last[f"val_loss/{d}"]) for d in domains])
+    return np.array([float(row[f"val_loss/{d}"]) for d in domains])
+
+
+def final_heldout_loss(run_dir: Path, domains: list[str]) -> np.ndarray:
+    """The held-out loss per domain after a run's last step: the last row of its val.csv, which
+    the loop always measures after the last step (models/heldout.py)."""
+    last = heldout_rows(run_dir)[-1]
+    steps = RunRecord.read(run_dir / "run.json").steps
+    if int(last["step"]) != steps:
+        raise DataError(f"{run_dir / 'val.csv'}: the last measurement is at step {last['step']}, not the run's last "
+                        f"step {steps}")
+    return heldout_row_loss(last, domains, run_dir / "val.csv")
+
+
+def initial_heldout_losses(upstream: dict[str, Path], domains: list[str]) -> dict[str, np.ndarray]:
+    """{stage: held-out loss per domain before the first step} of the upstream runs whose val.csv
+    starts with a step-0 row (``Strategy.heldout_before_training``)."""
+    found = {}
+    for stage, run_dir in upstream.items():
+        first = heldout_rows(run_dir)[0]
+        if int(first["step"]) == 0:
+            found[stage] = heldout_row_loss(first, domains, run_dir / "val.csv")
+    return found
 
 
 def strategy_context(config: dict, run: Run, total_steps: int, upstream: dict[str, Path], *,
@@ -92,4 +113,5 @@ def strategy_context(config: dict, run: Run, total_steps: int, upstream: dict[st
         planned_tokens=planned_tokens(total_steps, config["training"]["batch_size"], config["training"]["seq_len"]),
         upstream_weights={s: np.asarray(read_json(d / "weights.json")["final_weights"]) for s, d in upstream.items()},
         upstream_heldout={s: final_heldout_loss(d, domains) for s, d in upstream.items()} if heldout else {},
+        upstream_heldout_initial=initial_heldout_losses(upstream, domains) if heldout else {},
     )

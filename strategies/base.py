@@ -58,6 +58,10 @@ class StrategyContext:
     # stage -> held-out loss per domain after the run's last step (the last row of its val.csv),
     # shape (K,); only for a ``fit`` stage, which reads what the runs before it reached.
     upstream_heldout: dict[str, np.ndarray] = field(default_factory=dict)
+    # stage -> held-out loss per domain before the run's first step (the step-0 row of its val.csv,
+    # which a run measures where its strategy's ``heldout_before_training`` says so); filled with
+    # ``upstream_heldout``, for the upstream runs that have that row.
+    upstream_heldout_initial: dict[str, np.ndarray] = field(default_factory=dict)
     warmup_steps: int = 0
     replica: int | None = None  # which run of a fan-out stage this is (swarm-3: 3); None elsewhere
     # The train split's tokens per domain as tokenized (after the cap): what a run's epochs are
@@ -198,6 +202,11 @@ class Strategy(ABC):
         """Options for the providers of this stage's signals, by signal name (each provider's
         docstring lists what it takes)."""
         return {}
+
+    def heldout_before_training(self) -> bool:
+        """True to measure the held-out loss before the first step too (a step-0 row in val.csv),
+        for a later stage that reads where the run started (``upstream_heldout_initial``)."""
+        return False
 
     def signal_due(self, signal: str, step: int) -> bool:
         """Whether the loop computes ``signal`` at this (1-based) step; by default at every step."""
