@@ -39,6 +39,9 @@ REGISTRY: dict[str, str] = {
     "lattice": "strategies.lattice:Lattice",
     "unimax": "strategies.unimax:UniMax",
     "odm": "strategies.odm:ODM",
+    "chameleon": "strategies.chameleon:Chameleon",
+    "aioli": "strategies.aioli:Aioli",
+    "skillit": "strategies.skillit:SkillIt",
 }
 
 

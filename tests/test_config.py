@@ -47,7 +47,7 @@ def test_default_config_file_is_valid():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"grid": {"strategies": ["unifrom"]}}, "unknown strategy 'unifrom'; registered strategies: doge, dograph, doremi, lattice, natural, odm, regmix, static, uniform, unimax"),
+        ({"grid": {"strategies": ["unifrom"]}}, "unknown strategy 'unifrom'; registered strategies: aioli, chameleon, doge, dograph, doremi, lattice, natural, odm, regmix, skillit, static, uniform, unimax"),
         ({"strategies": {"uniform": {"temperature": 2.0}}}, "unknown hyperparameter(s) ['temperature']; valid: none"),
         ({"training": {"stpes": 10}}, "training.stpes: unknown field; training takes steps, batch_size,"),
         ({"training": {"steps": 0}}, "training.steps: 0 is less than the minimum of 1"),

@@ -12,6 +12,7 @@ import torch
 
 import strategies
 from eval.analysis.plan_costs import planned_passes
+from mixbench.errors import ConfigError
 from mixbench.io import read_json
 from models.train import train
 from strategies import grid_config
@@ -77,7 +78,8 @@ def test_heldout_loss_is_the_curve_of_the_previous_step_and_embeddings_are_the_l
     assert planned_passes(asking_config, "asks", "final", "test") == info["token_passes"]
 
 
-def test_embeddings_are_token_means_of_the_final_layer_norms_output(built_data):
+@pytest.mark.parametrize("layer", ["final", "middle"])
+def test_embeddings_are_token_means_of_the_hidden_states_of_the_layer_asked_for(built_data, layer):
     from pathlib import Path
 
     from corpus.tokens import TokenStore
@@ -90,7 +92,7 @@ def test_embeddings_are_token_means_of_the_final_layer_norms_output(built_data):
 
     store = TokenStore(Path(built_data["data_dir"]) / "tokens", "train")
     torch.manual_seed(3)
-    model = build_model(gpt2_config("test", store.vocab_size)).eval()
+    model = build_model(gpt2_config("tiny", store.vocab_size)).eval()  # 2 blocks: the middle is not the last
     settings = LoopSettings.from_config(dict(built_data["training"], micro_batch_size=2), steps=1)
     passes = StepPasses(model=model, seq_len=settings.seq_len, num_domains=len(store.domains),
                         device=torch.device("cpu"), bf16=False, world_size=1, num_parameters=1)
@@ -98,15 +100,18 @@ def test_embeddings_are_token_means_of_the_final_layer_norms_output(built_data):
                               domains=tuple(store.domains),
                               sources=SignalSources(data_dir=Path(built_data["data_dir"]), seed=0))
     provider = provider_class("domain_embeddings")(name="domain_embeddings", handles=handles,
-                                                   options={"split": "train", "windows": 2})
+                                                   options={"split": "train", "windows": 2, "layer": layer})
     got = provider.compute(StepContext(step=1, lr=0.0, batch=None))
     windows = HeldOutSet(store, seq_len=settings.seq_len, windows_per_domain=2)
     with torch.no_grad():
-        hidden = model(input_ids=torch.from_numpy(windows.tokens[:, :-1]), output_hidden_states=True).hidden_states[-1]
+        states = model(input_ids=torch.from_numpy(windows.tokens[:, :-1]), output_hidden_states=True).hidden_states
+    hidden = states[-1] if layer == "final" else states[len(states) // 2]  # the middle one: transformers' indexing
     expected = np.stack([hidden[windows.domain_ids == j].double().mean(dim=(0, 1)).numpy()
                          for j in range(len(store.domains))])
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert passes.token_passes["forward"] == len(windows.tokens) * settings.seq_len
+    with pytest.raises(ConfigError, match="options are split"):
+        provider_class("domain_embeddings")(name="domain_embeddings", handles=handles, options={"layer": "first"})
 
 
 def test_a_window_count_that_is_not_a_positive_integer_is_refused():

@@ -22,6 +22,8 @@ CASES = {  # strategy: (stage, stop after this step)
     "doge": ("proxy", 5),
     "dograph": ("final", 15),  # between its updates at steps 10 and 20: the solver restarts in between
     "odm": ("final", 13),  # updating every step after its 5 warmup steps: its bandit's state resumes
+    "chameleon": ("proxy", 5),  # embeds the domains at its last step: after the resume
+    "aioli": ("final", 16),  # inside its second round's LearnParams, between two held-out readings
 }
 
 
@@ -35,7 +37,8 @@ def resume_config(built_data):
         strategies={"static": {"weights": {d: (i + 1) / 21 for i, d in enumerate(domains)}},
                     "dograph": {"update_every": 10, "probe_per_domain": 4, "target_per_domain": 2,
                                 "sketch_dim": 128},
-                    "odm": {"warmup_steps": 5}}))
+                    "odm": {"warmup_steps": 5}, "chameleon": {"windows": 16},
+                    "aioli": {"update_steps": 12, "lp_rounds": 1, "lp_steps": 1, "heldout_windows": 2}}))
 
 
 @pytest.fixture(scope="module")
@@ -78,5 +81,8 @@ def test_a_resumed_run_is_bit_identical(resume_config, doremi_reference, strateg
     if strategy in ("doremi", "doge", "dograph"):
         assert len(whole) >= 2 and np.abs(np.array(whole[-1]) - 1 / 6).max() > 1e-4  # the weights did move
     assert read_json(tmp_path / "whole" / "weights.json") == read_json(tmp_path / "split" / "weights.json")
+    if strategy == "chameleon":  # the proxy sampled uniformly and hands on its leverage scores' weights
+        handed_on = read_json(tmp_path / "whole" / "weights.json")["final_weights"]
+        assert np.abs(np.array(handed_on) - 1 / 6).max() > 1e-4 and traced(tmp_path / "whole", "leverage_scores")
     if strategy == "dograph":  # its α moved, but the first step sampled the uniform start
         assert read_json(tmp_path / "whole" / "weights.json")["initial_weights"] == pytest.approx([1 / 6] * 6, abs=1e-12)

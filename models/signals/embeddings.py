@@ -1,10 +1,12 @@
 """``domain_embeddings``: one vector per domain from the model's last hidden states (Chameleon).
 
-Options: ``split`` ("val", the default, or "train") and ``windows`` per domain (default 8). The
-windows are evenly spaced through each domain's split with no randomness (models/heldout.py's
+Options: ``split`` ("val", the default, or "train"), ``windows`` per domain (default 8) and
+``layer``: "final" (the default), the output of the last layer norm, the input of the output layer;
+or "middle", the residual stream after block ⌈n_layer / 2⌉, without a layer norm (the hidden state
+``hidden_states[len(hidden_states) // 2]`` of transformers, which Chameleon's authors embed with).
+The windows are evenly spaced through each domain's split with no randomness (models/heldout.py's
 construction), so the embeddings of a run depend on its model alone. A domain's embedding is the
-mean, over every token of its windows, of the final hidden state: the output of the last layer
-norm, the input of the output layer. The windows run through the model when the step's signals are
+mean, over every token of its windows, of that hidden state. The windows run through the model when the step's signals are
 computed (after its backward, before its optimizer update: at step t, the parameters after step
 t − 1), in eval mode and without a graph; their forwards are counted as ``forward`` passes. Under
 DDP each rank embeds every window-th row and the sums are all-reduced. The strategy receives a
@@ -32,9 +34,11 @@ class DomainEmbeddings(SignalProvider):
         from corpus.tokens import TokenStore
 
         h, s = self.handles, self.handles.settings
-        split = self.options.get("split", "val")
-        if split not in ("val", "train"):
-            raise ConfigError(f"signal {self.name!r}: option split must be 'val' or 'train', got {split!r}")
+        unknown = sorted(set(self.options) - {"split", "windows", "layer"})
+        split, self.layer = self.options.get("split", "val"), self.options.get("layer", "final")
+        if unknown or split not in ("val", "train") or self.layer not in ("final", "middle"):
+            raise ConfigError(f"signal {self.name!r}: options are split ('val' or 'train'), windows and layer "
+                              f"('final' or 'middle'); got {self.options}")
         store = TokenStore(Path(h.sources.data_dir) / "tokens", split, list(h.domains))
         windows = HeldOutSet(store, seq_len=s.seq_len, windows_per_domain=windows_option(self.options, self.name))
         mine = np.arange(len(windows.tokens)) % s.world_size == s.rank
@@ -54,7 +58,7 @@ class DomainEmbeddings(SignalProvider):
             chunk, ids = self.inputs[start:start + micro], self.domain_ids[start:start + micro]
             passes.count("forward", chunk.numel())
             with torch.autocast(passes.device.type, dtype=torch.bfloat16, enabled=passes.bf16):
-                hidden = model.transformer(input_ids=chunk, use_cache=False)[0]  # after the final layer norm
+                hidden = self.hidden(model, chunk)
             sums.index_add_(0, ids, hidden.double().sum(dim=1))
             counts.index_add_(0, ids, torch.full_like(ids, chunk.shape[1], dtype=torch.float64))
         model.train(was_training)
@@ -62,3 +66,10 @@ class DomainEmbeddings(SignalProvider):
             dist.all_reduce(sums)
             dist.all_reduce(counts)
         return to_host(sums / counts[:, None])
+
+    def hidden(self, model, chunk):
+        """The hidden states the ``layer`` option names, (rows, tokens, n_embd)."""
+        if self.layer == "final":
+            return model.transformer(input_ids=chunk, use_cache=False)[0]  # after the final layer norm
+        states = model.transformer(input_ids=chunk, use_cache=False, output_hidden_states=True).hidden_states
+        return states[len(states) // 2]
