@@ -44,6 +44,7 @@ a CPU), ``peak_memory_bytes`` and their ratios to uniform; the uniform row adds
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import tempfile
@@ -70,6 +71,7 @@ from models.optim import LoopSettings, make_optimizer
 from models.run_factory import Placement, RunOptions, build_run, new_model, placed
 from models.run_inputs import data_inputs
 from models.run_record import RunRecord
+from models.runlog import HeldOutLog
 from models.step import model_token_loss, to_device
 from models.throughput import mfu, model_flops_per_token
 from strategies import grid_config
@@ -134,16 +136,23 @@ class Setup:
         return self.placement.settings(self.training, steps)
 
 
-def stand_in_upstream(stages: tuple[str, ...], stage: str, setup: Setup, domains: list[str],
+def stand_in_upstream(runs: tuple[str, ...], stage: str, setup: Setup, domains: list[str],
                       scratch: Path, data_dir: Path) -> dict[str, Path]:
-    """Every stage before ``stage`` as a finished-looking run: a random model, uniform weights, and
-    a run.json whose inputs are ``data_dir``'s (models/upstream.py checks them)."""
+    """Every run before ``stage`` as a finished-looking one: a random model (not for a run of a
+    fan-out stage, whose model nothing reads), uniform weights, a held-out loss of log V on every
+    domain at step 0 (val.csv), and a run.json whose inputs are ``data_dir``'s (models/upstream.py
+    checks them)."""
     upstream, uniform = {}, [1 / len(domains)] * len(domains)
-    for earlier in stages[: stages.index(stage)]:
-        build_model(gpt2_config(setup.size, setup.vocab_size, setup.training["dropout"])).save_pretrained(
-            scratch / earlier / "model")
+    for earlier in runs[: runs.index(stage)]:
+        if cfg.Stage.parse(earlier).replica is None:
+            build_model(gpt2_config(setup.size, setup.vocab_size, setup.training["dropout"])).save_pretrained(
+                scratch / earlier / "model")
+        (scratch / earlier).mkdir(parents=True, exist_ok=True)
         write_json(scratch / earlier / "weights.json",
                    {"domains": domains, "initial_weights": uniform, "final_weights": uniform})
+        curve = HeldOutLog(scratch / earlier / "val.csv", domains, 0)
+        curve.write(0, 0, 0, 0.0, 0.0, np.full(len(domains), math.log(setup.vocab_size)))
+        curve.close()
         RunRecord(strategy="stand-in", stage=earlier, size=setup.size, steps=0, parameters=0, tokens=0, train_flops=0,
                   token_passes={}, train_seconds=0.0, wall_seconds=0.0, config_hash="", git_commit="", seed=0,
                   versions={}, inputs={"config": "", **data_inputs(data_dir), "upstream": {}}
@@ -167,13 +176,12 @@ class Subject:
 
     def __init__(self, config: dict, strategy_name: str, size: str, setup: Setup, scratch: Path,
                  stage: str | None = None):
-        stages = strategy_runs.strategy_class(config, strategy_name).stages_for(
-            strategy_runs.configured_hparams(config, strategy_name))
+        stages = strategy_runs.strategy_stages(config, strategy_name)  # a fan-out stage's runs one by one
         # Where a strategy computes its signals, unless ``stage`` names another (a swarm run: swarm-0).
         self.stage = stage or ("proxy" if "proxy" in stages else "final")
         scratch = scratch / strategy_name
         scratch.mkdir(parents=True)
-        upstream = stand_in_upstream(stages, cfg.Stage.parse(self.stage).kind, setup, config["corpus"]["domains"],
+        upstream = stand_in_upstream(stages, self.stage, setup, config["corpus"]["domains"],
                                      scratch, Path(config["data_dir"]))
         run = build_run(config, cfg.Run(strategy=strategy_name, stage=self.stage, size=size, seed=0),
                         out=scratch, upstream=upstream, placement=setup.placement,
