@@ -42,6 +42,7 @@ REGISTRY: dict[str, str] = {
     "chameleon": "strategies.chameleon:Chameleon",
     "aioli": "strategies.aioli:Aioli",
     "skillit": "strategies.skillit:SkillIt",
+    "ado": "strategies.ado:ADO",
 }
 
 

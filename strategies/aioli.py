@@ -65,10 +65,9 @@ from typing import Any
 import numpy as np
 
 from mixbench.errors import ConfigError, TrainingError
-from strategies.base import StepStats, Strategy
+from strategies.base import StepStats, Strategy, check_named_mixture, named_mixture
 
 SIGNAL = "heldout_loss"
-PRIORS = ("uniform", "natural")
 
 
 def perturbed_mixture(*, domain: int, num_domains: int, one_hot_factor: float) -> np.ndarray:
@@ -139,8 +138,7 @@ class Aioli(Strategy):
         if not 1 / k < h["one_hot_factor"] <= 1:
             raise ConfigError(f"aioli one_hot_factor must be in (1/{k}, 1] so that the perturbed mixtures favour "
                               f"their domain and W is invertible, got {h['one_hot_factor']}")
-        if h["prior"] not in PRIORS:
-            raise ConfigError(f"aioli prior must be one of {PRIORS}, got {h['prior']!r}")
+        check_named_mixture("prior", h["prior"])
         lp = learn_params_steps(h, k)
         if h["update_steps"] < lp + 2:
             raise ConfigError(f"aioli update_steps {h['update_steps']} leaves no step for the learned mixture: "
@@ -171,11 +169,7 @@ class Aioli(Strategy):
         super().__init__(context, **hparams)
         h, k = self.hparams, len(context.domains)
         self.lp_total = learn_params_steps(h, k)
-        if h["prior"] == "natural":
-            tokens = np.asarray(context.train_tokens, dtype=np.float64)
-            self.prior_mixture = tokens / tokens.sum()
-        else:
-            self.prior_mixture = np.full(k, 1 / k)
+        self.prior_mixture = named_mixture("prior", h["prior"], context)
         # Rounds whose LearnParams and one learned step fit: prior + r·U + L + 2 <= T.
         span = context.total_steps - h["prior_steps"] - self.lp_total - 2
         self.rounds = span // h["update_steps"] + 1 if span >= 0 else 0

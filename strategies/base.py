@@ -281,6 +281,23 @@ def first_update_after(warmup_steps: int, every: int) -> int:
     return (warmup_steps // every + 1) * every
 
 
+def named_mixture(key: str, name: Any, context: StrategyContext) -> np.ndarray:
+    """The mixture a hyperparameter ``key`` names: ``natural`` (the domains' train tokens before the
+    corpus cap, the context's ``train_tokens``) or ``uniform``; a ConfigError for anything else."""
+    if name == "natural":
+        tokens = np.asarray(context.train_tokens, dtype=np.float64)
+        return tokens / tokens.sum()
+    if name == "uniform":
+        return np.full(len(context.domains), 1 / len(context.domains))
+    raise ConfigError(f"{key} must be 'natural' or 'uniform', got {name!r}")
+
+
+def check_named_mixture(key: str, name: Any) -> None:
+    """Refuse, before any job, a hyperparameter that names no mixture ``named_mixture`` knows."""
+    if name not in ("natural", "uniform"):
+        raise ConfigError(f"{key} must be 'natural' or 'uniform', got {name!r}")
+
+
 def validate_weights(weights: Any, num_domains: int, strategy: str, step: int, atol: float = 1e-6,
                      what: str = "weights", on_simplex: bool = True) -> np.ndarray:
     """Check a weight vector is finite, non-negative, of length K and (``on_simplex``) sums to 1.

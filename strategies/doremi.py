@@ -31,7 +31,7 @@ import numpy as np
 
 from mixbench.config import Stage
 from mixbench.errors import ConfigError
-from strategies.base import Strategy
+from strategies.base import Strategy, check_named_mixture, named_mixture
 
 # Each round trains a reference and a proxy per seed; more rounds than this is a typo, and the
 # stage list of a huge count would not even fit in memory while the workflow is parsed.
@@ -74,8 +74,7 @@ class DoReMi(Strategy):
     def check_hparams(cls, hparams: dict[str, Any], domains: list[str]) -> None:
         super().check_hparams(hparams, domains)
         h = {**cls.defaults, **hparams}
-        if h["reference_weights"] not in ("natural", "uniform"):
-            raise ConfigError(f"reference_weights must be 'natural' or 'uniform', got {h['reference_weights']!r}")
+        check_named_mixture("reference_weights", h["reference_weights"])
         if h["step_size"] <= 0 or not 0 <= h["smoothing"] <= 1 or not 1 <= h["rounds"] <= MAX_ROUNDS:
             raise ConfigError(f"need step_size > 0, 0 <= smoothing <= 1 and 1 <= rounds <= {MAX_ROUNDS}, got "
                               f"step_size {h['step_size']}, smoothing {h['smoothing']}, rounds {h['rounds']}")
@@ -114,10 +113,7 @@ class DoReMi(Strategy):
             return upstream[stage_name("proxy", self.hparams["rounds"])]
         if self.round > 1:
             return upstream[stage_name("proxy", self.round - 1)]
-        if self.hparams["reference_weights"] == "uniform":
-            return self.uniform
-        tokens = np.asarray(self.context.train_tokens, dtype=np.float64)
-        return tokens / tokens.sum()
+        return named_mixture("reference_weights", self.hparams["reference_weights"], self.context)
 
     def required_signals(self) -> frozenset[str]:
         return self.signals if self.kind == "proxy" else frozenset()

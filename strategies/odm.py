@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from mixbench.errors import ConfigError
-from strategies.base import StepStats, Strategy, first_update_after
+from strategies.base import StepStats, Strategy, check_named_mixture, first_update_after, named_mixture
 
 
 def exp3_mixture(cumulative: np.ndarray, previous_epsilon: float, epsilon: float) -> np.ndarray:
@@ -62,8 +62,7 @@ class ODM(Strategy):
         if h["warmup_steps"] < 0 or h["update_every"] < 1 or not 0 < h["reward_scale"] < float("inf"):
             raise ConfigError(f"need warmup_steps >= 0, update_every >= 1 and a finite reward_scale > 0; got "
                               f"{h['warmup_steps']}, {h['update_every']}, {h['reward_scale']}")
-        if h["initial"] not in ("natural", "uniform"):
-            raise ConfigError(f"initial must be 'natural' or 'uniform', got {h['initial']!r}")
+        check_named_mixture("initial", h["initial"])
         if len(domains) < 2:
             raise ConfigError(f"odm is a bandit over domains: it needs >= 2, got {domains}")
 
@@ -80,11 +79,7 @@ class ODM(Strategy):
     def __init__(self, context, **hparams):
         super().__init__(context, **hparams)
         k = len(context.domains)
-        if self.hparams["initial"] == "natural":
-            tokens = np.asarray(context.train_tokens, dtype=np.float64)
-            self.pi = tokens / tokens.sum()
-        else:
-            self.pi = np.full(k, 1 / k)
+        self.pi = named_mixture("initial", self.hparams["initial"], context)
         self.cumulative = np.zeros(k)
         self.epsilon = 1 / k
         self.rewarded: list[str] = []

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from mixbench.errors import ConfigError
-from strategies.base import Strategy
+from strategies.base import Strategy, named_mixture
 
 SUM_TOLERANCE = 1e-6
 
@@ -28,8 +28,7 @@ class Uniform(Strategy):
 
 class Natural(Strategy):
     def initial_weights(self) -> np.ndarray:
-        tokens = np.asarray(self.context.train_tokens, dtype=np.float64)
-        return tokens / tokens.sum()
+        return named_mixture("natural", "natural", self.context)
 
 
 def as_mapping(weights: Any, domains: list[str] | tuple[str, ...]) -> dict:

@@ -47,7 +47,7 @@ def test_default_config_file_is_valid():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"grid": {"strategies": ["unifrom"]}}, "unknown strategy 'unifrom'; registered strategies: aioli, chameleon, doge, dograph, doremi, lattice, natural, odm, regmix, skillit, static, uniform, unimax"),
+        ({"grid": {"strategies": ["unifrom"]}}, "unknown strategy 'unifrom'; registered strategies: ado, aioli, chameleon, doge, dograph, doremi, lattice, natural, odm, regmix, skillit, static, uniform, unimax"),
         ({"strategies": {"uniform": {"temperature": 2.0}}}, "unknown hyperparameter(s) ['temperature']; valid: none"),
         ({"training": {"stpes": 10}}, "training.stpes: unknown field; training takes steps, batch_size,"),
         ({"training": {"steps": 0}}, "training.steps: 0 is less than the minimum of 1"),
@@ -176,7 +176,8 @@ def test_paper_config_is_valid_on_its_own():
     config = grid_config.load(cfg.REPO_ROOT / "config" / "paper.yaml")
     assert config["grid"]["sizes"] == ["small", "medium", "large"]
     assert config["grid"]["strategies"] == ["uniform", "natural", "doremi", "doge", "dograph", "regmix",
-                                            "doremi_published", "doge_published"]
+                                            "doremi_published", "doge_published", "unimax", "odm", "ado", "aioli",
+                                            "skillit", "chameleon"]
     for published in ("doremi_published", "doge_published"):  # rounded as printed: sums within 1e-4 of 1
         assert sum(cfg.strategy_hparams(config, published)["weights"]) == pytest.approx(1.0, abs=1e-4)
     assert cfg.strategy_hparams(config, "doremi_published")["normalize"] is True  # 1.00006: said explicitly

@@ -53,19 +53,21 @@ def test_the_paper_grid_plans_every_strategy_offline(tmp_path):
     build_job = re.search(r"^rule build_corpus:\n(?:    .*\n)+", out, flags=re.M).group(0)
     assert re.search(r"^    resources: .*\bruntime=447\b", build_job, flags=re.M), build_job
     jobs = job_counts(out)
-    # 8 strategies × 3 sizes × 3 seeds final models; per seed one DoReMi reference and proxy
-    # (GPT-2 small), one DoGE proxy (82M) and RegMix's 512 swarm runs (1M class) in 32 packs of
-    # 16, shared by the three final sizes; one RegMix fit per final model (a second, trains nothing).
-    assert jobs["train"] == 72 + 3 * 3 and jobs["train_pack"] == 3 * 32, out[-2000:]
-    assert jobs["evaluate"] == 72 and jobs["fit"] == 9, out[-2000:]
+    # 14 strategies × 3 sizes × 3 seeds final models; per seed one DoReMi reference and proxy
+    # (GPT-2 small), one DoGE proxy and one Chameleon proxy (82M), RegMix's 512 swarm runs (1M
+    # class) in 32 packs of 16 and Skill-It's 7 one-domain runs (GPT-2 small) in one pack, shared
+    # by the three final sizes; one RegMix fit per final model (a second, trains nothing).
+    assert jobs["train"] == 126 + 3 * 4 and jobs["train_pack"] == 3 * (32 + 1), out[-2000:]
+    assert jobs["evaluate"] == 126 and jobs["fit"] == 9, out[-2000:]
     stages = {p for p in planned_outputs(out) if "/final/" not in p}
     assert {str(Path(p).relative_to("runs/paper").parent) for p in stages} == {  # relative to --directory
         *(f"small/doremi/seed{s}/{stage}" for s in range(3) for stage in ("reference", "proxy")),
-        *(f"proxy-82m/doge/seed{s}/proxy" for s in range(3)),
+        *(f"proxy-82m/{strategy}/seed{s}/proxy" for strategy in ("doge", "chameleon") for s in range(3)),
         *(f"{size}/regmix/seed{s}/fit" for size in ("small", "medium", "large") for s in range(3))}
     packs = set(re.findall(r"^\s+output: (\S+/packs/\S+)", out, flags=re.M))  # and each seed's whole swarm
     assert packs == {f"runs/paper/regmix-1m/regmix/seed{s}/packs/swarm{part}.json" for s in range(3)
-                     for part in ("", *(f"-{r}-{r + 15}" for r in range(0, 512, 16)))}
+                     for part in ("", *(f"-{r}-{r + 15}" for r in range(0, 512, 16)))} | {
+        f"runs/paper/small/skillit/seed{s}/packs/swarm{part}.json" for s in range(3) for part in ("", "-0-6")}
     # Seed by seed: seed 0's final models start before seed 1's swarm; within a seed a strategy's
     # earlier stages start first.
     blocks = re.split(r"\n(?=\[[^\]]+\]\n(?:local)?rule )", out)
@@ -73,7 +75,8 @@ def test_the_paper_grid_plans_every_strategy_offline(tmp_path):
                 for b in blocks if re.search(r"rule (train|train_pack|fit):", b)}
     of = lambda seed, part: [p for path, p in priority.items() if f"/seed{seed}/{part}" in path]
     assert min(of(0, "final")) > max(of(1, "packs/")) and min(of(1, "final")) > max(of(2, "reference"))
-    assert min(of(1, "packs/")) > max(of(1, "fit")) > max(of(1, "final"))
+    regmix = lambda seed, part: [p for path, p in priority.items() if f"/regmix/seed{seed}/{part}" in path]
+    assert min(regmix(1, "packs/")) > max(regmix(1, "fit")) > max(regmix(1, "final"))
     assert min(of(2, "reference")) > max(of(2, "proxy")) > max(of(2, "final"))
 
 

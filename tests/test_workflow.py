@@ -195,7 +195,7 @@ def test_a_bad_config_fails_before_any_job(tmp_path):
     config = make_test_config(tmp_path, grid={"strategies": ["uniform", "natrual"]})
     result = snakemake(tmp_path, write_config(tmp_path / "config.yaml", config))
     assert result.returncode != 0
-    assert "unknown strategy 'natrual'; registered strategies: aioli, chameleon, doge, dograph, doremi, lattice, natural, odm, regmix, skillit, static, uniform, unimax" in result.stderr
+    assert "unknown strategy 'natrual'; registered strategies: ado, aioli, chameleon, doge, dograph, doremi, lattice, natural, odm, regmix, skillit, static, uniform, unimax" in result.stderr
     assert not (tmp_path / "data").exists()
 
 
