@@ -48,19 +48,19 @@ def window_starts(num_tokens: int, window: int, count: int) -> np.ndarray:
 class HeldOutSet:
     """The fixed val windows of every domain, (domains × windows, seq_len + 1) tokens."""
 
-    def __init__(self, store, *, seq_len: int, windows_per_domain: int):
+    def __init__(self, store, *, seq_len: int, windows_per_domain: int, split: str = "val"):
         window = seq_len + 1
         short = {d: int(a.size) for d, a in zip(store.domains, store.arrays) if a.size < window}
         if short:
-            raise ConfigError(f"the val split of {', '.join(f'{d} ({n} tokens)' for d, n in short.items())} is "
-                              f"shorter than one window of training.seq_len + 1 = {window} tokens: raise "
-                              "corpus.val_fraction or lower training.seq_len, or turn the held-out curves off "
-                              "with training.heldout_windows: 0")
+            fix = ("raise corpus.val_fraction or lower training.seq_len, or turn the held-out curves off with "
+                   "training.heldout_windows: 0") if split == "val" else "lower training.seq_len"
+            raise ConfigError(f"the {split} split of {', '.join(f'{d} ({n} tokens)' for d, n in short.items())} is "
+                              f"shorter than one window of training.seq_len + 1 = {window} tokens: {fix}")
         rows, domain_ids = [], []
         for j, (domain, array) in enumerate(zip(store.domains, store.arrays)):
             overlap = array.size < window * windows_per_domain
             if overlap:
-                print(f"note: domain {domain}'s val split has {array.size} tokens, fewer than "
+                print(f"note: domain {domain}'s {split} split has {array.size} tokens, fewer than "
                       f"{windows_per_domain} windows of {window}: its held-out windows overlap", file=sys.stderr)
             for start in window_starts(int(array.size), window, windows_per_domain):
                 rows.append(np.asarray(array[start:start + window], dtype=np.int64))

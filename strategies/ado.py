@@ -89,6 +89,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import warnings
 from collections import deque
 from typing import Any
 
@@ -263,6 +264,10 @@ class ADO(Strategy):
         weighted = rates * self.prior * credit
         total = weighted.sum()
         if not (np.isfinite(total) and total > 0):
+            warnings.warn(f"ado at step {stats.step}: the preference ρ ∝ rate × prior × credit sums to {total!r} "
+                          f"(rates {np.round(rates, 6).tolist()}, credit {np.round(credit, 6).tolist()}): the "
+                          f"mixture stays {np.round(self.pi, 6).tolist()} this step", stacklevel=2)
+            self.credit = self.rho = None  # the trace shows no update for this step
             return None
         self.credit = credit
         self.rho = clip_min_probability(weighted / total, h["delta_min"])

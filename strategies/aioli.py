@@ -42,7 +42,9 @@ do not fit before the run's end is not started: the run ends on the last p^t (th
 are whole rounds). (3) The permutations come from ``numpy.random.default_rng([seed, round])``,
 so the schedule needs no state. (4) The authors draw a LearnParams sub-round's sequences in exact
 proportions (``SlimpjDataset.get_tokenized_dataset``, ``mapped_train``): ``stratified`` (on)
-asks the sampler for stratified batches, the nearest mixbench has. (5) Held-out loss on
+asks the sampler for stratified batches, the nearest mixbench has, for the whole run (the
+learned part of a round too, where the authors sample at random: the same expected counts with
+less variance; ``stratified: false`` samples every step at random). (5) Held-out loss on
 ``heldout_windows`` fixed windows per domain (the signal's default 8) where the authors use the
 whole val split; the same windows each time, so the differences are paired. (6) ``diagonal`` also
 at ε = 1 (their code ignores the flag there; its help asks ε ≠ 1). (7) Normalising a constant A

@@ -36,6 +36,10 @@ counted in the mean); the provider's are evenly spaced token windows of ``traini
 one length, so the mean over each window's positions then over windows is the mean over every token.
 The authors embed with the finished proxy; the signal at step T is taken before step T's update.
 
+The weights are computed in the proxy run, so its fingerprint holds every hyperparameter:
+changing ``lambda_reg``, ``temperature`` or ``normalize_scores`` trains the proxy again, though
+its model and embeddings would be the same.
+
 Trace (once, at step T): ``kernel`` (Ω), ``leverage_scores`` (S, as normalised) and ``alpha`` (α).
 """
 

@@ -54,6 +54,13 @@ def test_skillit_builds_its_graph_from_one_domain_runs_and_moves_its_mixture(met
                                updates[0]["mixture"], atol=1e-8)  # log.csv keeps 8 decimals
     info = read_json(final / "run.json")
     assert planned_passes(methods_config, "skillit", "final", "test") == info["token_passes"]
+    # Stopped inside its second round (its window of losses and the graph in the checkpoint), resumed.
+    split = tmp_path / "split"
+    assert not train(methods_config, "test", "skillit", 0, "final", split, upstream, stop_after=9)
+    assert train(methods_config, "test", "skillit", 0, "final", split, upstream)
+    weights = [c for c in log.columns if c.startswith("weight/")]
+    pd.testing.assert_frame_equal(pd.read_csv(split / "log.csv")[weights], log[weights])
+    assert traced(split, "mixture") == updates
 
 
 def test_aioli_learns_an_interaction_matrix_each_round_and_counts_its_heldout_forwards(methods_config, tmp_path):

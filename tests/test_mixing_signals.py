@@ -3,6 +3,7 @@ they measure, on which parameters, and that their forwards are counted as the ru
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -112,6 +113,10 @@ def test_embeddings_are_token_means_of_the_hidden_states_of_the_layer_asked_for(
     assert passes.token_passes["forward"] == len(windows.tokens) * settings.seq_len
     with pytest.raises(ConfigError, match="options are split"):
         provider_class("domain_embeddings")(name="domain_embeddings", handles=handles, options={"layer": "first"})
+    one_block = build_model(gpt2_config("test", store.vocab_size))
+    with pytest.raises(ConfigError, match="layer 'middle' needs a model of 2 or more blocks; this one has 1"):
+        provider_class("domain_embeddings")(name="domain_embeddings", options={"layer": "middle"},
+                                            handles=dataclasses.replace(handles, model=one_block, raw_model=one_block))
 
 
 def test_a_window_count_that_is_not_a_positive_integer_is_refused():

@@ -37,7 +37,7 @@ def resume_config(built_data):
         strategies={"static": {"weights": {d: (i + 1) / 21 for i, d in enumerate(domains)}},
                     "dograph": {"update_every": 10, "probe_per_domain": 4, "target_per_domain": 2,
                                 "sketch_dim": 128},
-                    "odm": {"warmup_steps": 5}, "chameleon": {"windows": 16},
+                    "odm": {"warmup_steps": 5}, "chameleon": {"windows": 16, "layer": "final"},  # the test size has one block
                     "aioli": {"update_steps": 12, "lp_rounds": 1, "lp_steps": 1, "heldout_windows": 2}}))
 
 

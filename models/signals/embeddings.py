@@ -39,8 +39,15 @@ class DomainEmbeddings(SignalProvider):
         if unknown or split not in ("val", "train") or self.layer not in ("final", "middle"):
             raise ConfigError(f"signal {self.name!r}: options are split ('val' or 'train'), windows and layer "
                               f"('final' or 'middle'); got {self.options}")
+        if h.sources.data_dir is None:
+            raise ValueError(f"signal {self.name!r} needs token files: build the loop with SignalSources(data_dir=...)")
+        if self.layer == "middle" and h.raw_model.config.n_layer < 2:
+            # transformers' hidden_states[1] of a one-block model is the last one, after the final norm
+            raise ConfigError(f"signal {self.name!r}: layer 'middle' needs a model of 2 or more blocks; this one has "
+                              f"{h.raw_model.config.n_layer}, whose middle is its last: use layer 'final' or a deeper model")
         store = TokenStore(Path(h.sources.data_dir) / "tokens", split, list(h.domains))
-        windows = HeldOutSet(store, seq_len=s.seq_len, windows_per_domain=windows_option(self.options, self.name))
+        windows = HeldOutSet(store, seq_len=s.seq_len, windows_per_domain=windows_option(self.options, self.name),
+                             split=split)
         mine = np.arange(len(windows.tokens)) % s.world_size == s.rank
         self.inputs = to_device(windows.tokens[mine][:, :-1], s.device)
         self.domain_ids = torch.as_tensor(windows.domain_ids[mine], device=s.device)
