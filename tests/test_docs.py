@@ -58,6 +58,9 @@ COVERED = {
     # The landscape study: the shipped config under the test configuration (a 3-point lattice).
     r"snakemake --cores all --configfile config/landscape\.yaml": ("tests/test_landscape_workflow.py",
                                                                     "snakemake(root, [LANDSCAPE, overlay]"),
+    # The methods grid: the shipped config under the test configuration, Skill-It and Chameleon.
+    r"snakemake --cores all --configfile config/methods\.yaml": ("tests/test_methods_grid.py",
+                                                                  "snakemake(tmp_path, [METHODS, overlay]"),
     # The published-swarm track: the shipped config, two regressors (tests/test_published_swarm.py).
     r"snakemake --cores all --configfile config/published_swarm\.yaml": ("tests/test_published_swarm.py",
                                                                           "snakemake(REPO, [CONFIG, overlay])"),

@@ -72,7 +72,7 @@ def results_block(config: dict) -> str:
     return "\n\n".join([
         f"Bits per byte on the held-out test split (size {size}; mean ± std over {n} seeds; lower is better):",
         markdown_table(cells),
-        f"Against {base} on the same seeds (`results/tables/comparison.md`: the macro average's mean difference, "
+        f"Against {base} on the same seeds (`{tables / 'comparison.md'}`: the macro average's mean difference, "
         f"its paired t 95% interval, the sign-flip p Holm-adjusted over the {m} strategies, domains won, the "
         f"worst domain's difference, and the seeds at which the observed difference would be detected with "
         f"80% power):",
@@ -127,7 +127,7 @@ def mixture_sentence(path: Path, size: str) -> list[str]:
             continue
         domain = group.idxmax()[1]
         parts.append(f"{strategy} {group.max():.2f} on {domain}")
-    return ["Largest weight of each learned final mixture (mean over seeds; `results/tables/weights.md`): "
+    return [f"Largest weight of each learned final mixture (mean over seeds; `{path.with_suffix('.md')}`): "
             + "; ".join(parts) + "."] if parts else []
 
 
