@@ -165,3 +165,28 @@ def test_the_startup_benchmark_times_every_part_of_a_job_s_start(built_data, tmp
     # A training job's imports (torch, transformers) cost more than the interpreter alone.
     assert parts["import models.train"]["median_s"] > parts["python"]["median_s"]
     assert f"| tokens (hashed) | {parts['tokens (hashed)']['median_s']:.3f} |" in (tmp_path / "out" / "startup.md").read_text()
+
+
+def test_strategy_overhead_times_each_strategy_s_host_work_and_refuses_one_that_needs_a_model(built_data, tmp_path):
+    from conftest import write_config
+
+    config = dict(built_data, results_dir=str(tmp_path / "results"),
+                  strategies={"ado": {"ignore_steps": 5, "start_step": 5, "fit_every": 10, "savgol_window": 7,
+                                      "subsample": 1}})
+    config_file = write_config(tmp_path / "config.yaml", config)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.strategy_overhead", "--config", str(config_file),
+                           "--strategies", "odm", "ado", "--steps", "25", "--step-seconds", "0.5"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = read_json(tmp_path / "results" / "benchmarks" / "strategy_overhead.json")
+    assert report["steps"] == 25 and report["step_seconds"]["source"] == "given"
+    for name in ("odm", "ado"):
+        timing = report["strategies"][name]
+        assert 0 < timing["mean_seconds_per_step"] <= timing["max_seconds_in_a_step"] <= timing["total_seconds"]
+        assert timing["share_of_a_step"]["at_optimistic_step"] == pytest.approx(timing["mean_seconds_per_step"] / 0.5)
+    # ADO's fits (after steps 11 and 21) are its slowest steps: far above its other steps' median.
+    assert report["strategies"]["ado"]["max_seconds_in_a_step"] > 5 * report["strategies"]["odm"]["max_seconds_in_a_step"]
+    refused = subprocess.run([sys.executable, "-m", "benchmarks.strategy_overhead", "--config", str(config_file),
+                              "--strategies", "dograph", "--steps", "5"], capture_output=True, text=True, cwd=REPO,
+                             timeout=300)
+    assert refused.returncode != 0 and "only a model computes: benchmark it with benchmarks.throughput" in refused.stderr

@@ -89,6 +89,7 @@ PROSE_MODULES = {
     "benchmarks.corpus_build": ("tests/test_benchmarks.py", '"-m", "benchmarks.corpus_build"'),
     "benchmarks.fault_injection": ("tests/test_benchmarks.py", '"-m", "benchmarks.fault_injection"'),
     "benchmarks.throughput": ("tests/test_benchmarks.py", '"-m", "benchmarks.throughput"'),
+    "benchmarks.strategy_overhead": ("tests/test_benchmarks.py", '"-m", "benchmarks.strategy_overhead"'),
     "corpus.debian": ("tests/test_debian_corpus.py", 'debian.main(["--print-packages"])'),
     "eval.harness.downstream": ("tests/test_downstream.py", "eval_downstream.main("),
     "eval.analysis.plan": ("tests/test_docs.py", '"python -m eval.analysis.plan --config config/paper.yaml"'),
