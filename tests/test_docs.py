@@ -78,6 +78,7 @@ COVERED = {
     r"hf download cerebras/SlimPajama-627B .*": ("tests/test_corpus_streaming.py", "hf download cerebras/SlimPajama-627B"),
     # Benchmarks and the GPU acceptance check (on the CPU, --cpu-smoke).
     r"python -m benchmarks\.throughput .*": ("tests/test_benchmarks.py", '"-m", "benchmarks.throughput"'),
+    r"python -m benchmarks\.strategy_overhead .*": ("tests/test_benchmarks.py", '"-m", "benchmarks.strategy_overhead"'),
     r"python scripts/gpu_check\.py .*": ("tests/test_benchmarks.py", '"scripts/gpu_check.py", "--cpu-smoke"'),
 }
 
