@@ -118,9 +118,9 @@ def test_every_run_of_the_paper_grid_fits_an_80_gib_gpu():
                 checked[(spec["size"], name, stage)] = estimate["total"] / GIB
     too_big = {run: round(gib, 1) for run, gib in checked.items() if gib > HEADROOM * 80}
     assert not too_big, f"runs over {HEADROOM:.0%} of 80 GiB: {too_big}"
-    # Every final model; DoReMi's shared reference and proxy, DoGE's proxy, RegMix's swarm (its 512
-    # runs share one shape: the first stands for all).
-    assert len(checked) == 8 * 3 + 3 + 1
+    # Every final model; DoReMi's shared reference and proxy, DoGE's and Chameleon's proxies, RegMix's
+    # and Skill-It's swarms (the runs of a swarm share one shape: the first stands for all).
+    assert len(checked) == 14 * 3 + 4 + 2
     # Without the per-size setting the large model would not fit.
     assert training_memory(SIZES["large"], vocab_size=vocab, seq_len=1024, micro_batch=32, bf16=True)["total"] > 80 * GIB
 

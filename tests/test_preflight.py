@@ -201,9 +201,10 @@ def test_the_disk_estimate_of_the_paper_grid_by_part(tmp_path):
     assert parts["token files"].bytes == pytest.approx(caps / 3 * 2)  # GPT-2's ids fit 2 bytes
     # The two largest runs in progress: large final models, 3 checkpoints of 12 bytes per parameter.
     assert parts["checkpoints"].bytes == 2 * 3 * 12 * approx_parameters(SIZES["large"], 50304)
-    # 72 final models, and per seed DoReMi's reference and proxy and DoGE's proxy; no swarm model.
-    assert "81 saved models" in parts["models"].detail and parts["swarm runs"].bytes == 0
-    assert "1536 runs, 0 of them" in parts["swarm runs"].detail
+    # 126 final models, and per seed DoReMi's reference and proxy, DoGE's and Chameleon's proxies;
+    # no swarm model (RegMix's 512 runs and Skill-It's 7 per seed).
+    assert "138 saved models" in parts["models"].detail and parts["swarm runs"].bytes == 0
+    assert "1557 runs, 0 of them" in parts["swarm runs"].detail
     lines, problems = footprint.shortfalls(list(parts.values()), free=lambda path: 100 * 10**9)
     assert len(lines) == 1 and "corpus 54.6 GB" in lines[0] and "100.0 GB free" in lines[0]
     (problem,) = problems
