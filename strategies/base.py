@@ -152,6 +152,12 @@ class Strategy(ABC):
         can hold every domain); it runs with the config check, before any job starts."""
 
     @classmethod
+    def check_stage_size(cls, hparams: dict[str, Any], *, stage: str, size: str, n_layer: int) -> None:
+        """Refuse (ConfigError) a run of ``stage`` at model ``size`` (``n_layer`` blocks) that these
+        hyperparameters (defaults filled in) cannot use; it runs with the config check, for every
+        run of the grid, before any job starts."""
+
+    @classmethod
     def static_reason(cls, hparams: dict[str, Any], *, stage: str, steps: int, warmup_steps: int,
                       domains: list[str]) -> str | None:
         """Why a run of ``stage`` (``steps`` optimizer steps, the first ``warmup_steps`` of them warmup;

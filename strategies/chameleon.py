@@ -119,6 +119,13 @@ class Chameleon(Strategy):
         if h["layer"] not in LAYERS:
             raise ConfigError(f"layer must be 'middle' (the authors' hidden state) or 'final', got {h['layer']!r}")
 
+    @classmethod
+    def check_stage_size(cls, hparams: dict[str, Any], *, stage: str, size: str, n_layer: int) -> None:
+        """A middle layer needs two blocks: a one-block model's middle hidden state is its last."""
+        if stage == "proxy" and hparams["layer"] == "middle" and n_layer < 2:
+            raise ConfigError(f"chameleon embeds with the proxy's middle layer, but size {size!r} has {n_layer} "
+                              f"block: give the proxy a size of 2 or more blocks, or set layer: final")
+
     def __init__(self, context, **hparams):
         super().__init__(context, **hparams)
         self.proxy = context.stage == "proxy"

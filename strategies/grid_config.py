@@ -130,7 +130,12 @@ def stage_problems(config: dict, name: str) -> list[str]:
                             f"reference model ({who}: reference {sizes['reference']!r} from "
                             f"{stage_field(config, name, 'reference', 'size')}, proxy {sizes['proxy']!r})")
         final_params = non_embedding_parameters(SIZES[final_size])
+        cls, hparams = runs.strategy_class(config, name), runs.configured_hparams(config, name)
         for stage, spec in stage_runs.items():
+            try:
+                cls.check_stage_size(hparams, stage=stage, size=spec["size"], n_layer=SIZES[spec["size"]].n_layer)
+            except ConfigError as exc:
+                problems.append(f"{stage_field(config, name, stage, 'size')}: {exc}")
             params = non_embedding_parameters(SIZES[spec["size"]])
             if stage != "final" and params > final_params and not cfg.stage_allows_larger(config, name, stage):
                 field = stage_field(config, name, stage, "size")

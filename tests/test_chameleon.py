@@ -196,3 +196,15 @@ def test_one_domain_is_refused():
     with pytest.raises(ConfigError, match="at least two"):
         Chameleon.check_hparams({}, ["a"])
     Chameleon.check_hparams({}, list(DOMAINS))
+
+
+def test_a_middle_layer_the_proxy_size_lacks_is_refused_before_any_job(tmp_path):
+    from conftest import make_test_config
+    from strategies import grid_config
+
+    one_block = make_test_config(tmp_path, grid={"strategies": ["chameleon"]})  # the `test` size: one block
+    with pytest.raises(ConfigError, match=r"stages.proxy.size: chameleon embeds with the proxy's middle layer, but "
+                                          r"size 'test' has 1 block"):
+        grid_config.validate(one_block)
+    grid_config.validate(make_test_config(tmp_path, grid={"strategies": ["chameleon"]},
+                                          strategies={"chameleon": {"layer": "final"}}))
