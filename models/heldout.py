@@ -82,18 +82,28 @@ class HeldOutEvaluator:
         self.passes, self.micro, self.world_size = passes, micro_batch_size, world_size
         self.kind = kind  # the pass kind its forwards count as; None: a measurement, not counted
 
-    @torch.no_grad()
     def domain_loss(self, model) -> np.ndarray:
         """Mean loss per token of each domain's windows, shape (K,)."""
+        def loss_sums(rows: torch.Tensor) -> torch.Tensor:
+            return self.passes.token_loss(model, rows, kind=self.kind).sum(dim=1, keepdim=True)
+
+        return self.domain_means(model, loss_sums, width=1)[:, 0]
+
+    @torch.no_grad()
+    def domain_means(self, model, row_sums, width: int) -> np.ndarray:
+        """Per domain, the mean over its windows' predicted tokens of what ``row_sums`` measures:
+        given a micro-batch of windows (rows, seq_len + 1), their sums over tokens, (rows, width).
+        The model runs in eval mode (dropout off: no random numbers drawn); under DDP the sums of
+        every rank are added in one all-reduce. Returns (K, width)."""
         was_training = model.training
-        model.eval()  # dropout off: the measurement draws no random numbers
-        sums = torch.zeros(2, self.num_domains, dtype=torch.float64, device=self.passes.device)
+        model.eval()
+        sums = torch.zeros(self.num_domains, width + 1, dtype=torch.float64, device=self.passes.device)
+        predicted = self.tokens.shape[1] - 1  # tokens a window predicts
         for start in range(0, len(self.tokens), self.micro):
-            loss = self.passes.token_loss(model, self.tokens[start:start + self.micro], kind=self.kind)
             ids = self.domain_ids[start:start + self.micro]
-            sums[0].index_add_(0, ids, loss.sum(dim=1).double())
-            sums[1].index_add_(0, ids, torch.full_like(ids, loss.shape[1], dtype=torch.float64))
+            sums[:, :width].index_add_(0, ids, row_sums(self.tokens[start:start + self.micro]).double())
+            sums[:, width].index_add_(0, ids, torch.full_like(ids, predicted, dtype=torch.float64))
         model.train(was_training)
         if self.world_size > 1:
             dist.all_reduce(sums)
-        return to_host(sums[0] / sums[1])
+        return to_host(sums[:, :width] / sums[:, width:])

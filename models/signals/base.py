@@ -33,15 +33,19 @@ class SignalSources:
     upstream: dict[str, Path] = field(default_factory=dict)  # stage -> finished run folder
     run_dir: Path | None = None
 
-    def sampler(self, split: str, domains, seq_len: int, stream: int):
-        """A sampler over ``split`` with its own stream: drawing from it never shifts training batches."""
-        from corpus.sampler import DomainSampler
+    def token_store(self, split: str, domains):
+        """The token files of ``split`` for ``domains``."""
         from corpus.tokens import TokenStore
 
         if self.data_dir is None:
             raise ValueError("this signal needs token files: build the loop with SignalSources(data_dir=...)")
-        return DomainSampler(TokenStore(Path(self.data_dir) / "tokens", split, list(domains)), seq_len, self.seed,
-                             stream=stream)
+        return TokenStore(Path(self.data_dir) / "tokens", split, list(domains))
+
+    def sampler(self, split: str, domains, seq_len: int, stream: int):
+        """A sampler over ``split`` with its own stream: drawing from it never shifts training batches."""
+        from corpus.sampler import DomainSampler
+
+        return DomainSampler(self.token_store(split, domains), seq_len, self.seed, stream=stream)
 
 
 @dataclass

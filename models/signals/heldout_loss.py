@@ -12,7 +12,6 @@ array (K,), the mean token loss of each domain's windows.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
@@ -33,12 +32,8 @@ def windows_option(options: dict, name: str) -> int:
 class HeldOutLoss(SignalProvider):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        from corpus.tokens import TokenStore
-
         h, s = self.handles, self.handles.settings
-        if h.sources.data_dir is None:
-            raise ValueError(f"signal {self.name!r} needs token files: build the loop with SignalSources(data_dir=...)")
-        store = TokenStore(Path(h.sources.data_dir) / "tokens", "val", list(h.domains))
+        store = h.sources.token_store("val", h.domains)
         heldout = HeldOutSet(store, seq_len=s.seq_len, windows_per_domain=windows_option(self.options, self.name))
         self.evaluator = HeldOutEvaluator(heldout, passes=h.passes, micro_batch_size=s.micro_batch_size,
                                           rank=s.rank, world_size=s.world_size, kind="forward")
