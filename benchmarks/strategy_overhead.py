@@ -25,14 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.analysis.plan_costs import MfuTable, flops_per_token, parameters, stage_strategy
+from eval.analysis.plan_costs import PEAK_TFLOPS, MfuTable, flops_per_token, parameters, stage_strategy
 from mixbench.cli import add_config_argument, main_guard
 from mixbench.errors import ConfigError
 from mixbench.io import write_json
 from strategies import StepStats, grid_config, validate_weights
 from strategies import runs as strategy_runs
 
-PEAK_FLOPS = 989e12  # an H100's dense bf16, the cost plan's default
 SIMULATED = {"heldout_loss"}  # the signals this benchmark can stand in for
 
 
@@ -76,7 +75,8 @@ def estimated_step_seconds(config: dict) -> tuple[float, float]:
     size, training = config["grid"]["sizes"][0], config["training"]
     flops = flops_per_token(size, config) * training["batch_size"] * training["seq_len"]
     optimistic, conservative = MfuTable().at(parameters(size, config))
-    return flops / (optimistic * PEAK_FLOPS), flops / (conservative * PEAK_FLOPS)
+    peak = PEAK_TFLOPS * 1e12
+    return flops / (optimistic * peak), flops / (conservative * peak)
 
 
 @main_guard

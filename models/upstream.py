@@ -75,10 +75,10 @@ def heldout_row_loss(row: dict, domains: list[str], path: Path) -> np.ndarray:
     return np.array([float(row[f"val_loss/{d}"]) for d in domains])
 
 
-def final_heldout_loss(run_dir: Path, domains: list[str]) -> np.ndarray:
-    """The held-out loss per domain after a run's last step: the last row of its val.csv, which
-    the loop always measures after the last step (models/heldout.py)."""
-    last = heldout_rows(run_dir)[-1]
+def final_heldout_loss(run_dir: Path, domains: list[str], rows: list[dict] | None = None) -> np.ndarray:
+    """The held-out loss per domain after a run's last step: the last row of its val.csv (``rows``,
+    where they are read already), which the loop always measures after the last step (models/heldout.py)."""
+    last = (rows or heldout_rows(run_dir))[-1]
     steps = RunRecord.read(run_dir / "run.json").steps
     if int(last["step"]) != steps:
         raise DataError(f"{run_dir / 'val.csv'}: the last measurement is at step {last['step']}, not the run's last "
@@ -86,15 +86,17 @@ def final_heldout_loss(run_dir: Path, domains: list[str]) -> np.ndarray:
     return heldout_row_loss(last, domains, run_dir / "val.csv")
 
 
-def initial_heldout_losses(upstream: dict[str, Path], domains: list[str]) -> dict[str, np.ndarray]:
-    """{stage: held-out loss per domain before the first step} of the upstream runs whose val.csv
-    starts with a step-0 row (``Strategy.heldout_before_training``)."""
-    found = {}
+def upstream_heldout_losses(upstream: dict[str, Path], domains: list[str]) -> tuple[dict, dict]:
+    """({stage: held-out loss per domain after the last step}, {stage: before the first step}) of
+    the upstream runs, each val.csv read once; the second only for runs whose val.csv starts with
+    a step-0 row (``Strategy.heldout_before_training``)."""
+    final, initial = {}, {}
     for stage, run_dir in upstream.items():
-        first = heldout_rows(run_dir)[0]
-        if int(first["step"]) == 0:
-            found[stage] = heldout_row_loss(first, domains, run_dir / "val.csv")
-    return found
+        rows = heldout_rows(run_dir)
+        final[stage] = final_heldout_loss(run_dir, domains, rows)
+        if int(rows[0]["step"]) == 0:
+            initial[stage] = heldout_row_loss(rows[0], domains, run_dir / "val.csv")
+    return final, initial
 
 
 def strategy_context(config: dict, run: Run, total_steps: int, upstream: dict[str, Path], *,
@@ -103,6 +105,7 @@ def strategy_context(config: dict, run: Run, total_steps: int, upstream: dict[st
     (what a ``fit`` stage fits on)."""
     data_dir = Path(config["data_dir"])
     domains = list(config["corpus"]["domains"])
+    final, initial = upstream_heldout_losses(upstream, domains) if heldout else ({}, {})
     store = TokenStore(data_dir / "tokens", "train", domains)
     check_upstream_data(data_dir, upstream)
     return StrategyContext(
@@ -112,6 +115,5 @@ def strategy_context(config: dict, run: Run, total_steps: int, upstream: dict[st
         available_tokens=store.token_counts().astype(np.float64),
         planned_tokens=planned_tokens(total_steps, config["training"]["batch_size"], config["training"]["seq_len"]),
         upstream_weights={s: np.asarray(read_json(d / "weights.json")["final_weights"]) for s, d in upstream.items()},
-        upstream_heldout={s: final_heldout_loss(d, domains) for s, d in upstream.items()} if heldout else {},
-        upstream_heldout_initial=initial_heldout_losses(upstream, domains) if heldout else {},
+        upstream_heldout=final, upstream_heldout_initial=initial,
     )

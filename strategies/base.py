@@ -290,12 +290,11 @@ def first_update_after(warmup_steps: int, every: int) -> int:
 def named_mixture(key: str, name: Any, context: StrategyContext) -> np.ndarray:
     """The mixture a hyperparameter ``key`` names: ``natural`` (the domains' train tokens before the
     corpus cap, the context's ``train_tokens``) or ``uniform``; a ConfigError for anything else."""
+    check_named_mixture(key, name)
     if name == "natural":
         tokens = np.asarray(context.train_tokens, dtype=np.float64)
         return tokens / tokens.sum()
-    if name == "uniform":
-        return np.full(len(context.domains), 1 / len(context.domains))
-    raise ConfigError(f"{key} must be 'natural' or 'uniform', got {name!r}")
+    return np.full(len(context.domains), 1 / len(context.domains))
 
 
 def check_named_mixture(key: str, name: Any) -> None:

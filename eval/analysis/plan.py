@@ -113,7 +113,7 @@ def run_kinds(config: dict, given: dict | None) -> pd.DataFrame:
         parameters=kinds["size"].map(lambda s: parameters(s, config)))
 
 
-def plan(config: dict, given: dict | None = None, peak_tflops: float = 989.0, mfu: MfuTable = MfuTable(),
+def plan(config: dict, given: dict | None = None, peak_tflops: float = plan_costs.PEAK_TFLOPS, mfu: MfuTable = MfuTable(),
          startup_s: tuple[float, float] = plan_costs.STARTUP_S) -> pd.DataFrame:
     """Every run kind's estimated GPU-hours (``optimistic_*``, ``conservative_*``), then a
     ``start-up`` row (every job's start) and an ``evaluation`` row (every final model's)."""
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                         "their measured FLOP ratios over the derived ones")
     parser.add_argument("--ratio", action="append", default=[], metavar="STRATEGY:STAGE=X",
                         help="a FLOP ratio by hand, over the measured and derived ones (repeatable)")
-    parser.add_argument("--peak-tflops", type=float, default=989.0, help="accelerator peak, dense bf16 (H100/H200: 989)")
+    parser.add_argument("--peak-tflops", type=float, default=plan_costs.PEAK_TFLOPS, help="accelerator peak, dense bf16 (H100/H200: 989)")
     parser.add_argument("--mfu", type=parse_mfu, default=MfuTable(), metavar="TABLE",
                         help="assumed MFU, optimistic/conservative, by parameter count: LIMIT=OPT/CONS,...,inf=OPT/CONS "
                              f"(default {','.join(f'{l:g}={o}/{c}' for l, o, c in plan_costs.DEFAULT_MFU)}), "

@@ -26,6 +26,7 @@ from strategies import StrategyContext, get_strategy_class
 from strategies import runs as strategy_runs
 
 FORWARD, BACKWARD = 2, 4  # FLOPs per parameter and token (Kaplan et al. 2020)
+PEAK_TFLOPS = 989.0  # the plan's accelerator: an H100's or H200's dense bf16
 PROBE_PER_DOMAIN, PROBE_TARGET_PER_DOMAIN = 8, 4  # models/signals/probe.py's defaults
 HELDOUT_WINDOWS = 8  # models/signals/heldout_loss.py's default, which embeddings.py shares
 
